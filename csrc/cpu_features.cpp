@@ -1,0 +1,48 @@
+// CPU feature detection, once: which kernel variant runs. FASTNN_SIMD=scalar forces the portable fallback
+// (so the tests can check it on an AVX2 machine).
+#include <cstdlib>
+#include <cstring>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "fastnn.h"
+
+namespace fastnn {
+
+static bool detect() {
+    const char* force = std::getenv("FASTNN_SIMD");
+    if (force && std::strcmp(force, "scalar") == 0) return false;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
+bool has_avx2_fma() {
+    static const bool yes = detect();
+    return yes;
+}
+
+const char* simd_variant() { return has_avx2_fma() ? "avx2_fma" : "scalar"; }
+
+void set_num_threads(int n) {
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+int get_num_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+}  // namespace fastnn

@@ -1,0 +1,76 @@
+// fastnn C++ kernels: plain declarations (pointers + sizes), no pybind11 here.
+// All arrays are C-contiguous; T is float or double (explicitly instantiated in each .cpp).
+// Index arithmetic is 64-bit throughout (i64).
+#pragma once
+#include <cstdint>
+
+namespace fastnn {
+using i64 = std::int64_t;
+
+// ---- cpu_features.cpp: what runs, decided once at load time ----
+bool has_avx2_fma();           // CPUID + OS support for AVX2 and FMA
+const char* simd_variant();    // "avx2_fma" or "scalar": the GEMM microkernel in use
+void set_num_threads(int n);   // OpenMP threads used by every kernel
+int get_num_threads();
+
+// ---- gemm.cpp: C = alpha * op(A) @ op(B) + beta * C, row-major ----
+// op(A) is M x K (A is K x M when trans_a), op(B) is K x N; lda/ldb/ldc are row strides in elements.
+template <typename T>
+void gemm(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda,
+          const T* B, i64 ldb, T beta, T* C, i64 ldc);
+
+// ---- im2col.cpp / conv2d.cpp ----
+struct ConvShape {
+    i64 N, C, H, W;      // input
+    i64 K, KH, KW;       // output channels, kernel (K unused by im2col/col2im)
+    i64 sh, sw, ph, pw, dh, dw, groups;
+    i64 OH, OW;          // output size, > 0
+};
+// col is (N*OH*OW, C*KH*KW): row (n*OH+oh)*OW+ow, column (c*KH+kh)*KW+kw; padding reads as 0.
+template <typename T> void im2col(const T* x, T* col, const ConvShape& s);
+template <typename T> void col2im(const T* col, T* x, const ConvShape& s);   // overwrites x; overlaps summed
+// x (N,C,H,W), w (K,C/groups,KH,KW), bias (K) or nullptr, y (N,K,OH,OW)
+template <typename T> void conv2d_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s);
+// writes dx (N,C,H,W), dw (K,C/groups,KH,KW), db (K)
+template <typename T>
+void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvShape& s);
+
+// ---- pool2d.cpp ----
+struct PoolShape { i64 N, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW; };
+// idx: flat ih*W+iw within the (H,W) plane; padding never selected; first max wins; NaN propagates.
+template <typename T> void max_pool2d_fwd(const T* x, T* y, i64* idx, const PoolShape& s);
+// Backward scatters dy by index: only N, C, H, W, OH, OW are set; an index outside [0, H*W) is skipped.
+template <typename T> void max_pool2d_bwd(const T* dy, const i64* idx, T* dx, const PoolShape& s);
+template <typename T> void avg_pool2d_fwd(const T* x, T* y, const PoolShape& s, bool count_include_pad);
+template <typename T> void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool count_include_pad);
+
+// ---- batch_norm.cpp: x viewed as (N, C, L), L = H*W (1 for 2-D input) ----
+// training: computes mean/invstd (outputs) and, when running_mean/running_var are non-null, updates them in place
+// with the unbiased variance. Not training: mean/invstd are inputs. gamma/beta may be nullptr (1/0).
+template <typename T>
+void batch_norm_fwd(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* invstd,
+                    T* running_mean, T* running_var, i64 N, i64 C, i64 L, bool training,
+                    double momentum, double eps);
+// training: full batch-statistics gradient; not training: dx = dy*gamma*invstd. gamma may be nullptr.
+template <typename T>
+void batch_norm_bwd(const T* dy, const T* x, const T* gamma, const T* mean, const T* invstd,
+                    T* dx, T* dgamma, T* dbeta, i64 N, i64 C, i64 L, bool training);
+
+// ---- lstm.cpp: a sequence of T steps; the cell is T == 1 ----
+struct LstmShape {
+    i64 N, T, D, H;
+    int pos[4];          // block index (0..3) of gates i, f, g, o along the 4H axis (from gate_order)
+};
+// xs (N,T,D); h0, c0 (N,H) or nullptr (zeros); w_ih (D,4H); w_hh (H,4H); bias (4H) or nullptr.
+// Writes hs, cs (N,T,H) and gates (N,T,4H): the activated gates, blocks in gate order (kept for backward).
+template <typename T>
+void lstm_fwd(const T* xs, const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* bias,
+              T* hs, T* cs, T* gates, const LstmShape& s);
+// dhs (N,T,H), dh_n, dc_n (N,H) may be nullptr (zeros). h0/c0 as in lstm_fwd.
+// Writes dxs (N,T,D), dh0, dc0 (N,H), dw_ih (D,4H), dw_hh (H,4H), dbias (4H).
+template <typename T>
+void lstm_bwd(const T* dhs, const T* dh_n, const T* dc_n, const T* xs, const T* h0, const T* c0,
+              const T* w_ih, const T* w_hh, const T* gates, const T* hs, const T* cs,
+              T* dxs, T* dh0, T* dc0, T* dw_ih, T* dw_hh, T* dbias, const LstmShape& s);
+
+}  // namespace fastnn

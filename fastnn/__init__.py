@@ -1,0 +1,1 @@
+"""fastnn: fast neural-network kernels (public API lands in the next commit)."""

@@ -1,0 +1,163 @@
+"""The `cpu` backend: allocates outputs and calls the C++ kernels in fastnn._C (which release the GIL).
+Same functions and argument order as fastnn.reference (see docs/internals.md); arguments are already validated."""
+import numpy as np
+
+from . import _C
+from .reference import LSTMCache
+
+_c = np.ascontiguousarray
+
+
+def _opt(a):
+    return None if a is None else _c(a)
+
+
+def _out(size, k, s, p, d=1):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def im2col(x, kernel_size, stride, padding, dilation):
+    x = _c(x)
+    N, C, H, W = x.shape
+    (KH, KW), oh, ow = kernel_size, *[_out(n, k, s, p, d) for n, k, s, p, d in
+                                      zip((H, W), kernel_size, stride, padding, dilation)]
+    col = np.empty((N * oh * ow, C * KH * KW), x.dtype)
+    _C.im2col(x, col, kernel_size, stride, padding, dilation)
+    return col
+
+
+def col2im(col, input_shape, kernel_size, stride, padding, dilation):
+    col = _c(col)
+    x = np.empty(input_shape, col.dtype)
+    _C.col2im(col, x, kernel_size, stride, padding, dilation)
+    return x
+
+
+def conv2d(x, weight, bias, stride, padding, dilation, groups):
+    x, weight = _c(x), _c(weight)
+    N, _, H, W = x.shape
+    K, _, KH, KW = weight.shape
+    oh = _out(H, KH, stride[0], padding[0], dilation[0])
+    ow = _out(W, KW, stride[1], padding[1], dilation[1])
+    y = np.empty((N, K, oh, ow), x.dtype)
+    _C.conv2d_fwd(x, weight, _opt(bias), y, stride, padding, dilation, groups)
+    return y
+
+
+def conv2d_backward(dy, x, weight, stride, padding, dilation, groups):
+    dy, x, weight = _c(dy), _c(x), _c(weight)
+    dx, dw, db = np.empty_like(x), np.empty_like(weight), np.empty(weight.shape[0], x.dtype)
+    _C.conv2d_bwd(dy, x, weight, dx, dw, db, stride, padding, dilation, groups)
+    return dx, dw, db
+
+
+def _pool_out(shape, kernel_size, stride, padding):
+    N, C, H, W = shape
+    return N, C, _out(H, kernel_size[0], stride[0], padding[0]), _out(W, kernel_size[1], stride[1], padding[1])
+
+
+def max_pool2d(x, kernel_size, stride, padding):
+    x = _c(x)
+    shape = _pool_out(x.shape, kernel_size, stride, padding)
+    y, idx = np.empty(shape, x.dtype), np.empty(shape, np.int64)
+    _C.max_pool2d_fwd(x, y, idx, kernel_size, stride, padding)
+    return y, idx
+
+
+def max_pool2d_backward(dy, indices, input_shape):
+    dx = np.empty(input_shape, dy.dtype)
+    _C.max_pool2d_bwd(_c(dy), _c(indices), dx)  # scatters by index: the window geometry is not needed
+    return dx
+
+
+def avg_pool2d(x, kernel_size, stride, padding, count_include_pad):
+    x = _c(x)
+    y = np.empty(_pool_out(x.shape, kernel_size, stride, padding), x.dtype)
+    _C.avg_pool2d_fwd(x, y, kernel_size, stride, padding, count_include_pad)
+    return y
+
+
+def avg_pool2d_backward(dy, input_shape, kernel_size, stride, padding, count_include_pad):
+    dy = _c(dy)
+    dx = np.empty(input_shape, dy.dtype)
+    _C.avg_pool2d_bwd(dy, dx, kernel_size, stride, padding, count_include_pad)
+    return dx
+
+
+def _ncl(x):
+    N, C = x.shape[:2]
+    return N, C, int(np.prod(x.shape[2:], dtype=np.int64))
+
+
+def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    x = _c(x)
+    N, C, L = _ncl(x)
+    y = np.empty_like(x)
+    if training:
+        mean, invstd = np.empty(C, x.dtype), np.empty(C, x.dtype)
+    else:
+        mean = np.array(running_mean, dtype=x.dtype)
+        invstd = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(x.dtype)
+    # Running stats are updated in place, so they are passed as they are (validated contiguous and writable).
+    _C.batch_norm_fwd(x, _opt(gamma), _opt(beta), y, mean, invstd, running_mean if training else None,
+                      running_var if training else None, N, C, L, training, momentum, eps)
+    return y, mean, invstd
+
+
+def batch_norm_backward(dy, x, gamma, mean, invstd, training):
+    dy, x = _c(dy), _c(x)
+    N, C, L = _ncl(x)
+    dx, dgamma, dbeta = np.empty_like(x), np.empty(C, x.dtype), np.empty(C, x.dtype)
+    _C.batch_norm_bwd(dy, x, _opt(gamma), _c(mean), _c(invstd), dx, dgamma, dbeta, N, C, L, training)
+    return dx, dgamma, dbeta
+
+
+def _positions(gate_order):
+    return [gate_order.index(g) for g in "ifgo"]
+
+
+def _lstm_fwd(xs, h0, c0, w_ih, w_hh, bias, gate_order):
+    xs, w_ih, w_hh = _c(xs), _c(w_ih), _c(w_hh)
+    N, T, _ = xs.shape
+    H = w_hh.shape[0]
+    hs, cs, gates = np.empty((N, T, H), xs.dtype), np.empty((N, T, H), xs.dtype), np.empty((N, T, 4 * H), xs.dtype)
+    h0 = np.zeros((N, H), xs.dtype) if h0 is None else _c(h0)
+    c0 = np.zeros((N, H), xs.dtype) if c0 is None else _c(c0)
+    _C.lstm_fwd(xs, h0, c0, w_ih, w_hh, _opt(bias), hs, cs, gates, H, _positions(gate_order))
+    return hs, cs, gates, h0, c0
+
+
+def _lstm_bwd(dhs, dh_n, dc_n, cache):
+    xs = cache.x if cache.x.ndim == 3 else cache.x[:, None, :]
+    gates, hs, cs = (a if a.ndim == 3 else a[:, None, :] for a in (cache.gates, cache.hs, cache.cs))
+    dxs = np.empty_like(xs)
+    dh0, dc0 = np.empty_like(cache.h), np.empty_like(cache.c)
+    dw_ih, dw_hh = np.empty_like(cache.w_ih), np.empty_like(cache.w_hh)
+    dbias = np.empty(cache.w_hh.shape[1], xs.dtype)
+    _C.lstm_bwd(_opt(dhs), _opt(dh_n), _opt(dc_n), xs, cache.h, cache.c, cache.w_ih, cache.w_hh, gates, hs, cs,
+                dxs, dh0, dc0, dw_ih, dw_hh, dbias, cache.w_hh.shape[0], _positions(cache.gate_order))
+    return dxs, dh0, dc0, dw_ih, dw_hh, dbias
+
+
+def lstm_cell(x, h, c, w_ih, w_hh, bias, gate_order):
+    hs, cs, gates, h, c = _lstm_fwd(_c(x)[:, None, :], h, c, w_ih, w_hh, bias, gate_order)
+    h_next, c_next = hs[:, 0], cs[:, 0]
+    cache = LSTMCache("cpu", gate_order, _c(x), h, c, _c(w_ih), _c(w_hh), gates[:, 0], h_next, c_next)
+    return h_next, c_next, cache
+
+
+def lstm_cell_backward(dh_next, dc_next, cache):
+    # The cell is a sequence of one step: dh_next is the step's output gradient.
+    dxs, dh, dc, dw_ih, dw_hh, dbias = _lstm_bwd(None if dh_next is None else _c(dh_next)[:, None, :], None,
+                                                  dc_next, cache)
+    return dxs[:, 0], dh, dc, dw_ih, dw_hh, dbias
+
+
+def lstm(xs, h0, c0, w_ih, w_hh, bias, gate_order):
+    hs, cs, gates, h0, c0 = _lstm_fwd(xs, h0, c0, w_ih, w_hh, bias, gate_order)
+    cache = LSTMCache("cpu", gate_order, _c(xs), h0, c0, _c(w_ih), _c(w_hh), gates, hs, cs)
+    return hs, hs[:, -1].copy(), cs[:, -1].copy(), cache
+
+
+def lstm_backward(dhs, dh_n, dc_n, cache):
+    return _lstm_bwd(dhs, dh_n, dc_n, cache)

@@ -1,0 +1,59 @@
+"""Which backend runs a call: `backend=` if given, else $FASTNN_BACKEND, else "cuda" for GPU arrays and "cpu"
+(the C++ extension) for NumPy arrays."""
+import importlib
+import os
+
+BACKENDS = ("numpy", "cpu", "cuda")
+
+
+def is_gpu_array(a):
+    return a is not None and hasattr(a, "__cuda_array_interface__")
+
+
+def _load(name):
+    if name == "numpy":
+        return importlib.import_module("fastnn.reference")
+    if name == "cpu":
+        try:
+            return importlib.import_module("fastnn._cpu")
+        except ImportError as e:
+            raise RuntimeError(f"backend='cpu' needs the compiled extension fastnn._C, which failed to import: {e}") from e
+    try:
+        return importlib.import_module("fastnn.cuda")
+    except ImportError as e:
+        raise RuntimeError(f"backend='cuda' needs numba-cuda (pip install 'fastnn[cuda]'): {e}") from e
+
+
+_loaded = {}
+
+
+def module(name):
+    if name not in _loaded:
+        _loaded[name] = _load(name)
+    return _loaded[name]
+
+
+def pick(backend, *arrays):
+    """The backend module for these arrays."""
+    gpu = any(is_gpu_array(a) for a in arrays)
+    if backend is None:
+        backend = os.environ.get("FASTNN_BACKEND") or ("cuda" if gpu else "cpu")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    if gpu and backend != "cuda":
+        raise TypeError(f"GPU arrays need backend='cuda', got backend={backend!r}")
+    return module(backend)
+
+
+def available():
+    """Names of the backends that load on this machine."""
+    names = []
+    for name in BACKENDS:
+        try:
+            module(name)
+        except RuntimeError:
+            continue
+        if name == "cuda" and not module(name).available():
+            continue
+        names.append(name)
+    return names
