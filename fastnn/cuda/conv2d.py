@@ -1,0 +1,451 @@
+"""conv2d forward and backward on the GPU (NCHW, groups, stride, padding, dilation, bias; float32/float64).
+
+Per group g, with P = OH*OW and CRS = (C/G)*KH*KW:
+  forward   y[n,k,p]   = sum_crs W[k,crs] * patch[n,crs,p]              GEMM  (K/G) x (N*P), reduce CRS
+  dweight   dW[k,crs]  = sum_{n,p} dy[n,k,p] * patch[n,crs,p]           GEMM  (K/G) x CRS,  reduce N*P
+  dx        col[n]     = W^T dy[n]  then  dx = col2im(col)              GEMM  CRS x P per (n, g), then a gather
+  dbias     db[k]      = sum_{n,p} dy[n,k,p]
+
+Kernels, in order:
+  conv2d__naive        one thread per output, direct loops (the reference and the algorithmic spec).
+  conv2d_dx__naive     one thread per input element, gathers the dy entries it fed (reference).
+  conv2d_dw__naive     one thread per weight element, loops over N*P (reference).
+  conv2d__igemm        implicit GEMM: patches gathered straight into the shared-memory B tile (no im2col
+                       buffer, x read from cache instead of a 9x larger col in DRAM), the gemm__tiled
+                       register-blocked, double-buffered main loop; KH, KW are compile-time so the
+                       crs -> (c, kh, kw) split is multiply-shift, and each thread's output column
+                       (n, oh, ow) is decoded once, outside the loop.
+  conv2d_dw__igemm     the same for dweight with dy as A and the patches (transposed) as B; the reduction
+                       (N*P) is long and the output small, so it is split over blockIdx.z (split-K) into a
+                       partial buffer summed by a second small kernel (deterministic, no atomics).
+  conv2d_dx            gemm__tiled batched over (n, g) for W^T dy into an (N, C*KH*KW, OH*OW) buffer, then
+                       col2im__gather (no atomics). An implicit-GEMM dx without that buffer is not written yet.
+  conv2d_db__reduce    one block per output channel, shared-memory tree reduction (float64 partial sums).
+The tile of each launch is picked from measurements on the H100 (fwd_tile_for, dw_tile_for, gemm.pick_tile).
+"""
+import functools
+
+import numpy as np
+from numba import cuda, uint64
+
+from ._launch import as_device, blocks, empty, kind_of, wrap
+from .gemm import ALIGN, BK, NT, PAD, TILES, flat, kernel_options, launch_tiled, nbtype, put, slab_mma
+from .im2col import launch_col2im, out_size, pair
+
+
+# ---------------------------------------------------------------- reference kernels
+@cuda.jit
+def conv2d__naive(x, w, b, y, has_bias, G, sh, sw, ph, pw, dh, dw):
+    N, C, H, W = x.shape
+    K, Cg, KH, KW = w.shape
+    _, _, OH, OW = y.shape
+    t = cuda.grid(1)
+    if t >= N * K * OH * OW:
+        return
+    ow = t % OW
+    oh = (t // OW) % OH
+    k = (t // (OW * OH)) % K
+    n = t // (OW * OH * K)
+    g = k // (K // G)
+    s = 0.0
+    for c in range(Cg):
+        for r in range(KH):
+            ih = oh * sh - ph + r * dh
+            for q in range(KW):
+                iw = ow * sw - pw + q * dw
+                if 0 <= ih < H and 0 <= iw < W:
+                    s += x[n, g * Cg + c, ih, iw] * w[k, c, r, q]
+    if has_bias:
+        s += b[k]
+    y[n, k, oh, ow] = s
+
+
+@cuda.jit
+def conv2d_dx__naive(dy, w, dx, G, sh, sw, ph, pw, dh, dw):
+    N, C, H, W = dx.shape
+    K, Cg, KH, KW = w.shape
+    _, _, OH, OW = dy.shape
+    t = cuda.grid(1)
+    if t >= N * C * H * W:
+        return
+    iw = t % W
+    ih = (t // W) % H
+    ci = (t // (W * H)) % C
+    n = t // (W * H * C)
+    g = ci // Cg
+    c = ci - g * Cg
+    Kg = K // G
+    s = 0.0
+    for r in range(KH):
+        a = ih + ph - r * dh
+        if a < 0 or a % sh != 0 or a // sh >= OH:
+            continue
+        for q in range(KW):
+            bb = iw + pw - q * dw
+            if bb < 0 or bb % sw != 0 or bb // sw >= OW:
+                continue
+            for k in range(g * Kg, (g + 1) * Kg):
+                s += dy[n, k, a // sh, bb // sw] * w[k, c, r, q]
+    dx[n, ci, ih, iw] = s
+
+
+@cuda.jit
+def conv2d_dw__naive(dy, x, dwt, G, sh, sw, ph, pw, dh, dw):
+    N, C, H, W = x.shape
+    K, Cg, KH, KW = dwt.shape
+    _, _, OH, OW = dy.shape
+    t = cuda.grid(1)
+    if t >= K * Cg * KH * KW:
+        return
+    q = t % KW
+    r = (t // KW) % KH
+    c = (t // (KW * KH)) % Cg
+    k = t // (KW * KH * Cg)
+    ci = (k // (K // G)) * Cg + c
+    s = 0.0
+    for n in range(N):
+        for oh in range(OH):
+            ih = oh * sh - ph + r * dh
+            if 0 <= ih < H:
+                for ow in range(OW):
+                    iw = ow * sw - pw + q * dw
+                    if 0 <= iw < W:
+                        s += dy[n, k, oh, ow] * x[n, ci, ih, iw]
+    dwt[k, c, r, q] = s
+
+
+# ---------------------------------------------------------------- fast kernels
+@functools.cache
+def conv2d__igemm(dtype, KH, KW, tile):
+    """Forward kernel for one (dtype, KH, KW, tile), compiled once; grid (ceil(N*P/BN), ceil(Kg/BM), G)."""
+    TM, TN, min_blocks = TILES[tile]
+    BM, BN = 16 * TM, 16 * TN
+    LA, LB = BM * BK // NT, BN * BK // NT
+    KK = KH * KW
+    ft = nbtype(dtype)
+    LDA, LDB = BM + PAD, BN + PAD                       # shared tiles: 2 buffers x BK rows, flat
+    SA, SB = (2 * BK * LDA // 4, 4), (2 * BK * LDB // 4, 4)    # rows of 4 floats: 16-byte shared loads
+    mma = slab_mma(dtype, TM, TN)
+
+    @cuda.jit(**kernel_options(min_blocks))
+    def kernel(x, w, bias, y, has_bias, N, C, H, W, K, OH, OW, G, sh, sw, ph, pw, dh, dw):
+        g = cuda.blockIdx.z
+        Cg = C // G
+        Kg = K // G
+        CRS = Cg * KK
+        P = OH * OW
+        NP = N * P
+        tid = cuda.threadIdx.x
+        tx = tid % 16
+        ty = tid // 16
+        m0 = cuda.blockIdx.y * BM
+        n0 = cuda.blockIdx.x * BN
+        As = cuda.shared.array(SA, ft, alignment=ALIGN)
+        Bs = cuda.shared.array(SB, ft, alignment=ALIGN)
+        acc = cuda.local.array((TM, TN), ft)
+        ra = cuda.local.array(LA, ft)
+        rb = cuda.local.array(LB, ft)
+        av = cuda.local.array(TM, ft)
+        bv = cuda.local.array(TN, ft)
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] = 0
+        # B loads: this thread fills slab row kb, columns jb + 32*l; each column (one output position
+        # n, oh, ow) is decoded once here, each row (c, kh, kw) once per slab.
+        kb = tid // 32
+        jb = tid % 32
+        xb = cuda.local.array(LB, np.int64)         # offset of x[n, g*Cg] or -1 past the last column
+        ih0 = cuda.local.array(LB, np.int64)
+        iw0 = cuda.local.array(LB, np.int64)
+        for l in range(LB):
+            gj = n0 + jb + 32 * l
+            n = gj // P
+            p = gj - n * P
+            oh = p // OW
+            ih0[l] = oh * sh - ph
+            iw0[l] = (p - oh * OW) * sw - pw
+            xb[l] = (n * C + g * Cg) * H * W if gj < NP else -1
+        wb = g * Kg * CRS
+        nk = (CRS + BK - 1) // BK
+        for t in range(nk + 1):
+            if t < nk:
+                k0 = t * BK
+                for l in range(LA):                 # weights: crs fastest (contiguous rows)
+                    e = tid + NT * l
+                    gi = m0 + e // BK
+                    gk = k0 + e % BK
+                    v = ft(0)
+                    if gi < Kg and gk < CRS:
+                        v = w[uint64(wb + gi * CRS + gk)]
+                    ra[l] = v
+                gk = k0 + kb                        # patches: output position fastest (ow contiguous in x)
+                c = gk // KK                        # compile-time divisors
+                rs = gk - c * KK
+                r = rs // KW
+                dr = r * dh
+                ds = (rs - r * KW) * dw
+                xc = c * H * W
+                for l in range(LB):
+                    ih = ih0[l] + dr
+                    iw = iw0[l] + ds
+                    v = ft(0)
+                    if gk < CRS and xb[l] >= 0 and 0 <= ih < H and 0 <= iw < W:
+                        v = x[uint64(xb[l] + xc + ih * W + iw)]
+                    rb[l] = v
+            if t > 0:
+                buf = (t - 1) & 1
+                mma(As, Bs, buf * BK * LDA + 4 * ty, buf * BK * LDB + 4 * tx, acc, av, bv)
+            if t < nk:
+                buf = t & 1
+                for l in range(LA):
+                    e = tid + NT * l
+                    put(As, (buf * BK + e % BK) * LDA + e // BK, ra[l])
+                for l in range(LB):
+                    put(Bs, (buf * BK + kb) * LDB + jb + 32 * l, rb[l])
+            cuda.syncthreads()
+        yo = cuda.local.array(TN, np.int64)      # offset of y[n, 0, p] for each of this thread's columns
+        for j in range(TN):
+            gj = n0 + (j // 4) * 64 + 4 * tx + j % 4      # slab_mma's columns
+            n = gj // P
+            yo[j] = n * K * P + gj - n * P if gj < NP else -1
+        for i in range(TM):
+            gi = m0 + (i // 4) * 64 + 4 * ty + i % 4      # slab_mma's rows
+            if gi < Kg:
+                k = g * Kg + gi
+                bk = bias[k] if has_bias else ft(0)
+                for j in range(TN):
+                    if yo[j] >= 0:
+                        y[uint64(yo[j] + k * P)] = acc[i, j] + bk
+
+    kernel.tile = (BM, BN)
+    return kernel
+
+
+@functools.cache
+def conv2d_dw__igemm(dtype, KH, KW, tile):
+    """dweight kernel; grid (ceil(CRS/BN), ceil(Kg/BM), G*nsplit), split z reduces q in [z*kchunk, +kchunk)."""
+    TM, TN, min_blocks = TILES[tile]
+    BM, BN = 16 * TM, 16 * TN
+    LA, LB = BM * BK // NT, BN * BK // NT
+    KK = KH * KW
+    ft = nbtype(dtype)
+    LDA, LDB = BM + PAD, BN + PAD                       # shared tiles: 2 buffers x BK rows, flat
+    SA, SB = (2 * BK * LDA // 4, 4), (2 * BK * LDB // 4, 4)    # rows of 4 floats: 16-byte shared loads
+    mma = slab_mma(dtype, TM, TN)
+
+    @cuda.jit(**kernel_options(min_blocks))
+    def kernel(dy, x, part, N, C, H, W, K, OH, OW, G, sh, sw, ph, pw, dh, dw, nsplit, kchunk):
+        z = cuda.blockIdx.z
+        g = z // nsplit
+        split = z - g * nsplit
+        Cg = C // G
+        Kg = K // G
+        CRS = Cg * KK
+        P = OH * OW
+        Q = N * P
+        tid = cuda.threadIdx.x
+        tx = tid % 16
+        ty = tid // 16
+        m0 = cuda.blockIdx.y * BM
+        n0 = cuda.blockIdx.x * BN
+        As = cuda.shared.array(SA, ft, alignment=ALIGN)
+        Bs = cuda.shared.array(SB, ft, alignment=ALIGN)
+        acc = cuda.local.array((TM, TN), ft)
+        ra = cuda.local.array(LA, ft)
+        rb = cuda.local.array(LB, ft)
+        av = cuda.local.array(TM, ft)
+        bv = cuda.local.array(TN, ft)
+        xoff = cuda.local.array(LB, np.int64)      # per B slot: its (c, kh, kw) decoded once
+        dro = cuda.local.array(LB, np.int64)
+        dso = cuda.local.array(LB, np.int64)
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] = 0
+        kk = tid % BK                               # both operands load with the reduction index fastest
+        for l in range(LB):
+            gj = n0 + tid // BK + (NT // BK) * l
+            c = gj // KK
+            rs = gj - c * KK
+            r = rs // KW
+            xoff[l] = (g * Cg + c) * H * W if gj < CRS else -1
+            dro[l] = r * dh - ph
+            dso[l] = (rs - r * KW) * dw - pw
+        kbeg = split * kchunk
+        kend = min(Q, kbeg + kchunk)
+        n = (kbeg + kk) // P                        # this thread's first reduction position q = (n, oh, ow)
+        p = kbeg + kk - n * P
+        oh = p // OW
+        ow = p - oh * OW
+        nk = (kend - kbeg + BK - 1) // BK
+        for t in range(nk + 1):
+            if t < nk:
+                q = kbeg + t * BK + kk
+                q_ok = q < kend
+                if t > 0:                           # advance (n, oh, ow) by BK positions: no divisions
+                    ow += BK
+                    while ow >= OW:
+                        ow -= OW
+                        oh += 1
+                    while oh >= OH:
+                        oh -= OH
+                        n += 1
+                p = oh * OW + ow
+                ohs = oh * sh
+                ows = ow * sw
+                for l in range(LA):                 # dy[n, k, p]
+                    gi = m0 + tid // BK + (NT // BK) * l
+                    v = ft(0)
+                    if q_ok and gi < Kg:
+                        v = dy[uint64((n * K + g * Kg + gi) * P + p)]
+                    ra[l] = v
+                for l in range(LB):                 # x[n, c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]
+                    ih = ohs + dro[l]
+                    iw = ows + dso[l]
+                    v = ft(0)
+                    if q_ok and xoff[l] >= 0 and 0 <= ih < H and 0 <= iw < W:
+                        v = x[uint64(n * C * H * W + xoff[l] + ih * W + iw)]
+                    rb[l] = v
+            if t > 0:
+                buf = (t - 1) & 1
+                mma(As, Bs, buf * BK * LDA + 4 * ty, buf * BK * LDB + 4 * tx, acc, av, bv)
+            if t < nk:
+                buf = t & 1
+                for l in range(LA):
+                    put(As, (buf * BK + kk) * LDA + tid // BK + (NT // BK) * l, ra[l])
+                for l in range(LB):
+                    put(Bs, (buf * BK + kk) * LDB + tid // BK + (NT // BK) * l, rb[l])
+            cuda.syncthreads()
+        for i in range(TM):
+            gi = m0 + (i // 4) * 64 + 4 * ty + i % 4      # slab_mma's rows
+            if gi < Kg:
+                for j in range(TN):
+                    gj = n0 + (j // 4) * 64 + 4 * tx + j % 4      # slab_mma's columns
+                    if gj < CRS:
+                        part[uint64((split * K + g * Kg + gi) * CRS + gj)] = acc[i, j]
+
+    kernel.tile = (BM, BN)
+    return kernel
+
+
+@cuda.jit
+def sum_splits(part, out, nsplit, size):
+    t = cuda.grid(1)
+    if t < size:
+        s = part[t]
+        for z in range(1, nsplit):
+            s += part[z * size + t]
+        out[t] = s
+
+
+@cuda.jit
+def conv2d_db__reduce(dy, db, N, K, P):
+    k = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    sm = cuda.shared.array(256, np.float64)          # float64 partial sums: N*P terms per channel
+    s = 0.0
+    for i in range(tid, N * P, 256):
+        n = i // P
+        s += dy[(n * K + k) * P + i - n * P]
+    sm[tid] = s
+    cuda.syncthreads()
+    h = 128
+    while h > 0:
+        if tid < h:
+            sm[tid] += sm[tid + h]
+        cuda.syncthreads()
+        h //= 2
+    if tid == 0:
+        db[k] = sm[0]
+
+
+# ---------------------------------------------------------------- launchers
+
+def fwd_tile_for(Kg):
+    """Forward tile by output channels per group, as measured on the H100 (bench/gpu_conv.py; BM = channels):
+    K=64: 64x128/2 10.0 TFLOP/s (64x64 8.6); K=128: 128x64/2 10.3 (128x128 9.5); K=256: 128x128 10.2 (9.3)."""
+    return "64x128/2" if Kg <= 64 else "128x64/2" if Kg < 256 else "128x128"
+
+
+def dw_tile_for(Kg):
+    """dweight tile (BM = channels): with K=64 the 64x128/2 pair was fastest, 128x128 for K >= 128."""
+    return "64x128/2" if Kg <= 64 else "128x128"
+
+
+
+def _geometry(xd, wd, stride, padding, dilation):
+    (sh, sw), (ph, pw), (dh, dw) = map(pair, (stride, padding, dilation))
+    N, C, H, W = xd.shape
+    K, Cg, KH, KW = wd.shape
+    OH, OW = out_size(H, W, KH, KW, sh, sw, ph, pw, dh, dw)
+    return N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw
+
+
+def conv2d_forward_device(xd, wd, bd, stride, padding, dilation, groups, variant="igemm", tile=None,
+                          kind="numba"):
+    """y on the device; `kind` picks the allocator (the caller's library when it has a caching one)."""
+    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xd, wd, stride, padding, dilation)
+    y = empty((N, K, OH, OW), xd.dtype, kind)
+    has_bias = bd is not None
+    if not has_bias:
+        bd = empty(1, xd.dtype, kind)
+    if variant == "naive":
+        conv2d__naive[blocks(y.size), 256](xd, wd, bd, y, has_bias, groups, sh, sw, ph, pw, dh, dw)
+        return y
+    k = conv2d__igemm(np.dtype(xd.dtype), KH, KW, tile or fwd_tile_for(K // groups))
+    BM, BN = k.tile
+    grid = ((N * OH * OW + BN - 1) // BN, (K // groups + BM - 1) // BM, groups)
+    k[grid, NT](flat(xd), flat(wd), flat(bd), flat(y), has_bias, N, C, H, W, K, OH, OW, groups,
+                sh, sw, ph, pw, dh, dw)
+    return y
+
+
+def conv2d_backward_device(dyd, xd, wd, stride, padding, dilation, groups, variant="igemm",
+                           dx_tile=None, dw_tile=None, kind="numba", nsplit=None):
+    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xd, wd, stride, padding, dilation)
+    G, Cg, Kg, P = groups, C // groups, K // groups, OH * OW
+    CRS = Cg * KH * KW
+    dt = xd.dtype
+    dx = empty((N, C, H, W), dt, kind)
+    dwt = empty((K, Cg, KH, KW), dt, kind)
+    db = empty(K, dt, kind)
+    conv2d_db__reduce[K, 256](flat(dyd), db, N, K, P)
+    if variant == "naive":
+        conv2d_dx__naive[blocks(dx.size), 256](dyd, wd, dx, G, sh, sw, ph, pw, dh, dw)
+        conv2d_dw__naive[blocks(dwt.size), 256](dyd, xd, dwt, G, sh, sw, ph, pw, dh, dw)
+        return dx, dwt, db
+    # dx: col[n, g] = W_g^T (CRS x Kg) @ dy[n, g] (Kg x P), batched over z = n*G + g; then the gather
+    col = empty(N * C * KH * KW * P, dt, kind)
+    launch_tiled(flat(wd), flat(dyd), col, CRS, P, Kg, CRS, P, P, ta=True, tb=False, batch=N * G, G=G,
+                 sa=(0, Kg * CRS), sb=(K * P, Kg * P), sc=(C * KH * KW * P, CRS * P), tile=dx_tile)
+    launch_col2im(col, flat(dx), N, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw,
+                  (C * KH * KW * P, P, 1))
+    # dweight: implicit GEMM, split-K so that a small output still fills the GPU
+    k = conv2d_dw__igemm(np.dtype(dt), KH, KW, dw_tile or dw_tile_for(Kg))
+    BM, BN = k.tile
+    tiles = ((CRS + BN - 1) // BN) * ((Kg + BM - 1) // BM) * G
+    Q = N * P
+    if nsplit is None:                                     # ~4 blocks per SM on 132 SMs, >= 512 terms each
+        nsplit = max(1, min(-(-528 // tiles), Q // 512))
+    kchunk = -(-(-(-Q // nsplit)) // BK) * BK             # ceil(Q / nsplit), rounded up to whole slabs
+    nsplit = -(-Q // kchunk)                               # no empty split
+    part = dwt.reshape(dwt.size) if nsplit == 1 else empty(nsplit * dwt.size, dt, kind)
+    k[(-(-CRS // BN), -(-Kg // BM), G * nsplit), NT](flat(dyd), flat(xd), part, N, C, H, W, K, OH, OW, G,
+                                                     sh, sw, ph, pw, dh, dw, nsplit, kchunk)
+    if nsplit > 1:
+        sum_splits[blocks(dwt.size), 256](part, flat(dwt), nsplit, dwt.size)
+    return dx, dwt, db
+
+
+# ---------------------------------------------------------------- public functions (backend contract)
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, variant="igemm"):
+    kind = kind_of(x)
+    y = conv2d_forward_device(as_device(x), as_device(weight), as_device(bias), stride, padding, dilation,
+                              int(groups), variant, kind=kind)
+    return wrap(y, kind)
+
+
+def conv2d_backward(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, variant="igemm"):
+    kind = kind_of(dy, x)
+    outs = conv2d_backward_device(as_device(dy), as_device(x), as_device(weight), stride, padding, dilation,
+                                  int(groups), variant, kind=kind)
+    return tuple(wrap(o, kind) for o in outs)
