@@ -1,10 +1,350 @@
-#include <stdexcept>
+// batch_norm.cpp: x viewed as (N, C, L). Memory-bound, so the plan is about passes over memory:
+//  - forward (training): per channel, one pass for the statistics (sums of x - shift, shift = the channel's first
+//    element, accumulated in double: no cancellation worth the name) then one pass y = (x - mean)*scale + beta.
+//    A thread owns a whole channel when there are enough channels, so the second pass reads the channel's slab
+//    from its L2/L3 instead of memory. With few channels, the rows of a channel are split over threads instead.
+//  - backward: per channel, one pass for sum(dy) and sum(dy*(x-mean)) (double), one pass for dx.
+//  - L small (2-D input): the channel path would stride through memory, so the "row" path accumulates per column
+//    of the (N, C*L) matrix instead, contiguous and vectorised.
+// The loop bodies are written once (always_inline) and compiled twice: an AVX2/FMA copy chosen at run time by
+// has_avx2_fma() and the baseline copy; `omp simd reduction` lets the compiler vectorise the double sums without
+// fast-math.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "fastnn.h"
+
 namespace fastnn {
-template <typename T> void batch_norm_fwd(const T*, const T*, const T*, T*, T*, T*, T*, T*, i64, i64, i64, bool, double, double) { throw std::runtime_error("not implemented yet"); }
-template <typename T> void batch_norm_bwd(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, i64, i64, i64, bool) { throw std::runtime_error("not implemented yet"); }
-#define INST(T) \
-template void batch_norm_fwd<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*, i64, i64, i64, bool, double, double); \
-template void batch_norm_bwd<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, i64, i64, i64, bool);
-INST(float) INST(double)
+namespace {
+
+#define FI inline __attribute__((always_inline))
+#define AVX2 __attribute__((target("avx2,fma")))
+
+int max_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
 }
+
+// ------------------------------------------------------------------------------------------- loop bodies (T x L)
+// s1 += sum(x - shift), s2 += sum((x - shift)^2) over n in [n0, n1) of one channel (rows of L, stride C*L).
+template <typename T>
+FI void stats_rows_body(const T* x, i64 stride, i64 n0, i64 n1, i64 L, double shift, double& s1, double& s2) {
+    for (i64 n = n0; n < n1; ++n) {
+        const T* p = x + n * stride;
+        double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+        for (i64 i = 0; i < L; ++i) {
+            double d = double(p[i]) - shift;
+            a += d;
+            b += d * d;
+        }
+        s1 += a, s2 += b;
+    }
+}
+
+// y = (x - mean)*scale + beta over rows [n0, n1) of one channel.
+template <typename T>
+FI void norm_rows_body(const T* x, T* y, i64 stride, i64 n0, i64 n1, i64 L, T mean, T scale, T beta) {
+    for (i64 n = n0; n < n1; ++n) {
+        const T* p = x + n * stride;
+        T* q = y + n * stride;
+#pragma omp simd
+        for (i64 i = 0; i < L; ++i) q[i] = (p[i] - mean) * scale + beta;
+    }
+}
+
+// s1 += sum(dy), s2 += sum(dy*(x - mean)).
+template <typename T>
+FI void dstats_rows_body(const T* dy, const T* x, i64 stride, i64 n0, i64 n1, i64 L, double mean, double& s1,
+                    double& s2) {
+    for (i64 n = n0; n < n1; ++n) {
+        const T *g = dy + n * stride, *p = x + n * stride;
+        double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+        for (i64 i = 0; i < L; ++i) {
+            double d = double(g[i]);
+            a += d;
+            b += d * (double(p[i]) - mean);
+        }
+        s1 += a, s2 += b;
+    }
+}
+
+// dx = a*dy + b*(x - mean) + d.
+template <typename T>
+FI void dx_rows_body(const T* dy, const T* x, T* dx, i64 stride, i64 n0, i64 n1, i64 L, T mean, T a, T b, T d) {
+    for (i64 n = n0; n < n1; ++n) {
+        const T *g = dy + n * stride, *p = x + n * stride;
+        T* q = dx + n * stride;
+#pragma omp simd
+        for (i64 i = 0; i < L; ++i) q[i] = a * g[i] + b * (p[i] - mean) + d;
+    }
+}
+
+// Row path, columns [j0, j1) of the (N, CL) matrix; cshift/cmean etc. are per column.
+template <typename T>
+FI void col_stats_body(const T* x, i64 N, i64 CL, i64 j0, i64 j1, const double* shift, double* s1, double* s2) {
+    for (i64 n = 0; n < N; ++n) {
+        const T* p = x + n * CL;
+#pragma omp simd
+        for (i64 j = j0; j < j1; ++j) {
+            double d = double(p[j]) - shift[j];
+            s1[j] += d;
+            s2[j] += d * d;
+        }
+    }
+}
+template <typename T>
+FI void col_norm_body(const T* x, T* y, i64 CL, i64 n0, i64 n1, const T* mean, const T* scale, const T* beta) {
+    for (i64 n = n0; n < n1; ++n) {
+#pragma omp simd
+        for (i64 j = 0; j < CL; ++j) y[n * CL + j] = (x[n * CL + j] - mean[j]) * scale[j] + beta[j];
+    }
+}
+template <typename T>
+FI void col_dstats_body(const T* dy, const T* x, i64 N, i64 CL, i64 j0, i64 j1, const T* mean, double* s1,
+                        double* s2) {
+    for (i64 n = 0; n < N; ++n) {
+        const T *g = dy + n * CL, *p = x + n * CL;
+#pragma omp simd
+        for (i64 j = j0; j < j1; ++j) {
+            s1[j] += double(g[j]);
+            s2[j] += double(g[j]) * (double(p[j]) - double(mean[j]));
+        }
+    }
+}
+template <typename T>
+FI void col_dx_body(const T* dy, const T* x, T* dx, i64 CL, i64 n0, i64 n1, const T* mean, const T* a, const T* b,
+                    const T* d) {
+    for (i64 n = n0; n < n1; ++n) {
+        const T *g = dy + n * CL, *p = x + n * CL;
+        T* q = dx + n * CL;
+#pragma omp simd
+        for (i64 j = 0; j < CL; ++j) q[j] = a[j] * g[j] + b[j] * (p[j] - mean[j]) + d[j];
+    }
+}
+
+// Each body, compiled twice; `name(a...)` runs the AVX2/FMA copy when the CPU has it.
+#define SIMD_DISPATCH(name)                                                                        \
+    template <typename... A> AVX2 void name##__avx2(A&&... a) { name##_body(a...); }                 \
+    template <typename... A> void name##__scalar(A&&... a) { name##_body(a...); }                    \
+    template <typename... A> void name(A&&... a) {                                                  \
+        if (has_avx2_fma()) name##__avx2(a...);                                                    \
+        else name##__scalar(a...);                                                                 \
+    }
+SIMD_DISPATCH(stats_rows)
+SIMD_DISPATCH(norm_rows)
+SIMD_DISPATCH(dstats_rows)
+SIMD_DISPATCH(dx_rows)
+SIMD_DISPATCH(col_stats)
+SIMD_DISPATCH(col_norm)
+SIMD_DISPATCH(col_dstats)
+SIMD_DISPATCH(col_dx)
+
+// ------------------------------------------------------------------------------------------------- the plans
+constexpr i64 kRowPathMaxL = 32;  // below this a channel row is too short to stream: use the column layout
+
+// How many parts each channel's N rows are split into so that every thread has work (1 = a thread per channel).
+i64 parts_per_channel(i64 N, i64 C) {
+    i64 nt = max_threads();
+    if (C >= 2 * nt || N <= 1) return 1;
+    return std::min(N, (4 * nt + C - 1) / C);
+}
+
+// Per-channel scalars of the forward from the shifted sums: mean, invstd (and the running stats update).
+template <typename T>
+void finish_stats(i64 c, double shift, double s1, double s2, i64 M, T* mean, T* invstd, T* rmean, T* rvar,
+                  double momentum, double eps) {
+    double m1 = s1 / double(M);
+    double var = std::max(s2 / double(M) - m1 * m1, 0.0);
+    double mu = shift + m1;
+    mean[c] = T(mu);
+    invstd[c] = T(1.0 / std::sqrt(var + eps));
+    if (rmean) rmean[c] = T((1 - momentum) * double(rmean[c]) + momentum * mu);
+    if (rvar) rvar[c] = T((1 - momentum) * double(rvar[c]) + momentum * (M > 1 ? var * M / (M - 1) : var));
+}
+
+// Backward coefficients: dx = a*dy + b*(x - mean) + d (training), a*dy (inference).
+struct DxCoef { double a, b, d; };
+inline DxCoef dx_coef(double gamma, double invstd, double dgamma, double dbeta, i64 M, bool training) {
+    double a = gamma * invstd;
+    if (!training) return {a, 0.0, 0.0};
+    return {a, -a * invstd * dgamma / double(M), -a * dbeta / double(M)};
+}
+
+template <typename T>
+void fwd_channels(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* invstd, T* rmean, T* rvar, i64 N,
+                  i64 C, i64 L, bool training, double momentum, double eps) {
+    const i64 M = N * L, stride = C * L;
+    auto shift = [&](i64 c) { return N > 0 ? double(x[c * L]) : 0.0; };
+    auto normalize = [&](i64 c, i64 n0, i64 n1) {
+        T sc = invstd[c] * (gamma ? gamma[c] : T(1));
+        norm_rows(x + c * L, y + c * L, stride, n0, n1, L, mean[c], sc, beta ? beta[c] : T(0));
+    };
+    if (!training) {
+#pragma omp parallel for schedule(static)
+        for (i64 r = 0; r < N * C; ++r) normalize(r % C, r / C, r / C + 1);
+        return;
+    }
+    const i64 P = parts_per_channel(N, C);
+    if (P == 1) {  // a thread per channel: stats, then normalise the slab while it is still in cache
+#pragma omp parallel for schedule(static)
+        for (i64 c = 0; c < C; ++c) {
+            double s1 = 0, s2 = 0;
+            stats_rows(x + c * L, stride, i64(0), N, L, shift(c), s1, s2);
+            finish_stats(c, shift(c), s1, s2, M, mean, invstd, rmean, rvar, momentum, eps);
+            normalize(c, 0, N);
+        }
+        return;
+    }
+    std::vector<double> part(2 * C * P, 0.0);  // (c, part) partial sums, combined in a fixed order
+#pragma omp parallel for schedule(static)
+    for (i64 t = 0; t < C * P; ++t) {
+        i64 c = t / P, k = t % P;
+        stats_rows(x + c * L, stride, N * k / P, N * (k + 1) / P, L, shift(c), part[2 * t], part[2 * t + 1]);
+    }
+    for (i64 c = 0; c < C; ++c) {
+        double s1 = 0, s2 = 0;
+        for (i64 k = 0; k < P; ++k) s1 += part[2 * (c * P + k)], s2 += part[2 * (c * P + k) + 1];
+        finish_stats(c, shift(c), s1, s2, M, mean, invstd, rmean, rvar, momentum, eps);
+    }
+#pragma omp parallel for schedule(static)
+    for (i64 r = 0; r < N * C; ++r) normalize(r % C, r / C, r / C + 1);
+}
+
+template <typename T>
+void bwd_channels(const T* dy, const T* x, const T* gamma, const T* mean, const T* invstd, T* dx, T* dgamma,
+                  T* dbeta, i64 N, i64 C, i64 L, bool training) {
+    const i64 M = N * L, stride = C * L;
+    // From the channel sums: dgamma, dbeta and the dx coefficients; then dx over rows [n0, n1).
+    auto finish = [&](i64 c, double s1, double s2) {
+        dbeta[c] = T(s1);
+        dgamma[c] = T(s2 * double(invstd[c]));
+        return dx_coef(gamma ? double(gamma[c]) : 1.0, double(invstd[c]), s2 * double(invstd[c]), s1, M, training);
+    };
+    auto write_dx = [&](i64 c, const DxCoef& k, i64 n0, i64 n1) {
+        dx_rows(dy + c * L, x + c * L, dx + c * L, stride, n0, n1, L, mean[c], T(k.a), T(k.b), T(k.d));
+    };
+    const i64 P = parts_per_channel(N, C);
+    if (P == 1) {  // a thread per channel: the second pass finds (part of) the slab in cache
+#pragma omp parallel for schedule(static)
+        for (i64 c = 0; c < C; ++c) {
+            double s1 = 0, s2 = 0;
+            dstats_rows(dy + c * L, x + c * L, stride, i64(0), N, L, double(mean[c]), s1, s2);
+            write_dx(c, finish(c, s1, s2), 0, N);
+        }
+        return;
+    }
+    std::vector<double> part(2 * C * P, 0.0);
+#pragma omp parallel for schedule(static)
+    for (i64 t = 0; t < C * P; ++t) {
+        i64 c = t / P, k = t % P;
+        dstats_rows(dy + c * L, x + c * L, stride, N * k / P, N * (k + 1) / P, L, double(mean[c]), part[2 * t],
+                    part[2 * t + 1]);
+    }
+    std::vector<DxCoef> coef(C);
+    for (i64 c = 0; c < C; ++c) {
+        double s1 = 0, s2 = 0;
+        for (i64 k = 0; k < P; ++k) s1 += part[2 * (c * P + k)], s2 += part[2 * (c * P + k) + 1];
+        coef[c] = finish(c, s1, s2);
+    }
+#pragma omp parallel for schedule(static)
+    for (i64 r = 0; r < N * C; ++r) write_dx(r % C, coef[r % C], r / C, r / C + 1);
+}
+
+// Row path: per-channel values are expanded to per-column arrays of the (N, C*L) matrix; the sums are split over
+// column ranges (one per thread), the elementwise passes over rows.
+template <typename T>
+std::vector<T> per_column(i64 C, i64 L, const std::vector<T>& per_channel) {
+    std::vector<T> v(C * L);
+    for (i64 j = 0; j < C * L; ++j) v[j] = per_channel[j / L];
+    return v;
+}
+
+template <typename T, typename F>
+void over_column_ranges(i64 CL, F&& f) {
+    const i64 parts = std::min<i64>(max_threads(), std::max<i64>(1, CL / 64));
+#pragma omp parallel for schedule(static)
+    for (i64 k = 0; k < parts; ++k) f(CL * k / parts, CL * (k + 1) / parts);
+}
+
+template <typename T>
+void fwd_columns(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* invstd, T* rmean, T* rvar, i64 N,
+                 i64 C, i64 L, bool training, double momentum, double eps) {
+    const i64 CL = C * L, M = N * L;
+    if (training) {
+        std::vector<double> shift(C), s1(CL, 0.0), s2(CL, 0.0);
+        for (i64 c = 0; c < C; ++c) shift[c] = N > 0 ? double(x[c * L]) : 0.0;
+        std::vector<double> cshift = per_column(C, L, shift);
+        over_column_ranges<T>(CL, [&](i64 j0, i64 j1) { col_stats(x, N, CL, j0, j1, cshift.data(), s1.data(), s2.data()); });
+        for (i64 c = 0; c < C; ++c) {
+            double a = 0, b = 0;
+            for (i64 l = 0; l < L; ++l) a += s1[c * L + l], b += s2[c * L + l];
+            finish_stats(c, shift[c], a, b, M, mean, invstd, rmean, rvar, momentum, eps);
+        }
+    }
+    std::vector<T> m(mean, mean + C), sc(C), b(C);
+    for (i64 c = 0; c < C; ++c) sc[c] = invstd[c] * (gamma ? gamma[c] : T(1)), b[c] = beta ? beta[c] : T(0);
+    std::vector<T> cm = per_column(C, L, m), csc = per_column(C, L, sc), cb = per_column(C, L, b);
+#pragma omp parallel for schedule(static)
+    for (i64 n = 0; n < N; ++n) col_norm(x, y, CL, n, n + 1, cm.data(), csc.data(), cb.data());
+}
+
+template <typename T>
+void bwd_columns(const T* dy, const T* x, const T* gamma, const T* mean, const T* invstd, T* dx, T* dgamma,
+                 T* dbeta, i64 N, i64 C, i64 L, bool training) {
+    const i64 CL = C * L, M = N * L;
+    std::vector<T> cm = per_column(C, L, std::vector<T>(mean, mean + C));
+    std::vector<double> s1(CL, 0.0), s2(CL, 0.0);
+    over_column_ranges<T>(CL, [&](i64 j0, i64 j1) { col_dstats(dy, x, N, CL, j0, j1, cm.data(), s1.data(), s2.data()); });
+    std::vector<T> a(C), b(C), d(C);
+    for (i64 c = 0; c < C; ++c) {
+        double t1 = 0, t2 = 0;
+        for (i64 l = 0; l < L; ++l) t1 += s1[c * L + l], t2 += s2[c * L + l];
+        dbeta[c] = T(t1);
+        dgamma[c] = T(t2 * double(invstd[c]));
+        DxCoef k = dx_coef(gamma ? double(gamma[c]) : 1.0, double(invstd[c]), t2 * double(invstd[c]), t1, M, training);
+        a[c] = T(k.a), b[c] = T(k.b), d[c] = T(k.d);
+    }
+    std::vector<T> ca = per_column(C, L, a), cb = per_column(C, L, b), cd = per_column(C, L, d);
+#pragma omp parallel for schedule(static)
+    for (i64 n = 0; n < N; ++n) col_dx(dy, x, dx, CL, n, n + 1, cm.data(), ca.data(), cb.data(), cd.data());
+}
+
+}  // namespace
+
+template <typename T>
+void batch_norm_fwd(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* invstd, T* running_mean,
+                    T* running_var, i64 N, i64 C, i64 L, bool training, double momentum, double eps) {
+    if (L < kRowPathMaxL)
+        fwd_columns(x, gamma, beta, y, mean, invstd, running_mean, running_var, N, C, L, training, momentum, eps);
+    else
+        fwd_channels(x, gamma, beta, y, mean, invstd, running_mean, running_var, N, C, L, training, momentum, eps);
+}
+
+template <typename T>
+void batch_norm_bwd(const T* dy, const T* x, const T* gamma, const T* mean, const T* invstd, T* dx, T* dgamma,
+                    T* dbeta, i64 N, i64 C, i64 L, bool training) {
+    if (L < kRowPathMaxL)
+        bwd_columns(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, N, C, L, training);
+    else
+        bwd_channels(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, N, C, L, training);
+}
+
+#define INST(T)                                                                                                   \
+    template void batch_norm_fwd<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*, i64, i64, i64, bool, double, \
+                                    double);                                                                      \
+    template void batch_norm_bwd<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, i64, i64, i64, bool);
+INST(float)
+INST(double)
+
+}  // namespace fastnn
