@@ -1,0 +1,130 @@
+"""Bad input gets a TypeError/ValueError that names the argument, on every backend, before any kernel runs."""
+import numpy as np
+import pytest
+
+import fastnn
+
+f32 = np.float32
+BACKENDS = ["numpy", "cpu", "cuda"]
+
+
+def r(*shape, dtype=f32):
+    return np.random.default_rng(0).standard_normal(shape).astype(dtype)
+
+
+def _lstm_cache():
+    return fastnn.lstm_cell(r(2, 3), None, None, r(3, 8), r(2, 8), r(8), backend="numpy")[2]
+
+
+def _seq_cache():
+    return fastnn.lstm(r(2, 3, 3), None, None, r(3, 8), r(2, 8), r(8), backend="numpy")[3]
+
+
+# function -> valid keyword arguments (built lazily)
+VALID = {
+    "im2col": lambda: dict(x=r(2, 3, 5, 5), kernel_size=3),
+    "col2im": lambda: dict(col=r(2 * 9, 27), input_shape=(2, 3, 5, 5), kernel_size=3),
+    "conv2d": lambda: dict(x=r(2, 3, 5, 5), weight=r(4, 3, 3, 3), bias=r(4)),
+    "conv2d_backward": lambda: dict(dy=r(2, 4, 3, 3), x=r(2, 3, 5, 5), weight=r(4, 3, 3, 3)),
+    "max_pool2d": lambda: dict(x=r(2, 3, 4, 4), kernel_size=2),
+    "max_pool2d_backward": lambda: dict(dy=r(2, 3, 2, 2), indices=np.zeros((2, 3, 2, 2), np.int64),
+                                        input_shape=(2, 3, 4, 4)),
+    "avg_pool2d": lambda: dict(x=r(2, 3, 4, 4), kernel_size=2),
+    "avg_pool2d_backward": lambda: dict(dy=r(2, 3, 2, 2), input_shape=(2, 3, 4, 4), kernel_size=2),
+    "batch_norm": lambda: dict(x=r(4, 3, 2, 2), gamma=r(3), beta=r(3), running_mean=np.zeros(3, f32),
+                               running_var=np.ones(3, f32)),
+    "batch_norm_backward": lambda: dict(dy=r(4, 3), x=r(4, 3), gamma=r(3), mean=r(3), invstd=r(3)),
+    "lstm_cell": lambda: dict(x=r(2, 3), h=r(2, 2), c=r(2, 2), w_ih=r(3, 8), w_hh=r(2, 8), bias=r(8)),
+    "lstm_cell_backward": lambda: dict(dh_next=r(2, 2), dc_next=r(2, 2), cache=_lstm_cache()),
+    "lstm": lambda: dict(xs=r(2, 3, 3), h0=None, c0=None, w_ih=r(3, 8), w_hh=r(2, 8), bias=r(8)),
+    "lstm_backward": lambda: dict(dhs=r(2, 3, 2), dh_n=None, dc_n=None, cache=_seq_cache()),
+}
+
+# (function, argument, bad value, exception, words the message must contain)
+BAD = [
+    ("im2col", "x", r(3, 5, 5), ValueError, "x must be 4-D"),
+    ("im2col", "x", [[1.0]], TypeError, "x must be"),
+    ("im2col", "x", r(2, 3, 5, 5).astype(np.int32), TypeError, "x must be float32 or float64"),
+    ("im2col", "x", r(2, 3, 5, 5).astype(np.float16), TypeError, "float32 or float64"),
+    ("im2col", "x", r(2, 3, 5, 5).astype(np.complex64), TypeError, "float32 or float64"),
+    ("im2col", "x", r(2, 3, 5, 5).astype(bool), TypeError, "float32 or float64"),
+    ("im2col", "x", r(2, 3, 5, 5).astype(object), TypeError, "float32 or float64"),
+    ("im2col", "x", 3.0, TypeError, "x must be"),
+    ("im2col", "kernel_size", 0, ValueError, "kernel_size must be >= 1"),
+    ("im2col", "kernel_size", 7, ValueError, "output size"),
+    ("im2col", "kernel_size", 2.5, TypeError, "kernel_size must be an int"),
+    ("im2col", "kernel_size", (1, 2, 3), ValueError, "kernel_size"),
+    ("im2col", "stride", -1, ValueError, "stride must be >= 1"),
+    ("im2col", "padding", -1, ValueError, "padding must be >= 0"),
+    ("im2col", "dilation", 0, ValueError, "dilation must be >= 1"),
+    ("col2im", "col", r(17, 27), ValueError, "col must have shape"),
+    ("col2im", "input_shape", (2, 3, 5), ValueError, "input_shape"),
+    ("conv2d", "weight", r(4, 2, 3, 3), ValueError, "weight must have shape"),
+    ("conv2d", "weight", r(4, 3, 3, 3, dtype=np.float64), TypeError, "mixed precision"),
+    ("conv2d", "weight", r(4, 3, 9, 9), ValueError, "output size"),
+    ("conv2d", "bias", r(5), ValueError, "bias must have shape"),
+    ("conv2d", "groups", 2, ValueError, "groups=2 must divide"),
+    ("conv2d", "groups", 0, ValueError, "groups must be >= 1"),
+    ("conv2d", "x", r(2, 3, 0, 5), ValueError, "empty"),
+    ("conv2d_backward", "dy", r(2, 4, 3, 4), ValueError, "dy must have shape"),
+    ("max_pool2d", "padding", 2, ValueError, "at most half the kernel"),
+    ("max_pool2d", "kernel_size", 5, ValueError, "output size"),
+    ("max_pool2d", "stride", 0, ValueError, "stride must be >= 1"),
+    ("max_pool2d_backward", "indices", np.zeros((2, 3, 2, 2), np.int32), TypeError, "indices must be an int64"),
+    ("max_pool2d_backward", "indices", np.zeros((2, 3, 2, 1), np.int64), ValueError, "indices must have shape"),
+    ("max_pool2d_backward", "input_shape", (2, 4, 4, 4), ValueError, "does not match input_shape"),
+    ("avg_pool2d_backward", "dy", r(2, 3, 3, 2), ValueError, "dy must have shape"),
+    ("batch_norm", "x", r(4, 3, 2), ValueError, "x must be 2-D or 4-D"),
+    ("batch_norm", "gamma", r(4), ValueError, "gamma must have shape (3,)"),
+    ("batch_norm", "running_var", None, ValueError, "running_mean and running_var"),
+    ("batch_norm", "running_mean", np.zeros(3, np.float64), TypeError, "running_mean has dtype"),
+    ("batch_norm", "momentum", 1.5, ValueError, "momentum"),
+    ("batch_norm", "eps", 0.0, ValueError, "eps must be > 0"),
+    ("batch_norm", "x", r(1, 3), ValueError, "more than one value per channel"),
+    ("batch_norm_backward", "invstd", r(2), ValueError, "invstd must have shape (3,)"),
+    ("batch_norm_backward", "dy", r(4, 3, 1, 1), ValueError, "dy must be 2-D"),
+    ("lstm_cell", "w_ih", r(4, 8), ValueError, "w_ih must have shape (3, 8)"),
+    ("lstm_cell", "w_hh", r(2, 6), ValueError, "w_hh must have shape (2, 8)"),
+    ("lstm_cell", "h", r(2, 3), ValueError, "h must have shape (2, 2)"),
+    ("lstm_cell", "bias", r(7), ValueError, "bias must have shape (8,)"),
+    ("lstm_cell", "gate_order", "ifgx", ValueError, "gate_order"),
+    ("lstm_cell_backward", "cache", (1, 2), TypeError, "cache must be the LSTMCache"),
+    ("lstm_cell_backward", "dh_next", r(2, 3), ValueError, "dh_next must have shape (2, 2)"),
+    ("lstm", "xs", r(2, 0, 3), ValueError, "at least one time step"),
+    ("lstm", "c0", r(3, 2), ValueError, "c0 must have shape (2, 2)"),
+    ("lstm_backward", "dhs", r(2, 2, 2), ValueError, "dhs must have shape (2, 3, 2)"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("fn,arg,value,exc,words", BAD, ids=[f"{b[0]}-{b[1]}-{i}" for i, b in enumerate(BAD)])
+def test_bad_argument(fn, arg, value, exc, words, backend):
+    kwargs = VALID[fn]()
+    kwargs[arg] = value
+    with pytest.raises(exc) as e:
+        getattr(fastnn, fn)(**kwargs, backend=backend)
+    assert words in str(e.value)
+
+
+@pytest.mark.parametrize("fn", sorted(VALID))
+def test_valid_arguments_pass_validation(fn):
+    # The table's valid calls really are valid: the reference runs them.
+    getattr(fastnn, fn)(**VALID[fn](), backend="numpy")
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fastnn.conv2d(r(1, 1, 3, 3), r(1, 1, 1, 1), backend="tpu")
+
+
+def test_backward_on_another_backend_is_refused():
+    with pytest.raises(ValueError, match="cache was made by backend 'numpy'"):
+        fastnn.lstm_cell_backward(None, None, _lstm_cache(), backend="cpu")
+
+
+def test_inputs_not_modified_by_validation_failure():
+    x = r(2, 3, 5, 5)
+    before = x.copy()
+    with pytest.raises(ValueError):
+        fastnn.conv2d(x, r(4, 3, 3, 3), stride=0)
+    np.testing.assert_array_equal(x, before)
