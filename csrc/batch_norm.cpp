@@ -9,7 +9,11 @@
 // The loop bodies are written once (always_inline) and compiled twice: an AVX2/FMA copy chosen at run time by
 // has_avx2_fma() and the baseline copy; `omp simd reduction` lets the compiler vectorise the double sums without
 // fast-math.
+#include <immintrin.h>
+
 #include <algorithm>
+#include <cstdint>
+#include <type_traits>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -153,24 +157,61 @@ SIMD_DISPATCH(col_dx)
 // ------------------------------------------------------------------------------------------------- the plans
 constexpr i64 kRowPathMaxL = 32;  // below this a channel row is too short to stream: use the column layout
 
-// How many parts each channel's N rows are split into so that every thread has work (1 = a thread per channel).
-i64 parts_per_channel(i64 N, i64 C) {
-    i64 nt = max_threads();
-    if (C >= 2 * nt || N <= 1) return 1;
-    return std::min(N, (4 * nt + C - 1) / C);
+// A thread per channel when channels are many and small (no synchronisation at all); otherwise all threads share
+// each channel in turn (a barrier per channel), so that every thread's part of the slab stays in its L2 between
+// the two passes, and so that few channels still use every thread.
+constexpr i64 kOwnChannelMaxBytes = 128 << 10;
+bool thread_per_channel(i64 N, i64 C, i64 L, i64 bytes_per_elem) {
+    return C >= 4 * max_threads() && N * L * bytes_per_elem <= kOwnChannelMaxBytes;
+}
+// Outputs bigger than this go around the caches (non-temporal stores): they cannot stay cached anyway, and the
+// store then costs no read-for-ownership.
+constexpr i64 kStreamMinBytes = 16 << 20;
+
+// f(n, l0, l1) for the row segments of the flat range [a, b) of a channel's N*L elements.
+template <typename F>
+inline void for_segments(i64 a, i64 b, i64 L, F&& f) {
+    while (a < b) {
+        i64 n = a / L, l0 = a % L, l1 = std::min(L, l0 + (b - a));
+        f(n, l0, l1);
+        a += l1 - l0;
+    }
 }
 
-// Per-channel scalars of the forward from the shifted sums: mean, invstd (and the running stats update).
+// Non-temporal variants of the elementwise passes (float, AVX2): y = (x - mean)*scale + beta, dx = a*dy + b*(x-mean) + d.
+AVX2 void norm_row_stream__avx2(const float* x, float* y, i64 L, float mean, float scale, float beta) {
+    i64 i = 0;
+    for (; i < L && (reinterpret_cast<uintptr_t>(y + i) & 31); ++i) y[i] = (x[i] - mean) * scale + beta;
+    const __m256 m = _mm256_set1_ps(mean), sc = _mm256_set1_ps(scale), b = _mm256_set1_ps(beta);
+    for (; i + 8 <= L; i += 8)
+        _mm256_stream_ps(y + i, _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), sc, b));
+    for (; i < L; ++i) y[i] = (x[i] - mean) * scale + beta;
+}
+AVX2 void dx_row_stream__avx2(const float* dy, const float* x, float* dx, i64 L, float mean, float a, float b,
+                              float d) {
+    i64 i = 0;
+    for (; i < L && (reinterpret_cast<uintptr_t>(dx + i) & 31); ++i) dx[i] = a * dy[i] + b * (x[i] - mean) + d;
+    const __m256 m = _mm256_set1_ps(mean), va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b), vd = _mm256_set1_ps(d);
+    for (; i + 8 <= L; i += 8) {
+        __m256 t = _mm256_fmadd_ps(vb, _mm256_sub_ps(_mm256_loadu_ps(x + i), m), vd);
+        _mm256_stream_ps(dx + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(dy + i), t));
+    }
+    for (; i < L; ++i) dx[i] = a * dy[i] + b * (x[i] - mean) + d;
+}
+
+// Per-channel scalars of the forward from the shifted sums.
+struct Stats { double mean, var, invstd; };
+inline Stats stats_of(double shift, double s1, double s2, i64 M, double eps) {
+    double m1 = s1 / double(M), var = std::max(s2 / double(M) - m1 * m1, 0.0);
+    return {shift + m1, var, 1.0 / std::sqrt(var + eps)};
+}
+
+// Writes mean/invstd and updates the running stats (unbiased variance) of channel c.
 template <typename T>
-void finish_stats(i64 c, double shift, double s1, double s2, i64 M, T* mean, T* invstd, T* rmean, T* rvar,
-                  double momentum, double eps) {
-    double m1 = s1 / double(M);
-    double var = std::max(s2 / double(M) - m1 * m1, 0.0);
-    double mu = shift + m1;
-    mean[c] = T(mu);
-    invstd[c] = T(1.0 / std::sqrt(var + eps));
-    if (rmean) rmean[c] = T((1 - momentum) * double(rmean[c]) + momentum * mu);
-    if (rvar) rvar[c] = T((1 - momentum) * double(rvar[c]) + momentum * (M > 1 ? var * M / (M - 1) : var));
+void store_stats(i64 c, const Stats& st, i64 M, T* mean, T* invstd, T* rmean, T* rvar, double momentum) {
+    mean[c] = T(st.mean), invstd[c] = T(st.invstd);
+    if (rmean) rmean[c] = T((1 - momentum) * double(rmean[c]) + momentum * st.mean);
+    if (rvar) rvar[c] = T((1 - momentum) * double(rvar[c]) + momentum * (M > 1 ? st.var * M / (M - 1) : st.var));
 }
 
 // Backward coefficients: dx = a*dy + b*(x - mean) + d (training), a*dy (inference).
@@ -181,84 +222,100 @@ inline DxCoef dx_coef(double gamma, double invstd, double dgamma, double dbeta, 
     return {a, -a * invstd * dgamma / double(M), -a * dbeta / double(M)};
 }
 
+// The channel path of both directions: pass 1 sums two quantities over the channel, `finish` turns the totals
+// into per-channel coefficients (run once per channel, by one thread), pass 2 writes the output.
+//   sums(c, n, l0, l1, s1, s2)  and  write(c, coef, n, l0, l1)
+template <typename Coef, typename Sums, typename Finish, typename Write>
+void two_pass_channels(i64 N, i64 C, i64 L, bool own_channels, Sums&& sums, Finish&& finish, Write&& write) {
+    if (own_channels) {
+#pragma omp parallel for schedule(static)
+        for (i64 c = 0; c < C; ++c) {
+            double s1 = 0, s2 = 0;
+            for (i64 n = 0; n < N; ++n) sums(c, n, i64(0), L, s1, s2);
+            Coef k = finish(c, s1, s2);
+            for (i64 n = 0; n < N; ++n) write(c, k, n, i64(0), L);
+        }
+        return;
+    }
+    const i64 M = N * L;
+    std::vector<double> part(4 * max_threads());  // [channel parity][thread][s1, s2]: one barrier per channel
+#pragma omp parallel
+    {
+#ifdef _OPENMP
+        const i64 tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const i64 tid = 0, nth = 1;
+#endif
+        const i64 a = M * tid / nth, b = M * (tid + 1) / nth;
+        for (i64 c = 0; c < C; ++c) {
+            double* mine = &part[2 * ((c & 1) * nth + tid)];
+            double s1 = 0, s2 = 0;
+            for_segments(a, b, L, [&](i64 n, i64 l0, i64 l1) { sums(c, n, l0, l1, s1, s2); });
+            mine[0] = s1, mine[1] = s2;
+#pragma omp barrier
+            double t1 = 0, t2 = 0;  // every thread adds the partials in the same order: the same totals
+            for (i64 k = 0; k < nth; ++k) t1 += part[2 * ((c & 1) * nth + k)], t2 += part[2 * ((c & 1) * nth + k) + 1];
+            Coef k = finish(c, t1, t2, tid == 0);
+            for_segments(a, b, L, [&](i64 n, i64 l0, i64 l1) { write(c, k, n, l0, l1); });
+        }
+    }
+}
+
 template <typename T>
 void fwd_channels(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* invstd, T* rmean, T* rvar, i64 N,
                   i64 C, i64 L, bool training, double momentum, double eps) {
     const i64 M = N * L, stride = C * L;
-    auto shift = [&](i64 c) { return N > 0 ? double(x[c * L]) : 0.0; };
-    auto normalize = [&](i64 c, i64 n0, i64 n1) {
-        T sc = invstd[c] * (gamma ? gamma[c] : T(1));
-        norm_rows(x + c * L, y + c * L, stride, n0, n1, L, mean[c], sc, beta ? beta[c] : T(0));
+    const bool stream = std::is_same<T, float>::value && has_avx2_fma() && N * C * L * i64(sizeof(T)) >= kStreamMinBytes;
+    struct Norm { T mean, scale, beta; };
+    auto coef = [&](i64 c, T mu, T is) { return Norm{mu, is * (gamma ? gamma[c] : T(1)), beta ? beta[c] : T(0)}; };
+    auto write = [&](i64 c, const Norm& k, i64 n, i64 l0, i64 l1) {
+        const T* p = x + n * stride + c * L + l0;
+        T* q = y + n * stride + c * L + l0;
+        if constexpr (std::is_same<T, float>::value)
+            if (stream) return norm_row_stream__avx2(p, q, l1 - l0, k.mean, k.scale, k.beta);
+        norm_rows(p, q, stride, i64(0), i64(1), l1 - l0, k.mean, k.scale, k.beta);
     };
     if (!training) {
 #pragma omp parallel for schedule(static)
-        for (i64 r = 0; r < N * C; ++r) normalize(r % C, r / C, r / C + 1);
+        for (i64 r = 0; r < N * C; ++r) write(r % C, coef(r % C, mean[r % C], invstd[r % C]), r / C, 0, L);
+        if (stream) _mm_sfence();
         return;
     }
-    const i64 P = parts_per_channel(N, C);
-    if (P == 1) {  // a thread per channel: stats, then normalise the slab while it is still in cache
-#pragma omp parallel for schedule(static)
-        for (i64 c = 0; c < C; ++c) {
-            double s1 = 0, s2 = 0;
-            stats_rows(x + c * L, stride, i64(0), N, L, shift(c), s1, s2);
-            finish_stats(c, shift(c), s1, s2, M, mean, invstd, rmean, rvar, momentum, eps);
-            normalize(c, 0, N);
-        }
-        return;
-    }
-    std::vector<double> part(2 * C * P, 0.0);  // (c, part) partial sums, combined in a fixed order
-#pragma omp parallel for schedule(static)
-    for (i64 t = 0; t < C * P; ++t) {
-        i64 c = t / P, k = t % P;
-        stats_rows(x + c * L, stride, N * k / P, N * (k + 1) / P, L, shift(c), part[2 * t], part[2 * t + 1]);
-    }
-    for (i64 c = 0; c < C; ++c) {
-        double s1 = 0, s2 = 0;
-        for (i64 k = 0; k < P; ++k) s1 += part[2 * (c * P + k)], s2 += part[2 * (c * P + k) + 1];
-        finish_stats(c, shift(c), s1, s2, M, mean, invstd, rmean, rvar, momentum, eps);
-    }
-#pragma omp parallel for schedule(static)
-    for (i64 r = 0; r < N * C; ++r) normalize(r % C, r / C, r / C + 1);
+    // shift = the channel's first element: the sums of x - shift do not cancel catastrophically.
+    auto shift = [&](i64 c) { return N > 0 ? double(x[c * L]) : 0.0; };
+    auto sums = [&](i64 c, i64 n, i64 l0, i64 l1, double& s1, double& s2) {
+        stats_rows(x + n * stride + c * L + l0, stride, i64(0), i64(1), l1 - l0, shift(c), s1, s2);
+    };
+    auto finish = [&](i64 c, double s1, double s2, bool store = true) {
+        Stats st = stats_of(shift(c), s1, s2, M, eps);
+        if (store) store_stats(c, st, M, mean, invstd, rmean, rvar, momentum);
+        return coef(c, T(st.mean), T(st.invstd));
+    };
+    two_pass_channels<Norm>(N, C, L, thread_per_channel(N, C, L, sizeof(T)), sums, finish, write);
+    if (stream) _mm_sfence();
 }
 
 template <typename T>
 void bwd_channels(const T* dy, const T* x, const T* gamma, const T* mean, const T* invstd, T* dx, T* dgamma,
                   T* dbeta, i64 N, i64 C, i64 L, bool training) {
     const i64 M = N * L, stride = C * L;
-    // From the channel sums: dgamma, dbeta and the dx coefficients; then dx over rows [n0, n1).
-    auto finish = [&](i64 c, double s1, double s2) {
-        dbeta[c] = T(s1);
-        dgamma[c] = T(s2 * double(invstd[c]));
+    const bool stream = std::is_same<T, float>::value && has_avx2_fma() && N * C * L * i64(sizeof(T)) >= kStreamMinBytes;
+    auto sums = [&](i64 c, i64 n, i64 l0, i64 l1, double& s1, double& s2) {
+        const i64 o = n * stride + c * L + l0;
+        dstats_rows(dy + o, x + o, stride, i64(0), i64(1), l1 - l0, double(mean[c]), s1, s2);
+    };
+    auto finish = [&](i64 c, double s1, double s2, bool store = true) {
+        if (store) dbeta[c] = T(s1), dgamma[c] = T(s2 * double(invstd[c]));
         return dx_coef(gamma ? double(gamma[c]) : 1.0, double(invstd[c]), s2 * double(invstd[c]), s1, M, training);
     };
-    auto write_dx = [&](i64 c, const DxCoef& k, i64 n0, i64 n1) {
-        dx_rows(dy + c * L, x + c * L, dx + c * L, stride, n0, n1, L, mean[c], T(k.a), T(k.b), T(k.d));
+    auto write = [&](i64 c, const DxCoef& k, i64 n, i64 l0, i64 l1) {
+        const i64 o = n * stride + c * L + l0;
+        if constexpr (std::is_same<T, float>::value)
+            if (stream) return dx_row_stream__avx2(dy + o, x + o, dx + o, l1 - l0, mean[c], T(k.a), T(k.b), T(k.d));
+        dx_rows(dy + o, x + o, dx + o, stride, i64(0), i64(1), l1 - l0, mean[c], T(k.a), T(k.b), T(k.d));
     };
-    const i64 P = parts_per_channel(N, C);
-    if (P == 1) {  // a thread per channel: the second pass finds (part of) the slab in cache
-#pragma omp parallel for schedule(static)
-        for (i64 c = 0; c < C; ++c) {
-            double s1 = 0, s2 = 0;
-            dstats_rows(dy + c * L, x + c * L, stride, i64(0), N, L, double(mean[c]), s1, s2);
-            write_dx(c, finish(c, s1, s2), 0, N);
-        }
-        return;
-    }
-    std::vector<double> part(2 * C * P, 0.0);
-#pragma omp parallel for schedule(static)
-    for (i64 t = 0; t < C * P; ++t) {
-        i64 c = t / P, k = t % P;
-        dstats_rows(dy + c * L, x + c * L, stride, N * k / P, N * (k + 1) / P, L, double(mean[c]), part[2 * t],
-                    part[2 * t + 1]);
-    }
-    std::vector<DxCoef> coef(C);
-    for (i64 c = 0; c < C; ++c) {
-        double s1 = 0, s2 = 0;
-        for (i64 k = 0; k < P; ++k) s1 += part[2 * (c * P + k)], s2 += part[2 * (c * P + k) + 1];
-        coef[c] = finish(c, s1, s2);
-    }
-#pragma omp parallel for schedule(static)
-    for (i64 r = 0; r < N * C; ++r) write_dx(r % C, coef[r % C], r / C, r / C + 1);
+    two_pass_channels<DxCoef>(N, C, L, thread_per_channel(N, C, L, 2 * sizeof(T)), sums, finish, write);
+    if (stream) _mm_sfence();
 }
 
 // Row path: per-channel values are expanded to per-column arrays of the (N, C*L) matrix; the sums are split over
@@ -289,7 +346,7 @@ void fwd_columns(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* in
         for (i64 c = 0; c < C; ++c) {
             double a = 0, b = 0;
             for (i64 l = 0; l < L; ++l) a += s1[c * L + l], b += s2[c * L + l];
-            finish_stats(c, shift[c], a, b, M, mean, invstd, rmean, rvar, momentum, eps);
+            store_stats(c, stats_of(shift[c], a, b, M, eps), M, mean, invstd, rmean, rvar, momentum);
         }
     }
     std::vector<T> m(mean, mean + C), sc(C), b(C);

@@ -165,6 +165,7 @@ BN_CASES = [  # shape, affine
     ((1, 1, 40, 40), False),   # batch 1, one channel
     ((2, 8, 1, 1), True),      # L == 1 on 4-D input
     ((7, 9, 6, 6), True),      # L = 36 > the column-path cut-off, odd sizes
+    ((3, 2, 701, 1001), True),  # > 16 MB in float32: the non-temporal store path, rows not 32-byte aligned
 ]
 
 
@@ -194,7 +195,7 @@ def test_batch_norm_train(shape, affine, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(4, 3, 7, 9), (16, 5), (3, 64, 40, 40)], ids=str)
+@pytest.mark.parametrize("shape", [(4, 3, 7, 9), (16, 5), (3, 64, 40, 40), (3, 2, 701, 1001)], ids=str)
 def test_batch_norm_inference(shape, dtype):
     rng = np.random.default_rng(4)
     C = shape[1]
