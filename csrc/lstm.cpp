@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -91,27 +92,31 @@ void act_rows(Act act, T* dst, const T* src, const T* bias, i64 n) {
 // --------------------------------------------------------------------------------------------- pointwise rows
 // The arithmetic loops are written once and compiled twice (AVX2/FMA copy chosen at run time): plain elementwise
 // code that the compiler vectorises.
+// `omp simd` tells the compiler the rows do not overlap (too many pointers for its own alias checks).
 // c = f*c_prev + i*g; h = c (tanh and *o follow).
 template <typename T>
 FI void cell_body(const T* i, const T* f, const T* g, const T* c_prev, T* c, T* h, i64 H) {
+#pragma omp simd
     for (i64 j = 0; j < H; ++j) {
-        c[j] = f[j] * (c_prev ? c_prev[j] : T(0)) + i[j] * g[j];
+        c[j] = f[j] * c_prev[j] + i[j] * g[j];
         h[j] = c[j];
     }
 }
 template <typename T> FI void mul_body(T* h, const T* o, i64 H) {
+#pragma omp simd
     for (i64 j = 0; j < H; ++j) h[j] *= o[j];
 }
-// One step's gradient for one row. In: the activated gates, tc = tanh(c_t), c_prev (nullptr = 0), dh (from the
-// step after, plus dhs row if any), dc (in: from the step after; out: dc_prev). Out: pre-activation grads da_*.
+// One step's gradient for one row. In: the activated gates, tc = tanh(c_t), c_prev, dh (from the step after) plus
+// dhs (this step's output gradient), dc (in: from the step after; out: dc_prev). Out: pre-activation grads da_*.
 template <typename T>
 FI void grad_body(const T* i, const T* f, const T* g, const T* o, const T* tc, const T* c_prev, const T* dh,
                   const T* dhs, T* dc, T* da_i, T* da_f, T* da_g, T* da_o, i64 H) {
+#pragma omp simd
     for (i64 j = 0; j < H; ++j) {
-        T dhj = dh[j] + (dhs ? dhs[j] : T(0));
+        T dhj = dh[j] + dhs[j];
         T dct = dc[j] + dhj * o[j] * (T(1) - tc[j] * tc[j]);
         da_i[j] = dct * g[j] * i[j] * (T(1) - i[j]);
-        da_f[j] = dct * (c_prev ? c_prev[j] : T(0)) * f[j] * (T(1) - f[j]);
+        da_f[j] = dct * c_prev[j] * f[j] * (T(1) - f[j]);
         da_g[j] = dct * i[j] * (T(1) - g[j] * g[j]);
         da_o[j] = dhj * tc[j] * o[j] * (T(1) - o[j]);
         dc[j] = dct * f[j];
@@ -137,6 +142,7 @@ void lstm_fwd(const T* xs, const T* h0, const T* c0, const T* w_ih, const T* w_h
     const i64 pi = s.pos[0] * H, pf = s.pos[1] * H, pg = s.pos[2] * H, po = s.pos[3] * H;
     if (N == 0) return;
     gemm<T>(false, false, N * TT, G, D, T(1), xs, D, w_ih, G, T(0), gates, G);  // every step's x @ w_ih at once
+    const std::vector<T> zeros(H, T(0));  // stands for a missing c0 (keeps the pointwise loops branch-free)
     for (i64 t = 0; t < TT; ++t) {
         T* gt = gates + t * G;  // row n at gt + n*TT*G
         const T* h_prev = t ? hs + (t - 1) * H : h0;
@@ -145,7 +151,7 @@ void lstm_fwd(const T* xs, const T* h0, const T* c0, const T* w_ih, const T* w_h
 #pragma omp parallel for schedule(static)
         for (i64 n = 0; n < N; ++n) {
             T* a = gt + n * TT * G;
-            const T* c_prev = t ? cs + (n * TT + t - 1) * H : (c0 ? c0 + n * H : nullptr);
+            const T* c_prev = t ? cs + (n * TT + t - 1) * H : (c0 ? c0 + n * H : zeros.data());
             T *c = cs + (n * TT + t) * H, *h = hs + (n * TT + t) * H;
             act_rows(Act::sigmoid, a + pi, a + pi, bias ? bias + pi : nullptr, H);
             act_rows(Act::sigmoid, a + pf, a + pf, bias ? bias + pf : nullptr, H);
@@ -167,33 +173,34 @@ void lstm_bwd(const T* dhs, const T* dh_n, const T* dc_n, const T* xs, const T* 
     // dh0/dc0 carry dh and dc backwards through the steps; they end up holding the gradients of h0/c0.
     if (dh_n) std::memcpy(dh0, dh_n, sizeof(T) * N * H); else std::fill(dh0, dh0 + N * H, T(0));
     if (dc_n) std::memcpy(dc0, dc_n, sizeof(T) * N * H); else std::fill(dc0, dc0 + N * H, T(0));
-    std::vector<T> dgates(N * TT * G), tc_buf(N * H);
+    std::unique_ptr<T[]> dgates(new T[N * TT * G]), tc_buf(new T[N * H]);
+    const std::vector<T> zeros(H, T(0));  // stands for a missing c0 or dhs
     for (i64 t = TT - 1; t >= 0; --t) {
 #pragma omp parallel for schedule(static)
         for (i64 n = 0; n < N; ++n) {
             const T* a = gates + (n * TT + t) * G;
-            T* da = dgates.data() + (n * TT + t) * G;
-            T* tc = tc_buf.data() + n * H;
-            const T* c_prev = t ? cs + (n * TT + t - 1) * H : (c0 ? c0 + n * H : nullptr);
+            T* da = dgates.get() + (n * TT + t) * G;
+            T* tc = tc_buf.get() + n * H;
+            const T* c_prev = t ? cs + (n * TT + t - 1) * H : (c0 ? c0 + n * H : zeros.data());
             act_rows(Act::tanh, tc, cs + (n * TT + t) * H, (const T*)nullptr, H);
             grad(a + pi, a + pf, a + pg, a + po, (const T*)tc, c_prev, (const T*)(dh0 + n * H),
-                 dhs ? dhs + (n * TT + t) * H : nullptr, dc0 + n * H, da + pi, da + pf, da + pg, da + po, H);
+                 dhs ? dhs + (n * TT + t) * H : zeros.data(), dc0 + n * H, da + pi, da + pf, da + pg, da + po, H);
         }
         // dh_{t-1} = dgates[:,t] @ w_hh^T (overwrites the dh just consumed)
-        gemm<T>(false, true, N, H, G, T(1), dgates.data() + t * G, TT * G, w_hh, G, T(0), dh0, H);
+        gemm<T>(false, true, N, H, G, T(1), dgates.get() + t * G, TT * G, w_hh, G, T(0), dh0, H);
     }
     const i64 R = N * TT;  // every (n, t) row at once
-    gemm<T>(false, true, R, D, G, T(1), dgates.data(), G, w_ih, G, T(0), dxs, D);
-    gemm<T>(true, false, D, G, R, T(1), xs, D, dgates.data(), G, T(0), dw_ih, G);
+    gemm<T>(false, true, R, D, G, T(1), dgates.get(), G, w_ih, G, T(0), dxs, D);
+    gemm<T>(true, false, D, G, R, T(1), xs, D, dgates.get(), G, T(0), dw_ih, G);
     // The state entering each step: h0 (or 0) at t = 0, hs[:, t-1] after.
-    std::vector<T> h_prev(R * H);
+    std::unique_ptr<T[]> h_prev(new T[R * H]);
 #pragma omp parallel for schedule(static)
     for (i64 n = 0; n < N; ++n) {
-        T* dst = h_prev.data() + n * TT * H;
+        T* dst = h_prev.get() + n * TT * H;
         if (h0) std::memcpy(dst, h0 + n * H, sizeof(T) * H); else std::fill(dst, dst + H, T(0));
         std::memcpy(dst + H, hs + n * TT * H, sizeof(T) * (TT - 1) * H);
     }
-    gemm<T>(true, false, H, G, R, T(1), h_prev.data(), H, dgates.data(), G, T(0), dw_hh, G);
+    gemm<T>(true, false, H, G, R, T(1), h_prev.get(), H, dgates.get(), G, T(0), dw_hh, G);
     // dbias: column sums in double, split over column ranges (no reduction across threads).
     const i64 parts = std::max<i64>(1, std::min<i64>(get_num_threads(), G / 64));
 #pragma omp parallel for schedule(static)

@@ -134,6 +134,7 @@ AVX2 void max_row__2x2s2_avx2(const float* x, float* y, i64* idx, const PoolShap
         max_step(m, d, W + 1);
         max_store(m, y + oh * s.OW + ow, idx + oh * s.OW + ow, 2 * oh * s.W + 2 * ow);
     }
+    _mm256_zeroupper();  // GCC adds no vzeroupper here: legacy-SSE code after dirty ymm stalls on Intel
     max_row__generic(x, y, idx, s, oh, ow, s.OW);
 }
 
@@ -163,6 +164,7 @@ AVX2 void max_row__3x3s2p1_avx2(const float* x, float* y, i64* idx, const PoolSh
         }
         max_store(m, y + oh * s.OW + ow, idx + oh * s.OW + ow, r.lo * s.W + 2 * ow - 1);
     }
+    _mm256_zeroupper();  // GCC adds no vzeroupper here: legacy-SSE code after dirty ymm stalls on Intel
     max_row__generic(x, y, idx, s, oh, ow, s.OW);
 }
 
@@ -177,6 +179,7 @@ AVX2 void avg_row__2x2s2_avx2(const float* x, float* y, const PoolShape& s, i64 
         __m256 t = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a, b), c), d);
         _mm256_storeu_ps(y + oh * s.OW + ow, _mm256_mul_ps(t, _mm256_set1_ps(0.25f)));
     }
+    _mm256_zeroupper();
     avg_row__generic(x, y, s, true, oh, ow, s.OW);
 }
 
@@ -195,6 +198,7 @@ AVX2 void avg_row__3x3s2p1_avx2(const float* x, float* y, const PoolShape& s, bo
         }
         _mm256_storeu_ps(y + oh * s.OW + ow, _mm256_div_ps(t, div));
     }
+    _mm256_zeroupper();
     avg_row__generic(x, y, s, cip, oh, ow, s.OW);
 }
 
