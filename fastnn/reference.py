@@ -1,0 +1,355 @@
+"""The specification of fastnn: every op, forward and backward, in plain NumPy.
+
+Every other backend (``cpu``, ``cuda``) must compute the same functions; the exact contract and semantics are
+in docs/internals.md. The code here favours being obviously correct over being fast, with two exceptions that
+keep it usable as the benchmark baseline: convolution is im2col + matrix multiply, and windowed ops loop over
+the KH*KW kernel offsets (each step a strided slice of the whole batch), never over pixels.
+
+Conventions: NCHW; computation in the input dtype, with sums that feed statistics or reductions accumulated in
+float64; outputs have the input dtype (max-pool indices are int64). Nothing is validated here (the public API in
+``fastnn/__init__.py`` validates), but pair arguments may be ints or pairs and pooling ``stride`` may be None.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "LSTMCache", "im2col", "col2im", "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward",
+    "avg_pool2d", "avg_pool2d_backward", "batch_norm", "batch_norm_backward", "lstm_cell",
+    "lstm_cell_backward", "lstm", "lstm_backward",
+]
+
+
+def _pair(v):
+    """An int or a pair -> a tuple (h, w) of ints."""
+    if np.isscalar(v):
+        return int(v), int(v)
+    h, w = v
+    return int(h), int(w)
+
+
+def _out_size(size, k, s, p, d=1):
+    """Output length of a window op along one axis (floor mode, as PyTorch)."""
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _window(k, s, d, out):
+    """Slice of the padded axis read by kernel offset ``k``: positions k*d, k*d + s, ... (``out`` of them)."""
+    return slice(k * d, k * d + s * (out - 1) + 1, s)
+
+
+def _sum64(a, axis):
+    """Sum in float64 (reductions lose precision in float32), returned in ``a.dtype``."""
+    return a.sum(axis=axis, dtype=np.float64).astype(a.dtype)
+
+
+# ----------------------------------------------------------------------------------------------- im2col / col2im
+
+def _col_shape(input_shape, kernel_size, stride, padding, dilation):
+    """Normalised pairs and the output size of a convolution window over input_shape."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (kernel_size, stride, padding, dilation))
+    _, _, h, w = input_shape
+    return (kh, kw), (sh, sw), (ph, pw), (dh, dw), _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
+
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
+    """(N,C,H,W) -> (N*OH*OW, C*KH*KW): row (n*OH + oh)*OW + ow, column (c*KH + kh)*KW + kw; padding reads 0."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), oh, ow = _col_shape(x.shape, kernel_size, stride, padding, dilation)
+    n, c = x.shape[:2]
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xp[:, :, _window(i, sh, dh, oh), _window(j, sw, dw, ow)]
+    return cols.transpose(0, 4, 5, 1, 2, 3).reshape(n * oh * ow, c * kh * kw)
+
+
+def col2im(col, input_shape, kernel_size, stride=1, padding=0, dilation=1):
+    """The adjoint of im2col: scatter-add the columns back into an (N,C,H,W) array (overlaps are summed)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), oh, ow = _col_shape(input_shape, kernel_size, stride, padding, dilation)
+    n, c, h, w = input_shape
+    cols = col.reshape(n, oh, ow, c, kh, kw).transpose(0, 3, 4, 5, 1, 2)
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            # within one kernel offset the strided slice touches each position once, so += is a true scatter-add
+            xp[:, :, _window(i, sh, dh, oh), _window(j, sw, dw, ow)] += cols[:, :, i, j]
+    return np.ascontiguousarray(xp[:, :, ph:ph + h, pw:pw + w])
+
+
+# ------------------------------------------------------------------------------------------------------ conv2d
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """y (N,K,OH,OW) = cross-correlation of x (N,C,H,W) with weight (K, C//groups, KH, KW), plus bias (K,)."""
+    n = x.shape[0]
+    k, cg, kh, kw = weight.shape
+    col = im2col(x, (kh, kw), stride, padding, dilation)                  # (N*OH*OW, C*KH*KW)
+    col = col.reshape(col.shape[0], groups, cg * kh * kw)
+    wg = weight.reshape(groups, k // groups, cg * kh * kw)
+    y = np.concatenate([col[:, g] @ wg[g].T for g in range(groups)], axis=1)  # (N*OH*OW, K)
+    if bias is not None:
+        y += bias
+    _, _, _, _, oh, ow = _col_shape(x.shape, (kh, kw), stride, padding, dilation)
+    return np.ascontiguousarray(y.reshape(n, oh, ow, k).transpose(0, 3, 1, 2))
+
+
+def conv2d_backward(dy, x, weight, stride=1, padding=0, dilation=1, groups=1):
+    """Gradients of conv2d: (dx like x, dweight like weight, dbias (K,))."""
+    k, cg, kh, kw = weight.shape
+    col = im2col(x, (kh, kw), stride, padding, dilation)
+    col = col.reshape(col.shape[0], groups, cg * kh * kw)
+    wg = weight.reshape(groups, k // groups, cg * kh * kw)
+    dy2 = dy.transpose(0, 2, 3, 1).reshape(-1, groups, k // groups)     # (N*OH*OW, G, K/G)
+    dweight = np.concatenate([dy2[:, g].T @ col[:, g] for g in range(groups)], axis=0)
+    dcol = np.concatenate([dy2[:, g] @ wg[g] for g in range(groups)], axis=1)
+    dx = col2im(dcol, x.shape, (kh, kw), stride, padding, dilation)
+    return dx, dweight.reshape(weight.shape), _sum64(dy, (0, 2, 3))
+
+
+# ----------------------------------------------------------------------------------------------------- pooling
+
+def _pool_geometry(x_shape, kernel_size, stride, padding):
+    """Normalised pairs (stride None = kernel_size) and the output size of a pooling window."""
+    (kh, kw), (ph, pw) = _pair(kernel_size), _pair(padding)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    h, w = x_shape[-2:]
+    return (kh, kw), (sh, sw), (ph, pw), _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """(y, indices): window maxima and their flat int64 index ih*W + iw in the (H, W) plane.
+
+    Padding is never selected; the first maximum in row-major window order wins; a NaN is the maximum (first NaN wins).
+    """
+    (kh, kw), (sh, sw), (ph, pw), oh, ow = _pool_geometry(x.shape, kernel_size, stride, padding)
+    h, w = x.shape[-2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    y = np.full(x.shape[:2] + (oh, ow), -np.inf, dtype=x.dtype)
+    idx = np.full(y.shape, -1, dtype=np.int64)
+    rows = np.arange(oh)[:, None] * sh - ph        # input row of kernel offset 0, per output row
+    cols = np.arange(ow)[None, :] * sw - pw
+    for i in range(kh):
+        for j in range(kw):
+            v = xp[:, :, _window(i, sh, 1, oh), _window(j, sw, 1, ow)]
+            inside = (rows + i >= 0) & (rows + i < h) & (cols + j >= 0) & (cols + j < w)   # (OH, OW)
+            # strict > keeps the first maximum; a NaN replaces any non-NaN; idx < 0 takes the first real element
+            take = inside & ((idx < 0) | (v > y) | (np.isnan(v) & ~np.isnan(y)))
+            y = np.where(take, v, y)
+            idx = np.where(take, (rows + i) * w + (cols + j), idx)
+    return y, idx
+
+
+def max_pool2d_backward(dy, indices, input_shape):
+    """dx (input_shape): each dy element added at its argmax position (overlapping windows accumulate)."""
+    n, c, h, w = input_shape
+    dx = np.zeros((n * c, h * w), dtype=dy.dtype)
+    planes = np.arange(n * c)[:, None]
+    np.add.at(dx, (planes, indices.reshape(n * c, -1)), dy.reshape(n * c, -1))
+    return dx.reshape(input_shape)
+
+
+def _avg_divisor(x_shape, kh, kw, sh, sw, ph, pw, oh, ow, count_include_pad):
+    """(OH, OW) divisors: KH*KW, or the number of window positions inside the unpadded input."""
+    if count_include_pad:
+        return np.full((oh, ow), kh * kw)
+    h, w = x_shape[-2:]
+    rows = np.arange(oh) * sh - ph
+    cols = np.arange(ow) * sw - pw
+    nh = np.minimum(rows + kh, h) - np.maximum(rows, 0)
+    nw = np.minimum(cols + kw, w) - np.maximum(cols, 0)
+    return nh[:, None] * nw[None, :]
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """Window means; padding counts as 0 and, if count_include_pad, in the divisor."""
+    (kh, kw), (sh, sw), (ph, pw), oh, ow = _pool_geometry(x.shape, kernel_size, stride, padding)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    total = np.zeros(x.shape[:2] + (oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            total += xp[:, :, _window(i, sh, 1, oh), _window(j, sw, 1, ow)]
+    div = _avg_divisor(x.shape, kh, kw, sh, sw, ph, pw, oh, ow, count_include_pad)
+    return (total / div).astype(x.dtype)
+
+
+def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """dx (input_shape): each dy / divisor spread over its window (overlaps summed, padding dropped)."""
+    (kh, kw), (sh, sw), (ph, pw), oh, ow = _pool_geometry(input_shape, kernel_size, stride, padding)
+    n, c, h, w = input_shape
+    g = (dy / _avg_divisor(input_shape, kh, kw, sh, sw, ph, pw, oh, ow, count_include_pad)).astype(dy.dtype)
+    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, :, _window(i, sh, 1, oh), _window(j, sw, 1, ow)] += g
+    return np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + w])
+
+
+# -------------------------------------------------------------------------------------------------- batch norm
+
+def _bn_axes_shape(x):
+    """Reduction axes and the broadcast shape of a per-channel (C,) vector, for (N,C) or (N,C,H,W) input."""
+    return ((0,), (1, -1)) if x.ndim == 2 else ((0, 2, 3), (1, -1, 1, 1))
+
+
+def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True, momentum=0.1, eps=1e-5):
+    """(y, mean, invstd): per-channel normalisation, then y = gamma * xhat + beta.
+
+    training: batch mean and biased variance (in float64); running stats, if given, are updated in place with the
+    unbiased variance. Otherwise the running stats normalise and (y, running_mean copy, invstd) is returned.
+    """
+    axes, bshape = _bn_axes_shape(x)
+    dt = x.dtype
+    if training:
+        m = x.size // x.shape[1]
+        x64 = x.astype(np.float64)
+        mean64 = x64.mean(axis=axes)
+        var64 = ((x64 - mean64.reshape(bshape)) ** 2).mean(axis=axes)   # two-pass: no cancellation
+        if running_mean is not None:
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mean64
+        if running_var is not None:
+            running_var[...] = (1 - momentum) * running_var + momentum * var64 * (m / (m - 1))
+        mean, invstd = mean64.astype(dt), (1.0 / np.sqrt(var64 + eps)).astype(dt)
+    else:
+        mean = running_mean.astype(dt, copy=True)
+        invstd = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(dt)
+    scale = invstd if gamma is None else invstd * gamma
+    y = (x - mean.reshape(bshape)) * scale.reshape(bshape)
+    if beta is not None:
+        y += beta.reshape(bshape)
+    return y.astype(dt, copy=False), mean, invstd
+
+
+def batch_norm_backward(dy, x, gamma, mean, invstd, training=True):
+    """(dx, dgamma, dbeta) for batch_norm given its saved (mean, invstd); gamma None means ones.
+
+    training=True differentiates through the batch statistics; training=False treats them as constants.
+    """
+    axes, bshape = _bn_axes_shape(x)
+    dt = x.dtype
+    m = x.size // x.shape[1]
+    g = np.ones(x.shape[1], dtype=dt) if gamma is None else gamma
+    xhat = (x - mean.reshape(bshape)) * invstd.reshape(bshape)
+    dbeta64 = dy.sum(axis=axes, dtype=np.float64)
+    dgamma64 = (dy * xhat).sum(axis=axes, dtype=np.float64)
+    gi = (g * invstd).reshape(bshape)
+    if training:
+        # dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat))
+        dx = gi * (dy - (dbeta64 / m).astype(dt).reshape(bshape) - xhat * (dgamma64 / m).astype(dt).reshape(bshape))
+    else:
+        dx = dy * gi
+    return dx.astype(dt, copy=False), dgamma64.astype(dt), dbeta64.astype(dt)
+
+
+# -------------------------------------------------------------------------------------------------------- LSTM
+
+class LSTMCache(NamedTuple):
+    """What the LSTM backward needs; arrays belong to ``backend`` (see docs/internals.md)."""
+    backend: str
+    gate_order: str
+    x: object       # (N,D) for lstm_cell, (N,T,D) for lstm
+    h: object       # initial hidden state (N,H)
+    c: object       # initial cell state (N,H)
+    w_ih: object    # (D,4H)
+    w_hh: object    # (H,4H)
+    gates: object   # activated gates (N,4H) or (N,T,4H), blocks in gate_order
+    hs: object      # hidden state after each step (N,H) or (N,T,H)
+    cs: object      # cell state after each step (N,H) or (N,T,H)
+
+
+def _sigmoid(a):
+    """The logistic function."""
+    # tanh form: no overflow warning for large |a|, unlike 1/(1+exp(-a))
+    return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+
+def _blocks(gate_order, hsize):
+    """{gate letter: slice of the 4H axis}."""
+    return {ch: slice(k * hsize, (k + 1) * hsize) for k, ch in enumerate(gate_order)}
+
+
+def _step(x, h, c, w_ih, w_hh, bias, gate_order):
+    """One LSTM step: (activated gates (N,4H), h_next, c_next)."""
+    a = x @ w_ih + h @ w_hh
+    if bias is not None:
+        a += bias
+    b = _blocks(gate_order, h.shape[1])
+    for ch in "ifo":
+        a[:, b[ch]] = _sigmoid(a[:, b[ch]])
+    a[:, b["g"]] = np.tanh(a[:, b["g"]])
+    c_next = a[:, b["f"]] * c + a[:, b["i"]] * a[:, b["g"]]
+    h_next = a[:, b["o"]] * np.tanh(c_next)
+    return a, h_next, c_next
+
+
+def _step_backward(dh, dc, gates, c, c_next, gate_order):
+    """Gradient of one step w.r.t. the gate pre-activations (N,4H) and the previous cell state."""
+    b = _blocks(gate_order, c.shape[1])
+    i, f, g, o = (gates[:, b[ch]] for ch in "ifgo")
+    tc = np.tanh(c_next)
+    dc = dc + dh * o * (1 - tc * tc)
+    da = np.empty_like(gates)
+    da[:, b["i"]] = dc * g * i * (1 - i)
+    da[:, b["f"]] = dc * c * f * (1 - f)
+    da[:, b["g"]] = dc * i * (1 - g * g)
+    da[:, b["o"]] = dh * tc * o * (1 - o)
+    return da, dc * f
+
+
+def _zeros_if_none(a, shape, dtype):
+    """None means zeros (initial states, upstream gradients)."""
+    return np.zeros(shape, dtype=dtype) if a is None else a
+
+
+def lstm_cell(x, h, c, w_ih, w_hh, bias, gate_order="ifgo"):
+    """One step: (h_next, c_next, cache); h/c None mean zeros."""
+    nh = (x.shape[0], w_hh.shape[0])
+    h = _zeros_if_none(h, nh, x.dtype)
+    c = _zeros_if_none(c, nh, x.dtype)
+    gates, h_next, c_next = _step(x, h, c, w_ih, w_hh, bias, gate_order)
+    return h_next, c_next, LSTMCache("numpy", gate_order, x, h, c, w_ih, w_hh, gates, h_next, c_next)
+
+
+def lstm_cell_backward(dh_next, dc_next, cache):
+    """(dx, dh, dc, dw_ih, dw_hh, dbias) of one step; dh_next/dc_next None mean zeros."""
+    x, h, c = cache.x, cache.h, cache.c
+    dh_next = _zeros_if_none(dh_next, h.shape, x.dtype)
+    dc_next = _zeros_if_none(dc_next, h.shape, x.dtype)
+    da, dc = _step_backward(dh_next, dc_next, cache.gates, c, cache.cs, cache.gate_order)
+    return (da @ cache.w_ih.T, da @ cache.w_hh.T, dc, x.T @ da, h.T @ da, _sum64(da, 0))
+
+
+def lstm(xs, h0, c0, w_ih, w_hh, bias, gate_order="ifgo"):
+    """Run the cell over xs (N,T,D): (hs (N,T,H), h_n, c_n, cache); h0/c0 None mean zeros."""
+    n, t, _ = xs.shape
+    hsize = w_hh.shape[0]
+    h = h0 = _zeros_if_none(h0, (n, hsize), xs.dtype)
+    c = c0 = _zeros_if_none(c0, (n, hsize), xs.dtype)
+    gates = np.empty((n, t, 4 * hsize), dtype=xs.dtype)
+    hs = np.empty((n, t, hsize), dtype=xs.dtype)
+    cs = np.empty((n, t, hsize), dtype=xs.dtype)
+    for s in range(t):
+        gates[:, s], h, c = _step(xs[:, s], h, c, w_ih, w_hh, bias, gate_order)
+        hs[:, s], cs[:, s] = h, c
+    return hs, h.copy(), c.copy(), LSTMCache("numpy", gate_order, xs, h0, c0, w_ih, w_hh, gates, hs, cs)
+
+
+def lstm_backward(dhs, dh_n, dc_n, cache):
+    """Backpropagation through time: (dxs, dh0, dc0, dw_ih, dw_hh, dbias); dhs/dh_n/dc_n None mean zeros."""
+    xs, hs, cs = cache.x, cache.hs, cache.cs
+    n, t, d = xs.shape
+    hsize = hs.shape[2]
+    dh = _zeros_if_none(dh_n, (n, hsize), xs.dtype)
+    dc = _zeros_if_none(dc_n, (n, hsize), xs.dtype)
+    da = np.empty_like(cache.gates)
+    for s in reversed(range(t)):
+        if dhs is not None:
+            dh = dh + dhs[:, s]
+        c_prev = cache.c if s == 0 else cs[:, s - 1]
+        da[:, s], dc = _step_backward(dh, dc, cache.gates[:, s], c_prev, cs[:, s], cache.gate_order)
+        dh = da[:, s] @ cache.w_hh.T
+    dxs = da @ cache.w_ih.T
+    h_prev = np.concatenate([cache.h[:, None], hs[:, :-1]], axis=1)   # state entering each step
+    da2 = da.reshape(n * t, -1)
+    dw_ih = xs.reshape(n * t, d).T @ da2
+    dw_hh = h_prev.reshape(n * t, hsize).T @ da2
+    return dxs, dh, dc, dw_ih, dw_hh, _sum64(da2, 0)
