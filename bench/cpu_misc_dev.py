@@ -6,19 +6,10 @@ Best of --reps runs (after one warm-up) for each; GB/s counts the minimum bytes 
 a measured copy (read + write) of a same-size array. Same thread count for both libraries.
 """
 import argparse
-import collections
-import sys
 import time
 
 import numpy as np
 
-try:
-    import fastnn.reference  # noqa: F401
-except ImportError:  # reference.py not merged yet: the cpu wrapper only needs LSTMCache from it
-    import types
-    shim = types.ModuleType("fastnn.reference")
-    shim.LSTMCache = collections.namedtuple("LSTMCache", "backend gate_order x h c w_ih w_hh gates hs cs")
-    sys.modules["fastnn.reference"] = shim
 from fastnn import _C, _cpu
 
 try:

@@ -3,22 +3,14 @@
 Tolerance: |out - ref| <= atol + rtol*|ref|. Max pooling uses integer-valued inputs (ties!) and is checked exactly.
 The scalar fallback is covered by re-running this file in a subprocess with FASTNN_SIMD=scalar.
 """
-import collections
 import os
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
 
-try:
-    import fastnn.reference as reference
-except ImportError:  # reference.py not merged yet: the cpu wrapper only needs LSTMCache from it
-    reference = None
-    shim = types.ModuleType("fastnn.reference")
-    shim.LSTMCache = collections.namedtuple("LSTMCache", "backend gate_order x h c w_ih w_hh gates hs cs")
-    sys.modules["fastnn.reference"] = shim
+import fastnn.reference as reference
 from fastnn import _C, _cpu
 
 DTYPES = [np.float32, np.float64]
@@ -321,7 +313,6 @@ def test_lstm(N, T, D, H, order, full, dtype):
         close(o, rr, tol * 10, w)
 
 
-@pytest.mark.skipif(reference is None or not hasattr(reference, "lstm"), reason="fastnn.reference not merged yet")
 def test_agrees_with_fastnn_reference():
     """The same kernels against the project's NumPy spec, one case per op."""
     rng = np.random.default_rng(6)
