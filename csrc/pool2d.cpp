@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "fastnn.h"
 
@@ -94,6 +95,42 @@ inline __attribute__((always_inline)) void avg_bwd_plane__2x2s2_body(const T* dy
 }
 template <typename T> void avg_bwd_plane__2x2s2(const T* dy, T* dx, const PoolShape& s) {
     avg_bwd_plane__2x2s2_body(dy, dx, s);
+}
+
+// 3x3 s2 p1 as a gather, dx written once: input column 2m is in window m only, column 2m+1 in windows m and m+1
+// (the same for rows). So with g = dy/divisor, the "expanded" row e_oh[2m] = g[m], e_oh[2m+1] = g[m] + g[m+1],
+// and dx row 2m = e_m, row 2m+1 = e_m + e_{m+1}. scratch: 2*W + OW + 1 elements.
+template <typename T>
+inline __attribute__((always_inline)) void avg_bwd_plane__3x3s2p1_body(const T* dy, T* dx, const PoolShape& s,
+                                                                       bool cip, T* scratch) {
+    const i64 H = s.H, W = s.W, OH = s.OH, OW = s.OW;
+    T *e = scratch, *e_next = scratch + W, *g = scratch + 2 * W;
+    auto expand = [&](i64 oh, T* out) {
+        const i64 rows = cip ? 3 : std::min(2 * oh + 2, H) - std::max<i64>(2 * oh - 1, 0);
+        for (i64 m = 0; m < OW; ++m)
+            g[m] = dy[oh * OW + m] / T(rows * (cip ? 3 : std::min(2 * m + 2, W) - std::max<i64>(2 * m - 1, 0)));
+        g[OW] = T(0);
+#pragma omp simd
+        for (i64 m = 0; m < W / 2; ++m) out[2 * m] = g[m], out[2 * m + 1] = g[m] + g[m + 1];
+        if (W & 1) out[W - 1] = g[W / 2];
+    };
+    expand(0, e);
+    for (i64 m = 0; 2 * m < H; ++m) {
+        std::memcpy(dx + 2 * m * W, e, sizeof(T) * W);
+        if (2 * m + 1 == H) break;
+        T* row = dx + (2 * m + 1) * W;
+        if (m + 1 < OH) {
+            expand(m + 1, e_next);
+#pragma omp simd
+            for (i64 iw = 0; iw < W; ++iw) row[iw] = e[iw] + e_next[iw];
+            std::swap(e, e_next);
+        } else {
+            std::memcpy(row, e, sizeof(T) * W);
+        }
+    }
+}
+template <typename T> void avg_bwd_plane__3x3s2p1(const T* dy, T* dx, const PoolShape& s, bool cip, T* scratch) {
+    avg_bwd_plane__3x3s2p1_body(dy, dx, s, cip, scratch);
 }
 
 // ---------------------------------------------------------------------------------------- AVX2 float fast paths
@@ -226,6 +263,11 @@ template <typename T> AVX2 void avg_bwd_plane__2x2s2_avx2(const T* dy, T* dx, co
     avg_bwd_plane__2x2s2_body(dy, dx, s);
     _mm256_zeroupper();
 }
+template <typename T>
+AVX2 void avg_bwd_plane__3x3s2p1_avx2(const T* dy, T* dx, const PoolShape& s, bool cip, T* scratch) {
+    avg_bwd_plane__3x3s2p1_body(dy, dx, s, cip, scratch);
+    _mm256_zeroupper();
+}
 
 // ---------------------------------------------------------------------------------------------------- launchers
 enum class Fast { none, k2s2, k3s2p1 };
@@ -289,15 +331,26 @@ template <typename T>
 void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool cip) {
     const i64 planes = s.N * s.C, HW = s.H * s.W, OHW = s.OH * s.OW;
     const bool k2s2 = s.KH == 2 && s.KW == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
-#pragma omp parallel for schedule(static)
-    for (i64 p = 0; p < planes; ++p) {
-        if (k2s2) {
-            if (has_avx2_fma()) avg_bwd_plane__2x2s2_avx2(dy + p * OHW, dx + p * HW, s);
-            else avg_bwd_plane__2x2s2(dy + p * OHW, dx + p * HW, s);
-            continue;
+    const bool k3s2p1 = s.KH == 3 && s.KW == 3 && s.sh == 2 && s.sw == 2 && s.ph == 1 && s.pw == 1;
+    const bool avx2 = has_avx2_fma();
+#pragma omp parallel
+    {
+        std::vector<T> scratch(k3s2p1 ? 2 * s.W + s.OW + 1 : 0);
+#pragma omp for schedule(static)
+        for (i64 p = 0; p < planes; ++p) {
+            const T* d = dy + p * OHW;
+            T* x = dx + p * HW;
+            if (k2s2) {
+                if (avx2) avg_bwd_plane__2x2s2_avx2(d, x, s);
+                else avg_bwd_plane__2x2s2(d, x, s);
+            } else if (k3s2p1) {
+                if (avx2) avg_bwd_plane__3x3s2p1_avx2(d, x, s, cip, scratch.data());
+                else avg_bwd_plane__3x3s2p1(d, x, s, cip, scratch.data());
+            } else {
+                std::memset(x, 0, sizeof(T) * HW);
+                avg_bwd_plane__generic(d, x, s, cip);
+            }
         }
-        std::memset(dx + p * HW, 0, sizeof(T) * HW);
-        avg_bwd_plane__generic(dy + p * OHW, dx + p * HW, s, cip);
     }
 }
 
