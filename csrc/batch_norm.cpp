@@ -3,6 +3,7 @@
 //    element, accumulated in double: no cancellation worth the name) then one pass y = (x - mean)*scale + beta.
 //    A thread owns a whole channel when there are enough channels, so the second pass reads the channel's slab
 //    from its L2/L3 instead of memory. With few channels, the rows of a channel are split over threads instead.
+//    Outputs too big for the caches are written with non-temporal stores (no read-for-ownership).
 //  - backward: per channel, one pass for sum(dy) and sum(dy*(x-mean)) (double), one pass for dx.
 //  - L small (2-D input): the channel path would stride through memory, so the "row" path accumulates per column
 //    of the (N, C*L) matrix instead, contiguous and vectorised.
@@ -157,13 +158,12 @@ SIMD_DISPATCH(col_dx)
 // ------------------------------------------------------------------------------------------------- the plans
 constexpr i64 kRowPathMaxL = 32;  // below this a channel row is too short to stream: use the column layout
 
-// A thread per channel when channels are many and small (no synchronisation at all); otherwise all threads share
-// each channel in turn (a barrier per channel), so that every thread's part of the slab stays in its L2 between
-// the two passes, and so that few channels still use every thread.
-constexpr i64 kOwnChannelMaxBytes = 128 << 10;
-bool thread_per_channel(i64 N, i64 C, i64 L, i64 bytes_per_elem) {
-    return C >= 4 * max_threads() && N * L * bytes_per_elem <= kOwnChannelMaxBytes;
-}
+// A thread per channel whenever there are enough channels to balance the threads: one parallel region, no
+// synchronisation, and the channel's slab is still in that core's L2 for the second pass (1-2 MB L2 on current
+// x86 parts; (32,64,56,56) float is 400 KB per channel). With few channels all threads share each channel in turn:
+// one barrier per channel, affordable only because there are few (a barrier per channel over many channels costs
+// a scheduler time slice each on an oversubscribed machine: measured 100x slower).
+bool thread_per_channel(i64 C) { return C >= 4 * max_threads(); }
 // Outputs bigger than this go around the caches (non-temporal stores): they cannot stay cached anyway, and the
 // store then costs no read-for-ownership.
 constexpr i64 kStreamMinBytes = 16 << 20;
@@ -291,7 +291,7 @@ void fwd_channels(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* i
         if (store) store_stats(c, st, M, mean, invstd, rmean, rvar, momentum);
         return coef(c, T(st.mean), T(st.invstd));
     };
-    two_pass_channels<Norm>(N, C, L, thread_per_channel(N, C, L, sizeof(T)), sums, finish, write);
+    two_pass_channels<Norm>(N, C, L, thread_per_channel(C), sums, finish, write);
     if (stream) _mm_sfence();
 }
 
@@ -314,7 +314,7 @@ void bwd_channels(const T* dy, const T* x, const T* gamma, const T* mean, const 
             if (stream) return dx_row_stream__avx2(dy + o, x + o, dx + o, l1 - l0, mean[c], T(k.a), T(k.b), T(k.d));
         dx_rows(dy + o, x + o, dx + o, stride, i64(0), i64(1), l1 - l0, mean[c], T(k.a), T(k.b), T(k.d));
     };
-    two_pass_channels<DxCoef>(N, C, L, thread_per_channel(N, C, L, 2 * sizeof(T)), sums, finish, write);
+    two_pass_channels<DxCoef>(N, C, L, thread_per_channel(C), sums, finish, write);
     if (stream) _mm_sfence();
 }
 

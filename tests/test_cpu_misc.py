@@ -149,12 +149,13 @@ def bn_bwd_ref(dy, x, gamma, mean, invstd, training):
     return dx, dgamma, dbeta
 
 
-BIG = (3, 2, 701, 1001)  # > 16 MB in float32: the non-temporal store path, rows not 32-byte aligned
+# > 16 MB in float32: the non-temporal store path (rows not 32-byte aligned), threads sharing a channel / not
+BIG, BIG_C = (3, 2, 701, 1001), (1, 9, 701, 667)
 
 
 def skip_big_unless_streaming(shape, dtype):
     """The big case exists for the float32 AVX2 streaming stores only; elsewhere it would just cost time."""
-    if shape == BIG and (dtype != np.float32 or _C.config()["simd"] != "avx2_fma"):
+    if shape in (BIG, BIG_C) and (dtype != np.float32 or _C.config()["simd"] != "avx2_fma"):
         pytest.skip("the streaming path is float32 + AVX2 only")
 
 
@@ -167,6 +168,7 @@ BN_CASES = [  # shape, affine
     ((2, 8, 1, 1), True),      # L == 1 on 4-D input
     ((7, 9, 6, 6), True),      # L = 36 > the column-path cut-off, odd sizes
     (BIG, True),
+    (BIG_C, False),
 ]
 
 
