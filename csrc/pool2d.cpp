@@ -1,7 +1,9 @@
 // pool2d.cpp: max and average pooling, NCHW, forward and backward.
 // In order: the generic scalar kernels (any geometry; also the fallback and the border code of the fast paths)
-// -> AVX2 float fast paths for 2x2 s2 p0 and 3x3 s2 p1 (the ResNet shapes) -> the launchers.
-// Forward work is split over (n, c, oh) output rows; backward scatters, so it is split over (n, c) planes (no races).
+// -> fast paths for 2x2 s2 p0 and 3x3 s2 p1 (the ResNet shapes): AVX2 float forward kernels, and average-pool
+// backward kernels that write dx once instead of zero + scatter (plain loops, compiled twice: AVX2 and baseline)
+// -> the launchers. AVX2 variants run when has_avx2_fma() (FASTNN_SIMD=scalar switches them off).
+// Forward work is split over (n, c, oh) output rows; backward over (n, c) planes (a scatter never races).
 #include <immintrin.h>
 
 #include <algorithm>
