@@ -2,8 +2,9 @@
 
     PYTHONPATH=. python bench/cpu_misc_dev.py [--reps 7] [--only pool,bn,lstm]
 
-Best of --reps runs (after one warm-up) for each; GB/s counts the minimum bytes each op must read + write, next to
-a measured copy (read + write) of a same-size array. Same thread count for both libraries.
+Best of --reps runs (after one warm-up), fastnn and torch alternated so both see the same load; GB/s counts the
+minimum bytes each op must read + write, next to a measured copy (read + write) of a same-size array. Same thread
+count for both libraries (OMP_NUM_THREADS). LSTM times depend on fastnn::gemm (csrc/gemm.cpp).
 """
 import argparse
 import time
@@ -20,18 +21,24 @@ except ImportError:
 
 
 def best(f, reps):
-    f()
-    ts = []
+    return best_pair(f, None, reps)[0]
+
+
+def best_pair(f, g, reps):
+    """Best times of f and g over reps runs each, alternated so that both see the same load on a shared machine."""
+    f(), g and g()
+    tf, tg = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
-    return min(ts)
+        for fn, ts in ((f, tf), (g, tg)):
+            if fn:
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+    return min(tf), (min(tg) if tg else float("nan"))
 
 
 def row(name, f_fast, f_torch, nbytes, reps):
-    a = best(f_fast, reps)
-    b = best(f_torch, reps) if f_torch else float("nan")
+    a, b = best_pair(f_fast, f_torch or None, reps)
     gbs = f"{nbytes / a / 1e9:7.1f}" if nbytes else "      -"
     print(f"{name:<34} {a * 1e3:9.3f} {b * 1e3:9.3f} {b / a:7.2f}x {gbs}", flush=True)
 
