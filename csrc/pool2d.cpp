@@ -158,9 +158,8 @@ struct MaxAcc {
     __m256i off;
 };
 AVX2 inline void max_step(MaxAcc& m, __m256 v, int off) {
-    __m256 gt = _mm256_cmp_ps(v, m.best, _CMP_GT_OQ);
-    __m256 nan = _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(m.best, m.best, _CMP_ORD_Q));
-    __m256 take = _mm256_or_ps(gt, nan);
+    // !(best >= v) is v > best, or either is NaN; "best is a number" then leaves exactly `better`.
+    __m256 take = _mm256_and_ps(_mm256_cmp_ps(m.best, v, _CMP_NGE_UQ), _mm256_cmp_ps(m.best, m.best, _CMP_ORD_Q));
     m.best = _mm256_blendv_ps(m.best, v, take);
     m.off = _mm256_castps_si256(
         _mm256_blendv_ps(_mm256_castsi256_ps(m.off), _mm256_castsi256_ps(_mm256_set1_epi32(off)), take));
