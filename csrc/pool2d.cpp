@@ -152,6 +152,10 @@ AVX2 inline void cols3(const float* p, __m256& l, __m256& c, __m256& r) {
     split8(p, unused, r);
 }
 
+// Chunks of 8 outputs over [start, start+n), n >= 8: the last chunk is moved back to end at start+n, so there is no
+// scalar tail (the overlap recomputes a few outputs, identically).
+inline i64 last_chunk_overlaps(i64 start, i64 n, i64 i) { return start + std::min(i, n - 8); }
+
 // Running (max, offset) of 8 windows; offsets are int32 (ih - ih0)*W + (iw - iw0), widened to int64 at the store.
 struct MaxAcc {
     __m256 best;
@@ -181,8 +185,8 @@ AVX2 void max_row__2x2s2_avx2(const float* x, float* y, i64* idx, const PoolShap
     const float* r0 = x + 2 * oh * s.W;
     const float* r1 = r0 + s.W;
     const int W = int(s.W);
-    i64 ow = 0;
-    for (; ow + 8 <= s.OW; ow += 8) {
+    for (i64 i = 0; s.OW >= 8 && i < s.OW; i += 8) {
+        const i64 ow = last_chunk_overlaps(0, s.OW, i);
         __m256 a, b, c, d;
         split8(r0 + 2 * ow, a, b);
         split8(r1 + 2 * ow, c, d);
@@ -193,19 +197,20 @@ AVX2 void max_row__2x2s2_avx2(const float* x, float* y, i64* idx, const PoolShap
         max_store(m, y + oh * s.OW + ow, idx + oh * s.OW + ow, 2 * oh * s.W + 2 * ow);
     }
     _mm256_zeroupper();  // GCC adds no vzeroupper here: legacy-SSE code after dirty ymm stalls on Intel
-    max_row__generic(x, y, idx, s, oh, ow, s.OW);
+    max_row__generic(x, y, idx, s, oh, s.OW >= 8 ? s.OW : 0, s.OW);
 }
 
-// 3x3 s2 p1: columns 2ow-1, 2ow, 2ow+1 = odd, even, odd of the 16 floats from 2ow-1 and 2ow. Output 0 and the
-// right edge (a window past the last column, or fewer than 8 outputs left) and the clipped rows go through the
-// generic code path by construction: only window rows inside the input are visited, in order.
+// 3x3 s2 p1: columns 2ow-1, 2ow, 2ow+1 = odd, even, odd of the 16 floats from 2ow-1 and 2ow. Output 0 and a
+// window past the last column (and rows with fewer than 8 interior outputs) go through the generic code; clipped
+// rows need nothing special: only window rows inside the input are visited, in order.
 AVX2 void max_row__3x3s2p1_avx2(const float* x, float* y, i64* idx, const PoolShape& s, i64 oh) {
     Span r = span(oh, 2, 1, 3, s.H);
     const i64 vec_end = std::min(s.OW, s.W / 2);  // interior outputs: 2ow+1 <= W-1
     const int W = int(s.W);
+    const i64 n = vec_end - 1;  // outputs 1 .. vec_end-1
     max_row__generic(x, y, idx, s, oh, 0, 1);
-    i64 ow = 1;
-    for (; ow + 8 <= vec_end; ow += 8) {
+    for (i64 i = 0; n >= 8 && i < n; i += 8) {
+        const i64 ow = last_chunk_overlaps(1, n, i);
         const float* p = x + r.lo * s.W + 2 * ow;
         __m256 l, c, rt;
         cols3(p, l, c, rt);
@@ -222,15 +227,15 @@ AVX2 void max_row__3x3s2p1_avx2(const float* x, float* y, i64* idx, const PoolSh
         }
         max_store(m, y + oh * s.OW + ow, idx + oh * s.OW + ow, r.lo * s.W + 2 * ow - 1);
     }
-    _mm256_zeroupper();  // GCC adds no vzeroupper here: legacy-SSE code after dirty ymm stalls on Intel
-    max_row__generic(x, y, idx, s, oh, ow, s.OW);
+    _mm256_zeroupper();
+    max_row__generic(x, y, idx, s, oh, n >= 8 ? vec_end : 1, s.OW);
 }
 
 AVX2 void avg_row__2x2s2_avx2(const float* x, float* y, const PoolShape& s, i64 oh) {
     const float* r0 = x + 2 * oh * s.W;
     const float* r1 = r0 + s.W;
-    i64 ow = 0;
-    for (; ow + 8 <= s.OW; ow += 8) {  // same summation order as the generic code; *0.25 == /4 exactly
+    for (i64 i = 0; s.OW >= 8 && i < s.OW; i += 8) {  // summed in the generic code's order; *0.25 == /4 exactly
+        const i64 ow = last_chunk_overlaps(0, s.OW, i);
         __m256 a, b, c, d;
         split8(r0 + 2 * ow, a, b);
         split8(r1 + 2 * ow, c, d);
@@ -238,16 +243,17 @@ AVX2 void avg_row__2x2s2_avx2(const float* x, float* y, const PoolShape& s, i64 
         _mm256_storeu_ps(y + oh * s.OW + ow, _mm256_mul_ps(t, _mm256_set1_ps(0.25f)));
     }
     _mm256_zeroupper();
-    avg_row__generic(x, y, s, true, oh, ow, s.OW);
+    avg_row__generic(x, y, s, true, oh, s.OW >= 8 ? s.OW : 0, s.OW);
 }
 
 AVX2 void avg_row__3x3s2p1_avx2(const float* x, float* y, const PoolShape& s, bool cip, i64 oh) {
     Span r = span(oh, 2, 1, 3, s.H);
     const i64 vec_end = std::min(s.OW, s.W / 2);
     const __m256 div = _mm256_set1_ps(float(cip ? 9 : 3 * (r.hi - r.lo)));
+    const i64 n = vec_end - 1;
     avg_row__generic(x, y, s, cip, oh, 0, 1);
-    i64 ow = 1;
-    for (; ow + 8 <= vec_end; ow += 8) {
+    for (i64 i = 0; n >= 8 && i < n; i += 8) {
+        const i64 ow = last_chunk_overlaps(1, n, i);
         __m256 t = _mm256_setzero_ps();
         for (i64 ih = r.lo; ih < r.hi; ++ih) {
             __m256 l, c, rt;
@@ -257,7 +263,7 @@ AVX2 void avg_row__3x3s2p1_avx2(const float* x, float* y, const PoolShape& s, bo
         _mm256_storeu_ps(y + oh * s.OW + ow, _mm256_div_ps(t, div));
     }
     _mm256_zeroupper();
-    avg_row__generic(x, y, s, cip, oh, ow, s.OW);
+    avg_row__generic(x, y, s, cip, oh, n >= 8 ? vec_end : 1, s.OW);
 }
 
 template <typename T> AVX2 void avg_bwd_plane__2x2s2_avx2(const T* dy, T* dx, const PoolShape& s) {
