@@ -4,8 +4,8 @@
 // Backward: per step (t = T-1 .. 0) one fused pointwise pass -> dgates[:,t], then dh_{t-1} = dgates[:,t] @ w_hh^T;
 //           after the loop one GEMM each for dxs, dw_ih and dw_hh (over a copy of the states entering each step),
 //           and dbias = column sums of dgates. No weight copies; the GEMMs read strided rows in place.
-// The activations run over contiguous H-long blocks: an AVX2 float version (Cephes-style exp, ~1 ulp) and the
-// scalar std:: version (double, and the fallback).
+// The activations run over contiguous H-long blocks: an AVX2 float version (Cephes-style exp) and the
+// scalar std:: version (double, and the fallback). Measured in float32: sigmoid and tanh within 2e-7 relative.
 #include <immintrin.h>
 
 #include <algorithm>
