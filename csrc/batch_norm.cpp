@@ -1,10 +1,431 @@
-#include <stdexcept>
+// batch_norm.cpp: x viewed as (N, C, L). Memory-bound, so the plan is about passes over memory:
+//  - forward (training): per channel, one pass for the statistics (sums of x - shift, shift = the channel's first
+//    element, accumulated in double: no cancellation worth the name) then one pass y = (x - mean)*scale + beta.
+//    A thread owns a whole channel when there are enough channels, so the second pass reads the channel's slab
+//    from its L2/L3 instead of memory. With few channels, the rows of a channel are split over threads instead.
+//    Outputs too big for the caches are written with non-temporal stores (no read-for-ownership).
+//  - backward: per channel, one pass for sum(dy) and sum(dy*(x-mean)) (double), one pass for dx.
+//  - L small (2-D input): the channel path would stride through memory, so the "row" path accumulates per column
+//    of the (N, C*L) matrix instead, contiguous and vectorised.
+// The loop bodies are written once (always_inline) and compiled twice: an AVX2/FMA copy chosen at run time by
+// has_avx2_fma() and the baseline copy; `omp simd reduction` lets the compiler vectorise the double sums without
+// fast-math.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "fastnn.h"
+
 namespace fastnn {
-template <typename T> void batch_norm_fwd(const T*, const T*, const T*, T*, T*, T*, T*, T*, i64, i64, i64, bool, double, double) { throw std::runtime_error("not implemented yet"); }
-template <typename T> void batch_norm_bwd(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, i64, i64, i64, bool) { throw std::runtime_error("not implemented yet"); }
-#define INST(T) \
-template void batch_norm_fwd<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*, i64, i64, i64, bool, double, double); \
-template void batch_norm_bwd<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, i64, i64, i64, bool);
-INST(float) INST(double)
+namespace {
+
+#define FI inline __attribute__((always_inline))
+#define AVX2 __attribute__((target("avx2,fma")))
+
+int max_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
 }
+
+// ------------------------------------------------------------------------------------------- loop bodies (T x L)
+// s1 += sum(x - shift), s2 += sum((x - shift)^2) over n in [n0, n1) of one channel (rows of L, stride C*L).
+template <typename T>
+FI void stats_rows_body(const T* x, i64 stride, i64 n0, i64 n1, i64 L, double shift, double& s1, double& s2) {
+    for (i64 n = n0; n < n1; ++n) {
+        const T* p = x + n * stride;
+        double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+        for (i64 i = 0; i < L; ++i) {
+            double d = double(p[i]) - shift;
+            a += d;
+            b += d * d;
+        }
+        s1 += a, s2 += b;
+    }
+}
+
+// y = (x - mean)*scale + beta over rows [n0, n1) of one channel.
+template <typename T>
+FI void norm_rows_body(const T* x, T* y, i64 stride, i64 n0, i64 n1, i64 L, T mean, T scale, T beta) {
+    for (i64 n = n0; n < n1; ++n) {
+        const T* p = x + n * stride;
+        T* q = y + n * stride;
+#pragma omp simd
+        for (i64 i = 0; i < L; ++i) q[i] = (p[i] - mean) * scale + beta;
+    }
+}
+
+// s1 += sum(dy), s2 += sum(dy*(x - mean)).
+template <typename T>
+FI void dstats_rows_body(const T* dy, const T* x, i64 stride, i64 n0, i64 n1, i64 L, double mean, double& s1,
+                    double& s2) {
+    for (i64 n = n0; n < n1; ++n) {
+        const T *g = dy + n * stride, *p = x + n * stride;
+        double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+        for (i64 i = 0; i < L; ++i) {
+            double d = double(g[i]);
+            a += d;
+            b += d * (double(p[i]) - mean);
+        }
+        s1 += a, s2 += b;
+    }
+}
+
+// dx = a*dy + b*(x - mean) + d.
+template <typename T>
+FI void dx_rows_body(const T* dy, const T* x, T* dx, i64 stride, i64 n0, i64 n1, i64 L, T mean, T a, T b, T d) {
+    for (i64 n = n0; n < n1; ++n) {
+        const T *g = dy + n * stride, *p = x + n * stride;
+        T* q = dx + n * stride;
+#pragma omp simd
+        for (i64 i = 0; i < L; ++i) q[i] = a * g[i] + b * (p[i] - mean) + d;
+    }
+}
+
+// Row path, columns [j0, j1) of the (N, CL) matrix; cshift/cmean etc. are per column.
+template <typename T>
+// Four rows per sweep: a quarter of the loads/stores of the accumulator arrays.
+FI void col_stats_body(const T* x, i64 N, i64 CL, i64 j0, i64 j1, const double* shift, double* s1, double* s2) {
+    i64 n = 0;
+    for (; n + 4 <= N; n += 4) {
+        const T* p = x + n * CL;
+#pragma omp simd
+        for (i64 j = j0; j < j1; ++j) {
+            double d0 = double(p[j]) - shift[j], d1 = double(p[j + CL]) - shift[j];
+            double d2 = double(p[j + 2 * CL]) - shift[j], d3 = double(p[j + 3 * CL]) - shift[j];
+            s1[j] += (d0 + d1) + (d2 + d3);
+            s2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+        }
+    }
+    for (; n < N; ++n) {
+        const T* p = x + n * CL;
+#pragma omp simd
+        for (i64 j = j0; j < j1; ++j) {
+            double d = double(p[j]) - shift[j];
+            s1[j] += d;
+            s2[j] += d * d;
+        }
+    }
+}
+template <typename T>
+FI void col_norm_body(const T* x, T* y, i64 CL, i64 n0, i64 n1, const T* mean, const T* scale, const T* beta) {
+    for (i64 n = n0; n < n1; ++n) {
+#pragma omp simd
+        for (i64 j = 0; j < CL; ++j) y[n * CL + j] = (x[n * CL + j] - mean[j]) * scale[j] + beta[j];
+    }
+}
+template <typename T>
+FI void col_dstats_body(const T* dy, const T* x, i64 N, i64 CL, i64 j0, i64 j1, const T* mean, double* s1,
+                        double* s2) {
+    i64 n = 0;
+    for (; n + 4 <= N; n += 4) {
+        const T *g = dy + n * CL, *p = x + n * CL;
+#pragma omp simd
+        for (i64 j = j0; j < j1; ++j) {
+            double m = double(mean[j]);
+            double g0 = double(g[j]), g1 = double(g[j + CL]), g2 = double(g[j + 2 * CL]), g3 = double(g[j + 3 * CL]);
+            s1[j] += (g0 + g1) + (g2 + g3);
+            s2[j] += (g0 * (double(p[j]) - m) + g1 * (double(p[j + CL]) - m)) +
+                     (g2 * (double(p[j + 2 * CL]) - m) + g3 * (double(p[j + 3 * CL]) - m));
+        }
+    }
+    for (; n < N; ++n) {
+        const T *g = dy + n * CL, *p = x + n * CL;
+#pragma omp simd
+        for (i64 j = j0; j < j1; ++j) {
+            s1[j] += double(g[j]);
+            s2[j] += double(g[j]) * (double(p[j]) - double(mean[j]));
+        }
+    }
+}
+template <typename T>
+FI void col_dx_body(const T* dy, const T* x, T* dx, i64 CL, i64 n0, i64 n1, const T* mean, const T* a, const T* b,
+                    const T* d) {
+    for (i64 n = n0; n < n1; ++n) {
+        const T *g = dy + n * CL, *p = x + n * CL;
+        T* q = dx + n * CL;
+#pragma omp simd
+        for (i64 j = 0; j < CL; ++j) q[j] = a[j] * g[j] + b[j] * (p[j] - mean[j]) + d[j];
+    }
+}
+
+// Each body, compiled twice; `name(a...)` runs the AVX2/FMA copy when the CPU has it.
+#define SIMD_DISPATCH(name)                                                                        \
+    template <typename... A> AVX2 void name##__avx2(A&&... a) { name##_body(a...); }                 \
+    template <typename... A> void name##__scalar(A&&... a) { name##_body(a...); }                    \
+    template <typename... A> void name(A&&... a) {                                                  \
+        if (has_avx2_fma()) name##__avx2(a...);                                                    \
+        else name##__scalar(a...);                                                                 \
+    }
+SIMD_DISPATCH(stats_rows)
+SIMD_DISPATCH(norm_rows)
+SIMD_DISPATCH(dstats_rows)
+SIMD_DISPATCH(dx_rows)
+SIMD_DISPATCH(col_stats)
+SIMD_DISPATCH(col_norm)
+SIMD_DISPATCH(col_dstats)
+SIMD_DISPATCH(col_dx)
+
+// ------------------------------------------------------------------------------------------------- the plans
+constexpr i64 kRowPathMaxL = 32;  // below this a channel row is too short to stream: use the column layout
+
+// A thread per channel whenever there are enough channels to balance the threads: one parallel region, no
+// synchronisation, and the channel's slab is still in that core's L2 for the second pass (1-2 MB L2 on current
+// x86 parts; (32,64,56,56) float is 400 KB per channel). With few channels all threads share each channel in turn:
+// one barrier per channel, affordable only because there are few (a barrier per channel over many channels costs
+// a scheduler time slice each on an oversubscribed machine: measured 100x slower).
+bool thread_per_channel(i64 C) { return C >= 4 * max_threads(); }
+// Outputs bigger than this go around the caches (non-temporal stores): they cannot stay cached anyway, and the
+// store then costs no read-for-ownership.
+constexpr i64 kStreamMinBytes = 16 << 20;
+
+// f(n, l0, l1) for the row segments of the flat range [a, b) of a channel's N*L elements.
+template <typename F>
+inline void for_segments(i64 a, i64 b, i64 L, F&& f) {
+    while (a < b) {
+        i64 n = a / L, l0 = a % L, l1 = std::min(L, l0 + (b - a));
+        f(n, l0, l1);
+        a += l1 - l0;
+    }
+}
+
+// Non-temporal variants of the elementwise passes (float, AVX2): y = (x - mean)*scale + beta, dx = a*dy + b*(x-mean) + d.
+AVX2 void norm_row_stream__avx2(const float* x, float* y, i64 L, float mean, float scale, float beta) {
+    i64 i = 0;
+    for (; i < L && (reinterpret_cast<uintptr_t>(y + i) & 31); ++i) y[i] = (x[i] - mean) * scale + beta;
+    const __m256 m = _mm256_set1_ps(mean), sc = _mm256_set1_ps(scale), b = _mm256_set1_ps(beta);
+    for (; i + 8 <= L; i += 8)
+        _mm256_stream_ps(y + i, _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), sc, b));
+    for (; i < L; ++i) y[i] = (x[i] - mean) * scale + beta;
+}
+AVX2 void dx_row_stream__avx2(const float* dy, const float* x, float* dx, i64 L, float mean, float a, float b,
+                              float d) {
+    i64 i = 0;
+    for (; i < L && (reinterpret_cast<uintptr_t>(dx + i) & 31); ++i) dx[i] = a * dy[i] + b * (x[i] - mean) + d;
+    const __m256 m = _mm256_set1_ps(mean), va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b), vd = _mm256_set1_ps(d);
+    for (; i + 8 <= L; i += 8) {
+        __m256 t = _mm256_fmadd_ps(vb, _mm256_sub_ps(_mm256_loadu_ps(x + i), m), vd);
+        _mm256_stream_ps(dx + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(dy + i), t));
+    }
+    for (; i < L; ++i) dx[i] = a * dy[i] + b * (x[i] - mean) + d;
+}
+
+// Per-channel scalars of the forward from the shifted sums.
+struct Stats { double mean, var, invstd; };
+inline Stats stats_of(double shift, double s1, double s2, i64 M, double eps) {
+    double m1 = s1 / double(M), var = std::max(s2 / double(M) - m1 * m1, 0.0);
+    return {shift + m1, var, 1.0 / std::sqrt(var + eps)};
+}
+
+// Writes mean/invstd and updates the running stats (unbiased variance) of channel c.
+template <typename T>
+void store_stats(i64 c, const Stats& st, i64 M, T* mean, T* invstd, T* rmean, T* rvar, double momentum) {
+    mean[c] = T(st.mean), invstd[c] = T(st.invstd);
+    if (rmean) rmean[c] = T((1 - momentum) * double(rmean[c]) + momentum * st.mean);
+    if (rvar) rvar[c] = T((1 - momentum) * double(rvar[c]) + momentum * (M > 1 ? st.var * M / (M - 1) : st.var));
+}
+
+// Backward coefficients: dx = a*dy + b*(x - mean) + d (training), a*dy (inference).
+struct DxCoef { double a, b, d; };
+inline DxCoef dx_coef(double gamma, double invstd, double dgamma, double dbeta, i64 M, bool training) {
+    double a = gamma * invstd;
+    if (!training) return {a, 0.0, 0.0};
+    return {a, -a * invstd * dgamma / double(M), -a * dbeta / double(M)};
+}
+
+// The channel path of both directions: pass 1 sums two quantities over the channel, `finish` turns the totals
+// into per-channel coefficients (run once per channel, by one thread), pass 2 writes the output.
+//   sums(c, n, l0, l1, s1, s2)  and  write(c, coef, n, l0, l1)
+template <typename Coef, typename Sums, typename Finish, typename Write>
+void two_pass_channels(i64 N, i64 C, i64 L, bool own_channels, Sums&& sums, Finish&& finish, Write&& write) {
+    if (own_channels) {
+#pragma omp parallel for schedule(static)
+        for (i64 c = 0; c < C; ++c) {
+            double s1 = 0, s2 = 0;
+            for (i64 n = 0; n < N; ++n) sums(c, n, i64(0), L, s1, s2);
+            Coef k = finish(c, s1, s2);
+            for (i64 n = 0; n < N; ++n) write(c, k, n, i64(0), L);
+        }
+        return;
+    }
+    const i64 M = N * L;
+    std::vector<double> part(4 * max_threads());  // [channel parity][thread][s1, s2]: one barrier per channel
+#pragma omp parallel
+    {
+#ifdef _OPENMP
+        const i64 tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const i64 tid = 0, nth = 1;
+#endif
+        const i64 a = M * tid / nth, b = M * (tid + 1) / nth;
+        for (i64 c = 0; c < C; ++c) {
+            double* mine = &part[2 * ((c & 1) * nth + tid)];
+            double s1 = 0, s2 = 0;
+            for_segments(a, b, L, [&](i64 n, i64 l0, i64 l1) { sums(c, n, l0, l1, s1, s2); });
+            mine[0] = s1, mine[1] = s2;
+#pragma omp barrier
+            double t1 = 0, t2 = 0;  // every thread adds the partials in the same order: the same totals
+            for (i64 k = 0; k < nth; ++k) t1 += part[2 * ((c & 1) * nth + k)], t2 += part[2 * ((c & 1) * nth + k) + 1];
+            Coef k = finish(c, t1, t2, tid == 0);
+            for_segments(a, b, L, [&](i64 n, i64 l0, i64 l1) { write(c, k, n, l0, l1); });
+        }
+    }
+}
+
+template <typename T>
+void fwd_channels(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* invstd, T* rmean, T* rvar, i64 N,
+                  i64 C, i64 L, bool training, double momentum, double eps) {
+    const i64 M = N * L, stride = C * L;
+    const bool stream = std::is_same<T, float>::value && has_avx2_fma() && N * C * L * i64(sizeof(T)) >= kStreamMinBytes;
+    struct Norm { T mean, scale, beta; };
+    auto coef = [&](i64 c, T mu, T is) { return Norm{mu, is * (gamma ? gamma[c] : T(1)), beta ? beta[c] : T(0)}; };
+    auto write = [&](i64 c, const Norm& k, i64 n, i64 l0, i64 l1) {
+        const T* p = x + n * stride + c * L + l0;
+        T* q = y + n * stride + c * L + l0;
+        if constexpr (std::is_same<T, float>::value)
+            if (stream) return norm_row_stream__avx2(p, q, l1 - l0, k.mean, k.scale, k.beta);
+        norm_rows(p, q, stride, i64(0), i64(1), l1 - l0, k.mean, k.scale, k.beta);
+    };
+    if (!training) {
+#pragma omp parallel for schedule(static)
+        for (i64 r = 0; r < N * C; ++r) write(r % C, coef(r % C, mean[r % C], invstd[r % C]), r / C, 0, L);
+        if (stream) _mm_sfence();
+        return;
+    }
+    // shift = the channel's first element: the sums of x - shift do not cancel catastrophically.
+    auto shift = [&](i64 c) { return N > 0 ? double(x[c * L]) : 0.0; };
+    auto sums = [&](i64 c, i64 n, i64 l0, i64 l1, double& s1, double& s2) {
+        stats_rows(x + n * stride + c * L + l0, stride, i64(0), i64(1), l1 - l0, shift(c), s1, s2);
+    };
+    auto finish = [&](i64 c, double s1, double s2, bool store = true) {
+        Stats st = stats_of(shift(c), s1, s2, M, eps);
+        if (store) store_stats(c, st, M, mean, invstd, rmean, rvar, momentum);
+        return coef(c, T(st.mean), T(st.invstd));
+    };
+    two_pass_channels<Norm>(N, C, L, thread_per_channel(C), sums, finish, write);
+    if (stream) _mm_sfence();
+}
+
+template <typename T>
+void bwd_channels(const T* dy, const T* x, const T* gamma, const T* mean, const T* invstd, T* dx, T* dgamma,
+                  T* dbeta, i64 N, i64 C, i64 L, bool training) {
+    const i64 M = N * L, stride = C * L;
+    const bool stream = std::is_same<T, float>::value && has_avx2_fma() && N * C * L * i64(sizeof(T)) >= kStreamMinBytes;
+    auto sums = [&](i64 c, i64 n, i64 l0, i64 l1, double& s1, double& s2) {
+        const i64 o = n * stride + c * L + l0;
+        dstats_rows(dy + o, x + o, stride, i64(0), i64(1), l1 - l0, double(mean[c]), s1, s2);
+    };
+    auto finish = [&](i64 c, double s1, double s2, bool store = true) {
+        if (store) dbeta[c] = T(s1), dgamma[c] = T(s2 * double(invstd[c]));
+        return dx_coef(gamma ? double(gamma[c]) : 1.0, double(invstd[c]), s2 * double(invstd[c]), s1, M, training);
+    };
+    auto write = [&](i64 c, const DxCoef& k, i64 n, i64 l0, i64 l1) {
+        const i64 o = n * stride + c * L + l0;
+        if constexpr (std::is_same<T, float>::value)
+            if (stream) return dx_row_stream__avx2(dy + o, x + o, dx + o, l1 - l0, mean[c], T(k.a), T(k.b), T(k.d));
+        dx_rows(dy + o, x + o, dx + o, stride, i64(0), i64(1), l1 - l0, mean[c], T(k.a), T(k.b), T(k.d));
+    };
+    two_pass_channels<DxCoef>(N, C, L, thread_per_channel(C), sums, finish, write);
+    if (stream) _mm_sfence();
+}
+
+// Row path: per-channel values are expanded to per-column arrays of the (N, C*L) matrix; the sums are split over
+// column ranges (one per thread), the elementwise passes over rows.
+template <typename T>
+std::vector<T> per_column(i64 C, i64 L, const std::vector<T>& per_channel) {
+    std::vector<T> v(C * L);
+    for (i64 c = 0; c < C; ++c) std::fill(v.begin() + c * L, v.begin() + (c + 1) * L, per_channel[c]);
+    return v;
+}
+
+template <typename T, typename F>
+void over_column_ranges(i64 CL, F&& f) {
+    const i64 parts = std::min<i64>(max_threads(), std::max<i64>(1, CL / 64));
+#pragma omp parallel for schedule(static)
+    for (i64 k = 0; k < parts; ++k) f(CL * k / parts, CL * (k + 1) / parts);
+}
+
+template <typename T>
+void fwd_columns(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* invstd, T* rmean, T* rvar, i64 N,
+                 i64 C, i64 L, bool training, double momentum, double eps) {
+    const i64 CL = C * L, M = N * L;
+    if (training) {
+        std::vector<double> shift(C), s1(CL, 0.0), s2(CL, 0.0);
+        for (i64 c = 0; c < C; ++c) shift[c] = N > 0 ? double(x[c * L]) : 0.0;
+        std::vector<double> cshift = per_column(C, L, shift);
+        over_column_ranges<T>(CL, [&](i64 j0, i64 j1) { col_stats(x, N, CL, j0, j1, cshift.data(), s1.data(), s2.data()); });
+        for (i64 c = 0; c < C; ++c) {
+            double a = 0, b = 0;
+            for (i64 l = 0; l < L; ++l) a += s1[c * L + l], b += s2[c * L + l];
+            store_stats(c, stats_of(shift[c], a, b, M, eps), M, mean, invstd, rmean, rvar, momentum);
+        }
+    }
+    std::vector<T> m(mean, mean + C), sc(C), b(C);
+    for (i64 c = 0; c < C; ++c) sc[c] = invstd[c] * (gamma ? gamma[c] : T(1)), b[c] = beta ? beta[c] : T(0);
+    std::vector<T> cm = per_column(C, L, m), csc = per_column(C, L, sc), cb = per_column(C, L, b);
+#pragma omp parallel for schedule(static)
+    for (i64 n = 0; n < N; ++n) col_norm(x, y, CL, n, n + 1, cm.data(), csc.data(), cb.data());
+}
+
+template <typename T>
+void bwd_columns(const T* dy, const T* x, const T* gamma, const T* mean, const T* invstd, T* dx, T* dgamma,
+                 T* dbeta, i64 N, i64 C, i64 L, bool training) {
+    const i64 CL = C * L, M = N * L;
+    std::vector<T> cm = per_column(C, L, std::vector<T>(mean, mean + C));
+    std::vector<double> s1(CL, 0.0), s2(CL, 0.0);
+    over_column_ranges<T>(CL, [&](i64 j0, i64 j1) { col_dstats(dy, x, N, CL, j0, j1, cm.data(), s1.data(), s2.data()); });
+    std::vector<T> a(C), b(C), d(C);
+    for (i64 c = 0; c < C; ++c) {
+        double t1 = 0, t2 = 0;
+        for (i64 l = 0; l < L; ++l) t1 += s1[c * L + l], t2 += s2[c * L + l];
+        dbeta[c] = T(t1);
+        dgamma[c] = T(t2 * double(invstd[c]));
+        DxCoef k = dx_coef(gamma ? double(gamma[c]) : 1.0, double(invstd[c]), t2 * double(invstd[c]), t1, M, training);
+        a[c] = T(k.a), b[c] = T(k.b), d[c] = T(k.d);
+    }
+    std::vector<T> ca = per_column(C, L, a), cb = per_column(C, L, b), cd = per_column(C, L, d);
+#pragma omp parallel for schedule(static)
+    for (i64 n = 0; n < N; ++n) col_dx(dy, x, dx, CL, n, n + 1, cm.data(), ca.data(), cb.data(), cd.data());
+}
+
+}  // namespace
+
+template <typename T>
+void batch_norm_fwd(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* invstd, T* running_mean,
+                    T* running_var, i64 N, i64 C, i64 L, bool training, double momentum, double eps) {
+    if (L < kRowPathMaxL)
+        fwd_columns(x, gamma, beta, y, mean, invstd, running_mean, running_var, N, C, L, training, momentum, eps);
+    else
+        fwd_channels(x, gamma, beta, y, mean, invstd, running_mean, running_var, N, C, L, training, momentum, eps);
+}
+
+template <typename T>
+void batch_norm_bwd(const T* dy, const T* x, const T* gamma, const T* mean, const T* invstd, T* dx, T* dgamma,
+                    T* dbeta, i64 N, i64 C, i64 L, bool training) {
+    if (L < kRowPathMaxL)
+        bwd_columns(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, N, C, L, training);
+    else
+        bwd_channels(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, N, C, L, training);
+}
+
+#define INST(T)                                                                                                   \
+    template void batch_norm_fwd<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*, i64, i64, i64, bool, double, \
+                                    double);                                                                      \
+    template void batch_norm_bwd<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, i64, i64, i64, bool);
+INST(float)
+INST(double)
+
+}  // namespace fastnn

@@ -1,14 +1,372 @@
-#include <stdexcept>
+// pool2d.cpp: max and average pooling, NCHW, forward and backward.
+// In order: the generic scalar kernels (any geometry; also the fallback and the border code of the fast paths)
+// -> fast paths for 2x2 s2 p0 and 3x3 s2 p1 (the ResNet shapes): AVX2 float forward kernels, and average-pool
+// backward kernels that write dx once instead of zero + scatter (plain loops, compiled twice: AVX2 and baseline)
+// -> the launchers. AVX2 variants run when has_avx2_fma() (FASTNN_SIMD=scalar switches them off).
+// Forward work is split over (n, c, oh) output rows; backward over (n, c) planes (a scatter never races).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
 #include "fastnn.h"
+
 namespace fastnn {
-template <typename T> void max_pool2d_fwd(const T*, T*, i64*, const PoolShape&) { throw std::runtime_error("not implemented yet"); }
-template <typename T> void max_pool2d_bwd(const T*, const i64*, T*, const PoolShape&) { throw std::runtime_error("not implemented yet"); }
-template <typename T> void avg_pool2d_fwd(const T*, T*, const PoolShape&, bool) { throw std::runtime_error("not implemented yet"); }
-template <typename T> void avg_pool2d_bwd(const T*, T*, const PoolShape&, bool) { throw std::runtime_error("not implemented yet"); }
-#define INST(T) \
-template void max_pool2d_fwd<T>(const T*, T*, i64*, const PoolShape&); \
-template void max_pool2d_bwd<T>(const T*, const i64*, T*, const PoolShape&); \
-template void avg_pool2d_fwd<T>(const T*, T*, const PoolShape&, bool); \
-template void avg_pool2d_bwd<T>(const T*, T*, const PoolShape&, bool);
-INST(float) INST(double)
+namespace {
+
+// The window of output o along one axis, clipped to the input [0, n). Never empty since padding <= kernel/2.
+struct Span { i64 lo, hi; };
+inline Span span(i64 o, i64 stride, i64 pad, i64 k, i64 n) {
+    i64 a = o * stride - pad;
+    return {std::max<i64>(a, 0), std::min(a + k, n)};
 }
+
+// Should v replace the current maximum? Strict > keeps the first maximum; a NaN beats any number and the first NaN stays.
+template <typename T> inline bool better(T v, T best) { return v > best || (v != v && best == best); }
+
+// ---------------------------------------------------------------------------------------------- generic kernels
+// Output row oh, columns [ow0, ow1) of one plane (x: H*W, y/idx: OH*OW).
+template <typename T>
+void max_row__generic(const T* x, T* y, i64* idx, const PoolShape& s, i64 oh, i64 ow0, i64 ow1) {
+    Span r = span(oh, s.sh, s.ph, s.KH, s.H);
+    for (i64 ow = ow0; ow < ow1; ++ow) {
+        Span c = span(ow, s.sw, s.pw, s.KW, s.W);
+        i64 bi = r.lo * s.W + c.lo;
+        T best = x[bi];
+        for (i64 ih = r.lo; ih < r.hi; ++ih)
+            for (i64 iw = c.lo; iw < c.hi; ++iw)
+                if (better(x[ih * s.W + iw], best)) best = x[ih * s.W + iw], bi = ih * s.W + iw;
+        y[oh * s.OW + ow] = best;
+        idx[oh * s.OW + ow] = bi;
+    }
+}
+
+// count_include_pad: the window clipped to the padded input; otherwise the positions inside the input.
+inline i64 avg_divisor(const PoolShape& s, i64 oh, i64 ow, bool cip) {
+    if (cip) {
+        i64 a = oh * s.sh - s.ph, b = ow * s.sw - s.pw;
+        return (std::min(a + s.KH, s.H + s.ph) - a) * (std::min(b + s.KW, s.W + s.pw) - b);
+    }
+    Span r = span(oh, s.sh, s.ph, s.KH, s.H), c = span(ow, s.sw, s.pw, s.KW, s.W);
+    return (r.hi - r.lo) * (c.hi - c.lo);
+}
+
+template <typename T>
+void avg_row__generic(const T* x, T* y, const PoolShape& s, bool cip, i64 oh, i64 ow0, i64 ow1) {
+    Span r = span(oh, s.sh, s.ph, s.KH, s.H);
+    for (i64 ow = ow0; ow < ow1; ++ow) {
+        Span c = span(ow, s.sw, s.pw, s.KW, s.W);
+        T sum = 0;
+        for (i64 ih = r.lo; ih < r.hi; ++ih)
+            for (i64 iw = c.lo; iw < c.hi; ++iw) sum += x[ih * s.W + iw];
+        y[oh * s.OW + ow] = sum / T(avg_divisor(s, oh, ow, cip));
+    }
+}
+
+// dx plane (already zeroed) += dy plane spread over each window.
+template <typename T>
+void avg_bwd_plane__generic(const T* dy, T* dx, const PoolShape& s, bool cip) {
+    for (i64 oh = 0; oh < s.OH; ++oh) {
+        Span r = span(oh, s.sh, s.ph, s.KH, s.H);
+        for (i64 ow = 0; ow < s.OW; ++ow) {
+            Span c = span(ow, s.sw, s.pw, s.KW, s.W);
+            T g = dy[oh * s.OW + ow] / T(avg_divisor(s, oh, ow, cip));
+            for (i64 ih = r.lo; ih < r.hi; ++ih)
+                for (i64 iw = c.lo; iw < c.hi; ++iw) dx[ih * s.W + iw] += g;
+        }
+    }
+}
+
+// 2x2 s2 p0: the windows tile the input, so dx is written once, no zeroing first and no scatter (4x the generic
+// speed): the even/odd column stores vectorise. Rows/columns past the last window get 0.
+template <typename T>
+inline __attribute__((always_inline)) void avg_bwd_plane__2x2s2_body(const T* dy, T* dx, const PoolShape& s) {
+    for (i64 oh = 0; oh < s.OH; ++oh) {
+        T *r0 = dx + 2 * oh * s.W, *r1 = r0 + s.W;
+        const T* g = dy + oh * s.OW;
+#pragma omp simd
+        for (i64 ow = 0; ow < s.OW; ++ow) {
+            T v = g[ow] * T(0.25);  // == g/4 exactly
+            r0[2 * ow] = v, r0[2 * ow + 1] = v, r1[2 * ow] = v, r1[2 * ow + 1] = v;
+        }
+        for (i64 iw = 2 * s.OW; iw < s.W; ++iw) r0[iw] = r1[iw] = T(0);
+    }
+    std::memset(dx + 2 * s.OH * s.W, 0, sizeof(T) * (s.H - 2 * s.OH) * s.W);
+}
+template <typename T> void avg_bwd_plane__2x2s2(const T* dy, T* dx, const PoolShape& s) {
+    avg_bwd_plane__2x2s2_body(dy, dx, s);
+}
+
+// 3x3 s2 p1 as a gather, dx written once: input column 2m is in window m only, column 2m+1 in windows m and m+1
+// (the same for rows). So with g = dy/divisor, the "expanded" row e_oh[2m] = g[m], e_oh[2m+1] = g[m] + g[m+1],
+// and dx row 2m = e_m, row 2m+1 = e_m + e_{m+1}. scratch: 2*W + OW + 1 elements.
+template <typename T>
+inline __attribute__((always_inline)) void avg_bwd_plane__3x3s2p1_body(const T* dy, T* dx, const PoolShape& s,
+                                                                       bool cip, T* scratch) {
+    const i64 H = s.H, W = s.W, OH = s.OH, OW = s.OW;
+    T *e = scratch, *e_next = scratch + W, *g = scratch + 2 * W;
+    auto expand = [&](i64 oh, T* out) {
+        const i64 rows = cip ? 3 : std::min(2 * oh + 2, H) - std::max<i64>(2 * oh - 1, 0);
+        for (i64 m = 0; m < OW; ++m)
+            g[m] = dy[oh * OW + m] / T(rows * (cip ? 3 : std::min(2 * m + 2, W) - std::max<i64>(2 * m - 1, 0)));
+        g[OW] = T(0);
+#pragma omp simd
+        for (i64 m = 0; m < W / 2; ++m) out[2 * m] = g[m], out[2 * m + 1] = g[m] + g[m + 1];
+        if (W & 1) out[W - 1] = g[W / 2];
+    };
+    expand(0, e);
+    for (i64 m = 0; 2 * m < H; ++m) {
+        std::memcpy(dx + 2 * m * W, e, sizeof(T) * W);
+        if (2 * m + 1 == H) break;
+        T* row = dx + (2 * m + 1) * W;
+        if (m + 1 < OH) {
+            expand(m + 1, e_next);
+#pragma omp simd
+            for (i64 iw = 0; iw < W; ++iw) row[iw] = e[iw] + e_next[iw];
+            std::swap(e, e_next);
+        } else {
+            std::memcpy(row, e, sizeof(T) * W);
+        }
+    }
+}
+template <typename T> void avg_bwd_plane__3x3s2p1(const T* dy, T* dx, const PoolShape& s, bool cip, T* scratch) {
+    avg_bwd_plane__3x3s2p1_body(dy, dx, s, cip, scratch);
+}
+
+// ---------------------------------------------------------------------------------------- AVX2 float fast paths
+// Stride-2 windows read even and odd input columns: 16 floats from p split into 8 even + 8 odd (reads p[0..15]).
+#define AVX2 __attribute__((target("avx2,fma")))
+AVX2 inline void split8(const float* p, __m256& even, __m256& odd) {
+    __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+    __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // a0 a2 b0 b2 | a4 a6 b4 b6
+    __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+    odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+// The three columns 2ow-1, 2ow, 2ow+1 of 8 stride-2 windows starting at p - 1 (reads p[-1..15]).
+AVX2 inline void cols3(const float* p, __m256& l, __m256& c, __m256& r) {
+    __m256 unused;
+    split8(p - 1, l, c);
+    split8(p, unused, r);
+}
+
+// Chunks of 8 outputs over [start, start+n), n >= 8: the last chunk is moved back to end at start+n, so there is no
+// scalar tail (the overlap recomputes a few outputs, identically).
+inline i64 last_chunk_overlaps(i64 start, i64 n, i64 i) { return start + std::min(i, n - 8); }
+
+// Running (max, offset) of 8 windows; offsets are int32 (ih - ih0)*W + (iw - iw0), widened to int64 at the store.
+struct MaxAcc {
+    __m256 best;
+    __m256i off;
+};
+AVX2 inline void max_step(MaxAcc& m, __m256 v, int off) {
+    // !(best >= v) is v > best, or either is NaN; "best is a number" then leaves exactly `better`.
+    __m256 take = _mm256_and_ps(_mm256_cmp_ps(m.best, v, _CMP_NGE_UQ), _mm256_cmp_ps(m.best, m.best, _CMP_ORD_Q));
+    m.best = _mm256_blendv_ps(m.best, v, take);
+    m.off = _mm256_castps_si256(
+        _mm256_blendv_ps(_mm256_castsi256_ps(m.off), _mm256_castsi256_ps(_mm256_set1_epi32(off)), take));
+}
+// idx of lane k = base + 2k + off_k (window origins 2 columns apart).
+AVX2 inline void max_store(const MaxAcc& m, float* y, i64* idx, i64 base) {
+    _mm256_storeu_ps(y, m.best);
+    __m256i b = _mm256_set1_epi64x(base);
+    __m256i lo = _mm256_add_epi64(_mm256_add_epi64(b, _mm256_setr_epi64x(0, 2, 4, 6)),
+                                  _mm256_cvtepi32_epi64(_mm256_castsi256_si128(m.off)));
+    __m256i hi = _mm256_add_epi64(_mm256_add_epi64(b, _mm256_setr_epi64x(8, 10, 12, 14)),
+                                  _mm256_cvtepi32_epi64(_mm256_extracti128_si256(m.off, 1)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx), lo);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + 4), hi);
+}
+
+// 2x2 s2 p0: 8 outputs from two rows of 16 inputs. OW = floor(W/2), so the loads stay inside the row.
+AVX2 void max_row__2x2s2_avx2(const float* x, float* y, i64* idx, const PoolShape& s, i64 oh) {
+    const float* r0 = x + 2 * oh * s.W;
+    const float* r1 = r0 + s.W;
+    const int W = int(s.W);
+    for (i64 i = 0; s.OW >= 8 && i < s.OW; i += 8) {
+        const i64 ow = last_chunk_overlaps(0, s.OW, i);
+        __m256 a, b, c, d;
+        split8(r0 + 2 * ow, a, b);
+        split8(r1 + 2 * ow, c, d);
+        MaxAcc m{a, _mm256_setzero_si256()};
+        max_step(m, b, 1);
+        max_step(m, c, W);
+        max_step(m, d, W + 1);
+        max_store(m, y + oh * s.OW + ow, idx + oh * s.OW + ow, 2 * oh * s.W + 2 * ow);
+    }
+    _mm256_zeroupper();  // GCC adds no vzeroupper here: legacy-SSE code after dirty ymm stalls on Intel
+    max_row__generic(x, y, idx, s, oh, s.OW >= 8 ? s.OW : 0, s.OW);
+}
+
+// 3x3 s2 p1: columns 2ow-1, 2ow, 2ow+1 = odd, even, odd of the 16 floats from 2ow-1 and 2ow. Output 0 and a
+// window past the last column (and rows with fewer than 8 interior outputs) go through the generic code; clipped
+// rows need nothing special: only window rows inside the input are visited, in order.
+AVX2 void max_row__3x3s2p1_avx2(const float* x, float* y, i64* idx, const PoolShape& s, i64 oh) {
+    Span r = span(oh, 2, 1, 3, s.H);
+    const i64 vec_end = std::min(s.OW, s.W / 2);  // interior outputs: 2ow+1 <= W-1
+    const int W = int(s.W);
+    const i64 n = vec_end - 1;  // outputs 1 .. vec_end-1
+    max_row__generic(x, y, idx, s, oh, 0, 1);
+    for (i64 i = 0; n >= 8 && i < n; i += 8) {
+        const i64 ow = last_chunk_overlaps(1, n, i);
+        const float* p = x + r.lo * s.W + 2 * ow;
+        __m256 l, c, rt;
+        cols3(p, l, c, rt);
+        MaxAcc m{l, _mm256_setzero_si256()};
+        max_step(m, c, 1);
+        max_step(m, rt, 2);
+        for (i64 ih = r.lo + 1; ih < r.hi; ++ih) {
+            p += s.W;
+            int o = int(ih - r.lo) * W;
+            cols3(p, l, c, rt);
+            max_step(m, l, o);
+            max_step(m, c, o + 1);
+            max_step(m, rt, o + 2);
+        }
+        max_store(m, y + oh * s.OW + ow, idx + oh * s.OW + ow, r.lo * s.W + 2 * ow - 1);
+    }
+    _mm256_zeroupper();
+    max_row__generic(x, y, idx, s, oh, n >= 8 ? vec_end : 1, s.OW);
+}
+
+AVX2 void avg_row__2x2s2_avx2(const float* x, float* y, const PoolShape& s, i64 oh) {
+    const float* r0 = x + 2 * oh * s.W;
+    const float* r1 = r0 + s.W;
+    for (i64 i = 0; s.OW >= 8 && i < s.OW; i += 8) {  // summed in the generic code's order; *0.25 == /4 exactly
+        const i64 ow = last_chunk_overlaps(0, s.OW, i);
+        __m256 a, b, c, d;
+        split8(r0 + 2 * ow, a, b);
+        split8(r1 + 2 * ow, c, d);
+        __m256 t = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a, b), c), d);
+        _mm256_storeu_ps(y + oh * s.OW + ow, _mm256_mul_ps(t, _mm256_set1_ps(0.25f)));
+    }
+    _mm256_zeroupper();
+    avg_row__generic(x, y, s, true, oh, s.OW >= 8 ? s.OW : 0, s.OW);
+}
+
+AVX2 void avg_row__3x3s2p1_avx2(const float* x, float* y, const PoolShape& s, bool cip, i64 oh) {
+    Span r = span(oh, 2, 1, 3, s.H);
+    const i64 vec_end = std::min(s.OW, s.W / 2);
+    const __m256 div = _mm256_set1_ps(float(cip ? 9 : 3 * (r.hi - r.lo)));
+    const i64 n = vec_end - 1;
+    avg_row__generic(x, y, s, cip, oh, 0, 1);
+    for (i64 i = 0; n >= 8 && i < n; i += 8) {
+        const i64 ow = last_chunk_overlaps(1, n, i);
+        __m256 t = _mm256_setzero_ps();
+        for (i64 ih = r.lo; ih < r.hi; ++ih) {
+            __m256 l, c, rt;
+            cols3(x + ih * s.W + 2 * ow, l, c, rt);
+            t = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(t, l), c), rt);
+        }
+        _mm256_storeu_ps(y + oh * s.OW + ow, _mm256_div_ps(t, div));
+    }
+    _mm256_zeroupper();
+    avg_row__generic(x, y, s, cip, oh, n >= 8 ? vec_end : 1, s.OW);
+}
+
+template <typename T> AVX2 void avg_bwd_plane__2x2s2_avx2(const T* dy, T* dx, const PoolShape& s) {
+    avg_bwd_plane__2x2s2_body(dy, dx, s);
+    _mm256_zeroupper();
+}
+template <typename T>
+AVX2 void avg_bwd_plane__3x3s2p1_avx2(const T* dy, T* dx, const PoolShape& s, bool cip, T* scratch) {
+    avg_bwd_plane__3x3s2p1_body(dy, dx, s, cip, scratch);
+    _mm256_zeroupper();
+}
+
+// ---------------------------------------------------------------------------------------------------- launchers
+enum class Fast { none, k2s2, k3s2p1 };
+template <typename T> Fast fast_path(const PoolShape& s) {
+    if (!std::is_same<T, float>::value || !has_avx2_fma()) return Fast::none;
+    if (s.KH == 2 && s.KW == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0) return Fast::k2s2;
+    if (s.KH == 3 && s.KW == 3 && s.sh == 2 && s.sw == 2 && s.ph == 1 && s.pw == 1) return Fast::k3s2p1;
+    return Fast::none;
+}
+
+}  // namespace
+
+template <typename T>
+void max_pool2d_fwd(const T* x, T* y, i64* idx, const PoolShape& s) {
+    const Fast fast = fast_path<T>(s);
+    const i64 rows = s.N * s.C * s.OH;
+#pragma omp parallel for schedule(static)
+    for (i64 row = 0; row < rows; ++row) {
+        const i64 plane = row / s.OH, oh = row % s.OH;
+        const T* xp = x + plane * s.H * s.W;
+        T* yp = y + plane * s.OH * s.OW;
+        i64* ip = idx + plane * s.OH * s.OW;
+        if constexpr (std::is_same<T, float>::value) {
+            if (fast == Fast::k2s2) { max_row__2x2s2_avx2(xp, yp, ip, s, oh); continue; }
+            if (fast == Fast::k3s2p1) { max_row__3x3s2p1_avx2(xp, yp, ip, s, oh); continue; }
+        }
+        max_row__generic(xp, yp, ip, s, oh, 0, s.OW);
+    }
+}
+
+template <typename T>
+void max_pool2d_bwd(const T* dy, const i64* idx, T* dx, const PoolShape& s) {
+    const i64 planes = s.N * s.C, HW = s.H * s.W, OHW = s.OH * s.OW;
+#pragma omp parallel for schedule(static)
+    for (i64 p = 0; p < planes; ++p) {
+        T* d = dx + p * HW;
+        std::memset(d, 0, sizeof(T) * HW);
+        for (i64 o = p * OHW; o < (p + 1) * OHW; ++o)
+            if (idx[o] >= 0 && idx[o] < HW) d[idx[o]] += dy[o];  // bad indices are skipped, never written
+    }
+}
+
+template <typename T>
+void avg_pool2d_fwd(const T* x, T* y, const PoolShape& s, bool cip) {
+    const Fast fast = fast_path<T>(s);
+    const i64 rows = s.N * s.C * s.OH;
+#pragma omp parallel for schedule(static)
+    for (i64 row = 0; row < rows; ++row) {
+        const i64 plane = row / s.OH, oh = row % s.OH;
+        const T* xp = x + plane * s.H * s.W;
+        T* yp = y + plane * s.OH * s.OW;
+        if constexpr (std::is_same<T, float>::value) {
+            if (fast == Fast::k2s2) { avg_row__2x2s2_avx2(xp, yp, s, oh); continue; }
+            if (fast == Fast::k3s2p1) { avg_row__3x3s2p1_avx2(xp, yp, s, cip, oh); continue; }
+        }
+        avg_row__generic(xp, yp, s, cip, oh, 0, s.OW);
+    }
+}
+
+template <typename T>
+void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool cip) {
+    const i64 planes = s.N * s.C, HW = s.H * s.W, OHW = s.OH * s.OW;
+    const bool k2s2 = s.KH == 2 && s.KW == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
+    const bool k3s2p1 = s.KH == 3 && s.KW == 3 && s.sh == 2 && s.sw == 2 && s.ph == 1 && s.pw == 1;
+    const bool avx2 = has_avx2_fma();
+#pragma omp parallel
+    {
+        std::vector<T> scratch(k3s2p1 ? 2 * s.W + s.OW + 1 : 0);
+#pragma omp for schedule(static)
+        for (i64 p = 0; p < planes; ++p) {
+            const T* d = dy + p * OHW;
+            T* x = dx + p * HW;
+            if (k2s2) {
+                if (avx2) avg_bwd_plane__2x2s2_avx2(d, x, s);
+                else avg_bwd_plane__2x2s2(d, x, s);
+            } else if (k3s2p1) {
+                if (avx2) avg_bwd_plane__3x3s2p1_avx2(d, x, s, cip, scratch.data());
+                else avg_bwd_plane__3x3s2p1(d, x, s, cip, scratch.data());
+            } else {
+                std::memset(x, 0, sizeof(T) * HW);
+                avg_bwd_plane__generic(d, x, s, cip);
+            }
+        }
+    }
+}
+
+#define INST(T)                                                                  \
+    template void max_pool2d_fwd<T>(const T*, T*, i64*, const PoolShape&);       \
+    template void max_pool2d_bwd<T>(const T*, const i64*, T*, const PoolShape&); \
+    template void avg_pool2d_fwd<T>(const T*, T*, const PoolShape&, bool);       \
+    template void avg_pool2d_bwd<T>(const T*, T*, const PoolShape&, bool);
+INST(float)
+INST(double)
+
+}  // namespace fastnn
