@@ -67,6 +67,21 @@ def test_matmul_float32_beta0_ignores_nan_out():
     check(out, a.astype(np.float64) @ b, 9, np.float32)
 
 
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True)])
+def test_split_k(ta, tb):
+    """launch_split_k: the reduction cut into slices written side by side (their sum is the product)."""
+    rng = np.random.default_rng(11)
+    M, N, K, S = 3, 70, 32, 4
+    a = ints(rng, (K, M) if ta else (M, K), np.float64)
+    b = ints(rng, (N, K) if tb else (K, N), np.float64)
+    part = cuda.to_device(np.full(S * M * N, np.nan))
+    gemm.launch_split_k(cuda.to_device(a), cuda.to_device(b), part, M, N, K, S, ta, tb)
+    parts = part.copy_to_host().reshape(S, M, N)
+    A, B = (a.T if ta else a), (b.T if tb else b)
+    for z in range(S):
+        check(parts[z], A[:, z * 8:(z + 1) * 8] @ B[z * 8:(z + 1) * 8], 8, np.float64)
+
+
 # ------------------------------------------------------------------------------------ im2col / col2im
 IM2COL = [  # x shape, kernel, stride, padding, dilation
     ((2, 3, 5, 4), (3, 2), (1, 2), (1, 0), 1),
@@ -107,7 +122,7 @@ def make(name, dtype, seed=4):
     return x, w, b, (s, p, d, g)
 
 
-@pytest.mark.parametrize("variant,tile", [("naive", None), ("igemm", "64x64")])
+@pytest.mark.parametrize("variant,tile", [("naive", None), ("igemm", "64x64"), ("igemm1", "64x64")])
 @pytest.mark.parametrize("name", [n for n in CONV if n != "two-tiles-each"])
 def test_conv2d_forward(name, variant, tile):
     x, w, b, (s, p, d, g) = make(name, np.float64)
@@ -117,7 +132,8 @@ def test_conv2d_forward(name, variant, tile):
     check(y, ref, w[0].size, np.float64)
 
 
-@pytest.mark.parametrize("name,tile", [("two-tiles-each", "64x64"), ("groups2", "64x128"), ("groups2", "128x64")])
+@pytest.mark.parametrize("name,tile", [("two-tiles-each", "64x64"), ("groups2", "64x128"), ("groups2", "128x64"),
+                                       ("crs>slabs", "64x64:s2"), ("groups2", "64x64:s3")])   # :sN split-K
 def test_conv2d_forward_tiles(name, tile):
     x, w, b, (s, p, d, g) = make(name, np.float64)
     y = conv.conv2d_forward_device(cuda.to_device(x), cuda.to_device(w), cuda.to_device(b), s, p, d, g, tile=tile)
@@ -134,6 +150,27 @@ def test_conv2d_backward(name):
     check(dx, rdx, w.shape[0] * w[0, 0].size, np.float64)
     check(dw, rdw, dy[:, 0].size, np.float64)
     check(db, rdb, dy[:, 0].size, np.float64)
+
+
+@pytest.mark.parametrize("name", ["1x1", "groups2"])
+def test_conv2d_backward_dx_col2im(name):
+    """The gemm + col2im dx (the default only for stride > 1) on stride-1 cases too."""
+    x, w, _, (s, p, d, g) = make(name, np.float64)
+    dy = ints(np.random.default_rng(5), R.conv2d(x, w, None, s, p, d, g).shape, np.float64)
+    rdx, _, _ = R.conv2d_backward(dy, x, w, s, p, d, g)
+    dx, _, _ = conv.conv2d_backward(dy, x, w, s, p, d, g, dx_variant="gemm_col2im")
+    check(dx, rdx, w.shape[0] * w[0, 0].size, np.float64)
+
+
+def test_conv2d_backward_dx_negative_padding():
+    """dx as a forward convolution with padding dh*(KH-1)-ph < 0 (1x1 kernel, padding 1)."""
+    rng = np.random.default_rng(12)
+    x, w = ints(rng, (1, 2, 3, 4), np.float64), ints(rng, (3, 2, 1, 1), np.float64)
+    dy = ints(rng, R.conv2d(x, w, None, 1, 1, 1, 1).shape, np.float64)
+    rdx, rdw, rdb = R.conv2d_backward(dy, x, w, 1, 1, 1, 1)
+    dx, dw, db = conv.conv2d_backward(dy, x, w, 1, 1, 1, 1)
+    check(dx, rdx, 3, np.float64)
+    check(dw, rdw, dy[:, 0].size, np.float64)
 
 
 @pytest.mark.parametrize("name", ["groups2", "pad,dil2,nonsq"])

@@ -72,6 +72,8 @@ def view(a):
         return View(a, a.data_ptr(), a.shape, dt)
     if FAST and mod == "cupy" and a.flags.c_contiguous and _legacy_stream(mod):
         return View(a, a.data.ptr, a.shape, a.dtype)
+    if mod != "numpy" and hasattr(a, "copy_to_host") and a.is_c_contiguous():    # a Numba device array
+        return View(a, _ptr(a), a.shape, a.dtype)
     d = as_device(a)
     return View(d, _ptr(d), d.shape, d.dtype)
 

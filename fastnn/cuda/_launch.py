@@ -29,10 +29,20 @@ def as_device(a):
         a = a.contiguous()
     elif mod == "numpy" or not cuda.is_cuda_array(a):
         return cuda.to_device(np.ascontiguousarray(a))
-    d = cuda.as_cuda_array(a)
+    # No stream sync when the caller works on the legacy default stream, the one our kernels run on (Numba's
+    # default sync=True costs a cudaStreamSynchronize per array); other streams keep the sync.
+    d = cuda.as_cuda_array(a, sync=not _on_legacy_stream(mod) if mod in ("cupy", "torch") else True)
     if not d.is_c_contiguous():
         raise ValueError("non-contiguous Numba device arrays are not supported; pass a contiguous copy")
     return d
+
+
+def _on_legacy_stream(mod):
+    if mod == "torch":
+        import torch
+        return torch.cuda.current_stream().cuda_stream == 0
+    import cupy
+    return cupy.cuda.get_current_stream().ptr == 0
 
 
 def empty(shape, dtype, kind="numba"):
@@ -43,10 +53,10 @@ def empty(shape, dtype, kind="numba"):
     if kind == "torch":
         import torch
         t = torch.empty(shape, dtype=getattr(torch, np.dtype(dtype).name), device="cuda")
-        return cuda.as_cuda_array(t)
+        return cuda.as_cuda_array(t, sync=not _on_legacy_stream(kind))
     if kind == "cupy":
         import cupy
-        return cuda.as_cuda_array(cupy.empty(shape, dtype=dtype))
+        return cuda.as_cuda_array(cupy.empty(shape, dtype=dtype), sync=not _on_legacy_stream(kind))
     return cuda.device_array(shape, dtype=dtype)
 
 

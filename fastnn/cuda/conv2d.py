@@ -4,6 +4,7 @@ Per group g, with P = OH*OW and CRS = (C/G)*KH*KW:
   forward   y[n,k,p]   = sum_crs W[k,crs] * patch[n,crs,p]              GEMM  (K/G) x (N*P), reduce CRS
   dweight   dW[k,crs]  = sum_{n,p} dy[n,k,p] * patch[n,crs,p]           GEMM  (K/G) x CRS,  reduce N*P
   dx        col[n]     = W^T dy[n]  then  dx = col2im(col)              GEMM  CRS x P per (n, g), then a gather
+            (stride 1: dx = conv(dy, W flipped and transposed), one implicit GEMM C x N*H*W, reduce K*KH*KW)
   dbias     db[k]      = sum_{n,p} dy[n,k,p]
 
 Kernels, in order:
@@ -14,12 +15,17 @@ Kernels, in order:
                        buffer, x read from cache instead of a 9x larger col in DRAM), the gemm__tiled
                        register-blocked, double-buffered main loop; KH, KW are compile-time so the
                        crs -> (c, kh, kw) split is multiply-shift, and each thread's output column
-                       (n, oh, ow) is decoded once, outside the loop.
+                       (n, oh, ow) is decoded once, outside the loop. (The first version: variant "igemm1".)
+  conv2d__igemm2       the same with a cheaper gather (variant "igemm", the default): per column a base offset
+                       and a bit mask of the taps inside the image, per slab row one offset from a shared table,
+                       so an element costs a mask test, an add and a load; optional split-K (tile "BMxBN:sN").
   conv2d_dw__igemm     the same for dweight with dy as A and the patches (transposed) as B; the reduction
                        (N*P) is long and the output small, so it is split over blockIdx.z (split-K) into a
                        partial buffer summed by a second small kernel (deterministic, no atomics).
-  conv2d_dx            gemm__tiled batched over (n, g) for W^T dy into an (N, C*KH*KW, OH*OW) buffer, then
-                       col2im__gather (no atomics). An implicit-GEMM dx without that buffer is not written yet.
+  dx, stride 1         flip_weights, then conv2d__igemm2 over dy: dx is the stride-1 convolution of dy with the
+                       weights flipped and transposed, padding dh*(KH-1)-ph (no col buffer, no col2im pass).
+  dx, stride > 1       gemm__tiled batched over (n, g) for W^T dy into an (N, C*KH*KW, OH*OW) buffer, then
+                       col2im__gather (no atomics); dx_variant="gemm_col2im" picks it for any stride.
   conv2d_db__reduce    one block per output channel, shared-memory tree reduction (float64 partial sums).
 The tile of each launch is picked from measurements on the H100 (fwd_tile_for, dw_tile_for, gemm.pick_tile).
 """
@@ -28,7 +34,8 @@ import functools
 import numpy as np
 from numba import cuda, uint64
 
-from ._launch import as_device, blocks, empty, kind_of, wrap
+from . import _fastlaunch as _fl
+from ._launch import blocks, kind_of
 from .gemm import ALIGN, BK, NT, PAD, TILES, flat, kernel_options, launch_tiled, nbtype, put, slab_mma
 from .im2col import launch_col2im, out_size, pair
 
@@ -222,6 +229,146 @@ def conv2d__igemm(dtype, KH, KW, tile):
 
 
 @functools.cache
+def conv2d__igemm2(dtype, KH, KW, tile):
+    """conv2d__igemm with the gather cut to a mask test, an add and a load per element (KH*KW <= 62).
+    Per output column (n, oh, ow): the offset of x[n, g*Cg, oh*sh-ph, ow*sw-pw] and a bit mask of the taps
+    (kh, kw) inside the image, both once before the loop; per slab row (c, kh, kw): c*H*W + a tap offset from
+    shared memory, advanced by BK without divisions. Weights: one base offset, + k0 per slab.
+    (conv2d__igemm decodes ih, iw and tests four bounds per element, in 64-bit arithmetic, with 3 int64
+    arrays per column held in registers.) Also the dx of stride-1 convolutions (conv2d_backward)."""
+    TM, TN, min_blocks = TILES[tile]
+    BM, BN = 16 * TM, 16 * TN
+    LA, LB = BM * BK // NT, BN * BK // NT
+    KK = KH * KW
+    assert KK <= 62, "tap mask is one int64"
+    KSTEP, KREM = BK // KK, BK % KK                     # advancing crs by BK: c += KSTEP, tap += KREM
+    RA = NT // BK                                       # rows of the A slab one pass of the block loads
+    ft = nbtype(dtype)
+    LDA, LDB = BM + PAD, BN + PAD
+    SA, SB = (2 * BK * LDA // 4, 4), (2 * BK * LDB // 4, 4)
+    mma = slab_mma(dtype, TM, TN)
+
+    @cuda.jit(**kernel_options(min_blocks))
+    def kernel(x, w, bias, y, has_bias, N, C, H, W, K, OH, OW, G, sh, sw, ph, pw, dh, dw, nsplit, kchunk):
+        z = cuda.blockIdx.z                             # (group, split): split reduces crs in [kbeg, kend)
+        g = z // nsplit
+        split = z - g * nsplit
+        Cg = C // G
+        Kg = K // G
+        CRS = Cg * KK
+        P = OH * OW
+        NP = N * P
+        HW = H * W
+        kbeg = split * kchunk
+        kend = min(CRS, kbeg + kchunk)
+        tid = cuda.threadIdx.x
+        tx = tid % 16
+        ty = tid // 16
+        m0 = cuda.blockIdx.y * BM
+        n0 = cuda.blockIdx.x * BN
+        As = cuda.shared.array(SA, ft, alignment=ALIGN)
+        Bs = cuda.shared.array(SB, ft, alignment=ALIGN)
+        tapoff = cuda.shared.array(KK, np.int64)        # offset of tap (kh, kw) within an image plane
+        acc = cuda.local.array((TM, TN), ft)
+        ra = cuda.local.array(LA, ft)
+        rb = cuda.local.array(LB, ft)
+        av = cuda.local.array(TM, ft)
+        bv = cuda.local.array(TN, ft)
+        xb = cuda.local.array(LB, np.int64)             # offset of x[n, g*Cg, oh*sh-ph, ow*sw-pw] (may be < 0)
+        msk = cuda.local.array(LB, np.int64)            # bit kh*KW+kw: that tap lies inside the image
+        if tid < KK:
+            tapoff[tid] = (tid // KW) * dh * W + (tid % KW) * dw
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] = 0
+        kb = tid // 32                                  # B: slab row kb, columns jb + 32*l
+        jb = tid % 32
+        for l in range(LB):
+            gj = n0 + jb + 32 * l
+            n = gj // P
+            p = gj - n * P
+            oh = p // OW
+            ih = oh * sh - ph
+            iw = (p - oh * OW) * sw - pw
+            m = 0
+            if gj < NP:
+                for r in range(KH):
+                    for q in range(KW):
+                        if 0 <= ih + r * dh < H and 0 <= iw + q * dw < W:
+                            m |= 1 << (r * KW + q)
+            msk[l] = m
+            xb[l] = (n * C + g * Cg) * HW + ih * W + iw
+        c = (kbeg + kb) // KK                           # this thread's B row: crs = k0 + kb -> (c, tap)
+        tap = kbeg + kb - c * KK
+        coff = c * HW
+        ka = tid % BK                                   # A: slab column ka, rows ra0 + RA*l
+        ra0 = tid // BK
+        aoff = g * Kg * CRS + (m0 + ra0) * CRS + ka
+        nk = (kend - kbeg + BK - 1) // BK
+        cuda.syncthreads()                              # tapoff
+        for t in range(nk + 1):
+            if t < nk:
+                k0 = kbeg + t * BK
+                a_ok = k0 + ka < kend
+                for l in range(LA):                     # weights: crs fastest (contiguous rows)
+                    v = ft(0)
+                    if a_ok and m0 + ra0 + RA * l < Kg:
+                        v = w[uint64(aoff + k0 + RA * l * CRS)]
+                    ra[l] = v
+                sel = 1 << tap
+                d = coff + tapoff[tap]
+                b_ok = k0 + kb < kend
+                for l in range(LB):                     # patches: output position fastest
+                    v = ft(0)
+                    if b_ok and (msk[l] & sel) != 0:
+                        v = x[uint64(xb[l] + d)]
+                    rb[l] = v
+                tap += KREM
+                coff += KSTEP * HW
+                if tap >= KK:
+                    tap -= KK
+                    coff += HW
+            if t > 0:
+                buf = (t - 1) & 1
+                mma(As, Bs, buf * BK * LDA + 4 * ty, buf * BK * LDB + 4 * tx, acc, av, bv)
+            if t < nk:
+                buf = t & 1
+                for l in range(LA):
+                    put(As, (buf * BK + ka) * LDA + ra0 + RA * l, ra[l])
+                for l in range(LB):
+                    put(Bs, (buf * BK + kb) * LDB + jb + 32 * l, rb[l])
+            cuda.syncthreads()
+        yo = cuda.local.array(TN, np.int64)      # offset of y[n, 0, p] for each of this thread's columns
+        for j in range(TN):
+            gj = n0 + (j // 4) * 64 + 4 * tx + j % 4      # slab_mma's columns
+            n = gj // P
+            yo[j] = split * NP * K + n * K * P + gj - n * P if gj < NP else -1     # split > 0: partial sums
+        for i in range(TM):
+            gi = m0 + (i // 4) * 64 + 4 * ty + i % 4      # slab_mma's rows
+            if gi < Kg:
+                k = g * Kg + gi
+                bk = bias[k] if has_bias and split == 0 else ft(0)
+                for j in range(TN):
+                    if yo[j] >= 0:
+                        y[uint64(yo[j] + k * P)] = acc[i, j] + bk
+
+    kernel.tile = (BM, BN)
+    return kernel
+
+
+@cuda.jit
+def flip_weights(w, wt, Kg, Cg, KK, G, size):
+    """wt[g*Cg + c, k, tap] = w[g*Kg + k, c, KK-1-tap]: the weights of dx as a stride-1 forward convolution."""
+    t = cuda.grid(1)
+    if t < size:
+        tap = t % KK
+        k = (t // KK) % Kg
+        ci = t // (KK * Kg)
+        g = ci // Cg
+        wt[t] = w[((g * Kg + k) * Cg + ci - g * Cg) * KK + KK - 1 - tap]
+
+
+@functools.cache
 def conv2d_dw__igemm(dtype, KH, KW, tile):
     """dweight kernel; grid (ceil(CRS/BN), ceil(Kg/BM), G*nsplit), split z reduces q in [z*kchunk, +kchunk)."""
     TM, TN, min_blocks = TILES[tile]
@@ -343,9 +490,10 @@ def conv2d_db__reduce(dy, db, N, K, P):
     tid = cuda.threadIdx.x
     sm = cuda.shared.array(256, np.float64)          # float64 partial sums: N*P terms per channel
     s = 0.0
-    for i in range(tid, N * P, 256):
-        n = i // P
-        s += dy[(n * K + k) * P + i - n * P]
+    for n in range(N):                                # no division per element (P need not be a multiple of 256)
+        base = (n * K + k) * P
+        for i in range(tid, P, 256):
+            s += dy[base + i]
     sm[tid] = s
     cuda.syncthreads()
     h = 128
@@ -359,10 +507,17 @@ def conv2d_db__reduce(dy, db, N, K, P):
 
 
 # ---------------------------------------------------------------- launchers
+# Every launch goes through _fastlaunch (Numba's dispatcher costs ~100 us per launch of these 19-argument
+# kernels, longer than the small convolutions run); arrays travel as _fastlaunch Views.
+
+FWD_KERNELS = {"igemm": conv2d__igemm2, "igemm1": conv2d__igemm}     # "igemm": the default
+
 
 def fwd_tile_for(Kg):
-    """Forward tile by output channels per group, as measured on the H100 (bench/gpu_conv.py; BM = channels):
-    K=64: 64x128/2 10.0 TFLOP/s (64x64 8.6); K=128: 128x64/2 10.3 (128x128 9.5); K=256: 128x128 10.2 (9.3)."""
+    """Forward tile by output channels per group, as measured on the H100 (bench/gpu_conv.py; BM = channels;
+    conv2d__igemm2, 2026-11-22, TFLOP/s of the public call): K=64: 64x128/2 17.3 (64x64 13.2, 128x128 9.8);
+    K=128: 128x64/2 19.6 (64x128/2 19.3, 128x128 16.0, 128x128:s2 18.1); K=256: 128x128 15.2 (128x64/2:s2
+    15.5, 128x64/2 13.7: within the ~10% spread of that run). Also the dx tile, by input channels per group."""
     return "64x128/2" if Kg <= 64 else "128x64/2" if Kg < 256 else "128x128"
 
 
@@ -371,54 +526,115 @@ def dw_tile_for(Kg):
     return "64x128/2" if Kg <= 64 else "128x128"
 
 
+_dummies = {}
+
+
+def _dummy(dtype):
+    """A 1-element stand-in for an absent bias (the kernels take a flag)."""
+    key = (getattr(cuda.get_current_device(), "id", 0), np.dtype(dtype))
+    if key not in _dummies:
+        _dummies[key] = _fl.empty((1,), dtype, "numba")[1]
+    return _dummies[key]
+
 
 def _geometry(xd, wd, stride, padding, dilation):
     (sh, sw), (ph, pw), (dh, dw) = map(pair, (stride, padding, dilation))
-    N, C, H, W = xd.shape
-    K, Cg, KH, KW = wd.shape
+    N, C, H, W = map(int, xd.shape)
+    K, Cg, KH, KW = map(int, wd.shape)
     OH, OW = out_size(H, W, KH, KW, sh, sw, ph, pw, dh, dw)
     return N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw
 
 
-def conv2d_forward_device(xd, wd, bd, stride, padding, dilation, groups, variant="igemm", tile=None,
-                          kind="numba"):
-    """y on the device; `kind` picks the allocator (the caller's library when it has a caching one)."""
-    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xd, wd, stride, padding, dilation)
-    y = empty((N, K, OH, OW), xd.dtype, kind)
-    has_bias = bd is not None
-    if not has_bias:
-        bd = empty(1, xd.dtype, kind)
-    if variant == "naive":
-        conv2d__naive[blocks(y.size), 256](xd, wd, bd, y, has_bias, groups, sh, sw, ph, pw, dh, dw)
-        return y
-    k = conv2d__igemm(np.dtype(xd.dtype), KH, KW, tile or fwd_tile_for(K // groups))
+def _launch_igemm(variant, dtype, KH, KW, tile, x, w, b, y, has_bias, N, C, H, W, K, OH, OW, G,
+                  sh, sw, ph, pw, dh, dw, kind="numba"):
+    """y = conv(x, w) + b with an implicit-GEMM kernel (x: N,C,H,W -> y: N,K,OH,OW; Views or device arrays)."""
+    if variant == "igemm1" or KH * KW > 62:
+        k = conv2d__igemm(np.dtype(dtype), KH, KW, (tile or fwd_tile_for(K // G)).split(":")[0])  # no split-K
+        BM, BN = k.tile
+        grid = ((N * OH * OW + BN - 1) // BN, (K // G + BM - 1) // BM, G)
+        _fl.launch(k, np.dtype(dtype).char, grid, NT, flat(x), flat(w), flat(b), flat(y), bool(has_bias),
+                   N, C, H, W, K, OH, OW, G, sh, sw, ph, pw, dh, dw)
+        return
+    tile = tile or fwd_tile_for(K // G)
+    nsplit = 1
+    if ":s" in tile:                                    # "128x128:s2": the reduction split in 2 (split-K)
+        tile, nsplit = tile.split(":s")
+        nsplit = int(nsplit)
+    k = conv2d__igemm2(np.dtype(dtype), KH, KW, tile)
     BM, BN = k.tile
-    grid = ((N * OH * OW + BN - 1) // BN, (K // groups + BM - 1) // BM, groups)
-    k[grid, NT](flat(xd), flat(wd), flat(bd), flat(y), has_bias, N, C, H, W, K, OH, OW, groups,
-                sh, sw, ph, pw, dh, dw)
+    CRS = C // G * KH * KW
+    kchunk = -(-(-(-CRS // nsplit)) // BK) * BK         # ceil(CRS / nsplit) in whole slabs
+    nsplit = -(-CRS // kchunk)
+    size = N * K * OH * OW
+    part = flat(y) if nsplit == 1 else _fl.empty((nsplit * size,), dtype, kind)[1]
+    grid = ((N * OH * OW + BN - 1) // BN, (K // G + BM - 1) // BM, G * nsplit)
+    _fl.launch(k, np.dtype(dtype).char, grid, NT, flat(x), flat(w), flat(b), part, bool(has_bias),
+               N, C, H, W, K, OH, OW, G, sh, sw, ph, pw, dh, dw, nsplit, kchunk)
+    if nsplit > 1:
+        _fl.launch(sum_splits, np.dtype(dtype).char, blocks(size), 256, part, flat(y), nsplit, size)
+
+
+def _forward(xv, wv, bv, stride, padding, dilation, groups, variant, tile, kind):
+    """(caller-type array or None, View) of y."""
+    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xv, wv, stride, padding, dilation)
+    dt = xv.dtype
+    y = _fl.empty((N, K, OH, OW), dt, kind)
+    has_bias = bv is not None
+    bv = bv if has_bias else _dummy(dt)
+    if variant == "naive":
+        conv2d__naive[blocks(N * K * OH * OW), 256](xv.device(), wv.device(), bv.device(), y[1].device(),
+                                                   has_bias, groups, sh, sw, ph, pw, dh, dw)
+        return y
+    _launch_igemm(variant, dt, KH, KW, tile, xv, wv, bv, y[1], has_bias, N, C, H, W, K, OH, OW, groups,
+                  sh, sw, ph, pw, dh, dw, kind)
     return y
 
 
-def conv2d_backward_device(dyd, xd, wd, stride, padding, dilation, groups, variant="igemm",
-                           dx_tile=None, dw_tile=None, kind="numba", nsplit=None):
-    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xd, wd, stride, padding, dilation)
+def conv2d_forward_device(xd, wd, bd, stride, padding, dilation, groups, variant="igemm", tile=None,
+                          kind="numba"):
+    """y as a Numba device array; `kind` picks the allocator (the caller's library when it has a caching one)."""
+    v = _fl.view
+    return _forward(v(xd), v(wd), v(bd), stride, padding, dilation, groups, variant, tile, kind)[1].device()
+
+
+def _backward(dyv, xv, wv, stride, padding, dilation, groups, variant="igemm", dx_tile=None, dw_tile=None,
+              kind="numba", nsplit=None, dx_variant=None):
+    """(dx, dweight, dbias) as (caller-type array or None, View) pairs.
+    dx_variant: "igemm" (stride 1: a forward implicit GEMM over dy with flipped weights, the default there)
+    or "gemm_col2im" (W^T dy into a col buffer, then col2im; any stride)."""
+    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xv, wv, stride, padding, dilation)
     G, Cg, Kg, P = groups, C // groups, K // groups, OH * OW
-    CRS = Cg * KH * KW
-    dt = xd.dtype
-    dx = empty((N, C, H, W), dt, kind)
-    dwt = empty((K, Cg, KH, KW), dt, kind)
-    db = empty(K, dt, kind)
-    conv2d_db__reduce[K, 256](flat(dyd), db, N, K, P)
+    KK = KH * KW
+    CRS = Cg * KK
+    dt = xv.dtype
+    ch = dt.char
+    dx = _fl.empty((N, C, H, W), dt, kind)
+    dwt = _fl.empty((K, Cg, KH, KW), dt, kind)
+    db = _fl.empty((K,), dt, kind)
+    _fl.launch(conv2d_db__reduce, ch, K, 256, flat(dyv), db[1], N, K, P)
     if variant == "naive":
-        conv2d_dx__naive[blocks(dx.size), 256](dyd, wd, dx, G, sh, sw, ph, pw, dh, dw)
-        conv2d_dw__naive[blocks(dwt.size), 256](dyd, xd, dwt, G, sh, sw, ph, pw, dh, dw)
+        conv2d_dx__naive[blocks(N * C * H * W), 256](dyv.device(), wv.device(), dx[1].device(),
+                                                     G, sh, sw, ph, pw, dh, dw)
+        conv2d_dw__naive[blocks(K * CRS), 256](dyv.device(), xv.device(), dwt[1].device(),
+                                               G, sh, sw, ph, pw, dh, dw)
         return dx, dwt, db
-    # dx: col[n, g] = W_g^T (CRS x Kg) @ dy[n, g] (Kg x P), batched over z = n*G + g; then the gather
-    col = empty(N * C * KH * KW * P, dt, kind)
-    launch_tiled(flat(wd), flat(dyd), col, CRS, P, Kg, CRS, P, P, ta=True, tb=False, batch=N * G, G=G,
-                 sa=(0, Kg * CRS), sb=(K * P, Kg * P), sc=(C * KH * KW * P, CRS * P), tile=dx_tile)
-    launch_col2im(col, flat(dx), N, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw,
-                  (C * KH * KW * P, P, 1))
+    if dx_variant is None:
+        dx_variant = "igemm" if sh == 1 and sw == 1 and KK <= 62 else "gemm_col2im"
+    if dx_variant == "igemm":
+        # dx[n,c,ih,iw] = sum_{k,kh,kw} W[k,c,kh,kw] dy[n,k,ih+ph-kh*dh,iw+pw-kw*dw]: the stride-1 forward
+        # convolution of dy with W flipped and transposed, padding dh*(KH-1)-ph; no col buffer, no col2im
+        assert sh == 1 and sw == 1
+        wt = _fl.empty((C * Kg * KK,), dt, kind)
+        _fl.launch(flip_weights, ch, blocks(wt[1].size), 256, flat(wv), wt[1], Kg, Cg, KK, G, wt[1].size)
+        _launch_igemm("igemm", dt, KH, KW, dx_tile, dyv, wt[1], _dummy(dt), dx[1], False, N, K, OH, OW, C, H, W,
+                      G, 1, 1, dh * (KH - 1) - ph, dw * (KW - 1) - pw, dh, dw, kind)
+    else:
+        # col[n, g] = W_g^T (CRS x Kg) @ dy[n, g] (Kg x P), batched over z = n*G + g; then the gather
+        col = _fl.empty((N * C * KK * P,), dt, kind)
+        launch_tiled(flat(wv), flat(dyv), col[1], CRS, P, Kg, CRS, P, P, ta=True, tb=False, batch=N * G, G=G,
+                     sa=(0, Kg * CRS), sb=(K * P, Kg * P), sc=(C * KK * P, CRS * P), tile=dx_tile)
+        launch_col2im(col[1], flat(dx[1]), N, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw,
+                      (C * KK * P, P, 1))
     # dweight: implicit GEMM, split-K so that a small output still fills the GPU
     k = conv2d_dw__igemm(np.dtype(dt), KH, KW, dw_tile or dw_tile_for(Kg))
     BM, BN = k.tile
@@ -428,24 +644,35 @@ def conv2d_backward_device(dyd, xd, wd, stride, padding, dilation, groups, varia
         nsplit = max(1, min(-(-528 // tiles), Q // 512))
     kchunk = -(-(-(-Q // nsplit)) // BK) * BK             # ceil(Q / nsplit), rounded up to whole slabs
     nsplit = -(-Q // kchunk)                               # no empty split
-    part = dwt.reshape(dwt.size) if nsplit == 1 else empty(nsplit * dwt.size, dt, kind)
-    k[(-(-CRS // BN), -(-Kg // BM), G * nsplit), NT](flat(dyd), flat(xd), part, N, C, H, W, K, OH, OW, G,
-                                                     sh, sw, ph, pw, dh, dw, nsplit, kchunk)
+    size = K * CRS
+    part = flat(dwt[1]) if nsplit == 1 else _fl.empty((nsplit * size,), dt, kind)[1]
+    _fl.launch(k, ch, (-(-CRS // BN), -(-Kg // BM), G * nsplit), NT, flat(dyv), flat(xv), part,
+               N, C, H, W, K, OH, OW, G, sh, sw, ph, pw, dh, dw, nsplit, kchunk)
     if nsplit > 1:
-        sum_splits[blocks(dwt.size), 256](part, flat(dwt), nsplit, dwt.size)
+        _fl.launch(sum_splits, ch, blocks(size), 256, part, flat(dwt[1]), nsplit, size)
     return dx, dwt, db
 
 
+def conv2d_backward_device(dyd, xd, wd, stride, padding, dilation, groups, variant="igemm",
+                           dx_tile=None, dw_tile=None, kind="numba", nsplit=None, dx_variant=None):
+    """(dx, dweight, dbias) as Numba device arrays."""
+    v = _fl.view
+    outs = _backward(v(dyd), v(xd), v(wd), stride, padding, dilation, groups, variant, dx_tile, dw_tile, kind,
+                     nsplit, dx_variant)
+    return tuple(o[1].device() for o in outs)
+
+
 # ---------------------------------------------------------------- public functions (backend contract)
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, variant="igemm"):
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, variant="igemm", tile=None):
     kind = kind_of(x)
-    y = conv2d_forward_device(as_device(x), as_device(weight), as_device(bias), stride, padding, dilation,
-                              int(groups), variant, kind=kind)
-    return wrap(y, kind)
+    v = _fl.view
+    y = _forward(v(x), v(weight), v(bias), stride, padding, dilation, int(groups), variant, tile, kind)
+    return _fl.result(y, kind)
 
 
-def conv2d_backward(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, variant="igemm"):
+def conv2d_backward(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, variant="igemm", dx_variant=None):
     kind = kind_of(dy, x)
-    outs = conv2d_backward_device(as_device(dy), as_device(x), as_device(weight), stride, padding, dilation,
-                                  int(groups), variant, kind=kind)
-    return tuple(wrap(o, kind) for o in outs)
+    v = _fl.view
+    outs = _backward(v(dy), v(x), v(weight), stride, padding, dilation, int(groups), variant, kind=kind,
+                     dx_variant=dx_variant)
+    return tuple(_fl.result(o, kind) for o in outs)

@@ -8,7 +8,9 @@ Versions, in order:
                      slab_mma, its inner product, is shared with the conv2d implicit GEMMs: 128-bit shared
                      loads and a hand-unrolled slab took 64x64 from 16.0 to 19.4 TFLOP/s and 128x128 from
                      20.8 to 26.7 (H100, n=4096; the 128-bit loads alone: 13.4 and 20.9).
-It is also batched (blockIdx.z), which conv2d_backward uses for W^T @ dy per (image, group).
+It is also batched (blockIdx.z), which conv2d_backward uses for W^T @ dy per (image, group), and
+launch_split_k uses for split-K: the skinny LSTM GEMMs (64x512 @ 512x2048 filled 32 of 132 SMs) run as
+4-16 reduction slices whose sum the consumer kernel forms. Every launch goes through _fastlaunch.
 Measured on the H100, n=4096 fp32: cuBLAS 50.6 TFLOP/s; 128x128 tile 26.7 (0.53x); 64x64 tile 19.4 (0.38x);
 no register spills in either (ptxas: 209 and 103 registers).
 """
@@ -16,6 +18,8 @@ import functools
 
 import numpy as np
 from numba import config, cuda, float32, float64, uint64
+
+from . import _fastlaunch as _fl
 
 NT = 256          # threads per block: a 16x16 grid of threads, each owning a TMxTN block of outputs
 BK = 8            # depth of one shared-memory slab
@@ -211,16 +215,48 @@ def gemm__tiled(dtype, ta, tb, tile=DEFAULT_TILE):
 
 def launch_tiled(a, b, c, M, N, K, lda, ldb, ldc, ta=False, tb=False, beta=0.0, batch=1, G=1,
                  sa=(0, 0), sb=(0, 0), sc=(0, 0), tile=None):
-    """Run gemm__tiled on flat (1-D) device arrays; batch = number of z slices (z//G, z%G pick the offsets)."""
+    """Run gemm__tiled on flat (1-D) device arrays or _fastlaunch Views; batch = number of z slices
+    (z//G, z%G pick the offsets). Launched through _fastlaunch: Numba's dispatcher costs ~100 us a call."""
     k = gemm__tiled(np.dtype(c.dtype), bool(ta), bool(tb), tile or pick_tile(M, N, batch))
     BM, BN = k.tile
     grid = ((N + BN - 1) // BN, (M + BM - 1) // BM, batch)
-    k[grid, NT](a, b, c, M, N, K, lda, ldb, ldc, G, sa[0], sa[1], sb[0], sb[1], sc[0], sc[1],
-                c.dtype.type(beta))
+    _fl.launch(k, c.dtype.char, grid, NT, a, b, c, M, N, K, lda, ldb, ldc, G, sa[0], sa[1], sb[0], sb[1],
+               sc[0], sc[1], c.dtype.type(beta))
 
 
-def flat(d):
-    return d.reshape(d.size)
+def split_k_for(M, N, K, tile="64x64"):
+    """How many K-chunks a skinny GEMM should be split into so that ~132+ blocks run (the H100 has 132 SMs);
+    a divisor of K that leaves whole 8-deep slabs, 1 when the output alone fills the GPU."""
+    BM, BN = 16 * TILES[tile][0], 16 * TILES[tile][1]
+    blocks_ = -(-M // BM) * -(-N // BN)
+    best = 1
+    for s in (2, 4, 8, 16):
+        if blocks_ * best >= 132 or K % (s * BK) or K // s < 64:
+            break
+        best = s
+    return best
+
+
+def launch_split_k(a, b, part, M, N, K, split, ta=False, tb=False, tile="64x64"):
+    """part[z] = op(A)[:, z*K/split : ...] @ op(B)[z*K/split : ..., :] for z < split: a skinny GEMM's reduction
+    cut into `split` slices that run as the batch of gemm__tiled (skinny LSTM GEMMs: 32 -> 128 blocks); the
+    consumer sums the slices (the LSTM pointwise kernels do, for free). a, b: 2-D row-major, part: flat."""
+    kc = K // split
+    lda, ldb = a.shape[1], b.shape[1]
+    sa = kc * lda if ta else kc                     # where slice z of op(a) starts
+    sb = kc if tb else kc * ldb
+    launch_tiled(_flat(a), _flat(b), part, M, N, kc, lda, ldb, N, ta, tb, batch=split,
+                 sa=(sa, 0), sb=(sb, 0), sc=(M * N, 0), tile=tile)
+
+
+def _flat(d):
+    """A 1-D View of a C-contiguous Numba device array or View (no Numba array is built)."""
+    if isinstance(d, _fl.View):
+        return d.reshape(d.size)
+    return _fl.View(d, _fl._ptr(d), (d.size,), d.dtype)
+
+
+flat = _flat
 
 
 def matmul(a, b, out=None, trans_a=False, trans_b=False, beta=0.0, variant=None):
@@ -244,6 +280,6 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False, beta=0.0, variant=None)
         gemm__naive[((N + 15) // 16, (M + 15) // 16), (16, 16)](a, b, out, M, N, K, bool(trans_a),
                                                                 bool(trans_b), out.dtype.type(beta))
     else:
-        launch_tiled(flat(a), flat(b), flat(out), M, N, K, a.shape[1], b.shape[1], N, trans_a, trans_b,
+        launch_tiled(_flat(a), _flat(b), _flat(out), M, N, K, a.shape[1], b.shape[1], N, trans_a, trans_b,
                      beta, tile=None if variant == "tiled" else variant)
     return out

@@ -70,8 +70,10 @@ def col2im__gather(col, x, N, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, s
 
 
 def launch_col2im(col_flat, x_flat, N, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, strides):
-    col2im__gather[blocks(N * C * H * W), 256](col_flat, x_flat, N, C, H, W, KH, KW, OH, OW,
-                                               sh, sw, ph, pw, dh, dw, *strides)
+    """col_flat, x_flat: 1-D Numba device arrays or _fastlaunch Views (launched without Numba's dispatcher)."""
+    from ._fastlaunch import launch
+    launch(col2im__gather, x_flat.dtype.char, blocks(N * C * H * W), 256, col_flat, x_flat, N, C, H, W, KH, KW,
+           OH, OW, sh, sw, ph, pw, dh, dw, *(int(s) for s in strides))
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
