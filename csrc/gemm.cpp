@@ -1,13 +1,33 @@
 // GEMM shared by conv2d and LSTM: C = alpha * op(A) @ op(B) + beta * C (row-major).
-// gemm_naive is the algorithmic reference; the fast packed/register-blocked variants replace it.
-#include "fastnn.h"
+//
+// Variants, in order:
+//   gemm_naive                   the algorithmic reference (row-at-a-time axpy); kept for reading, not called.
+//   gemm_f32__scalar_6x16,
+//   gemm_f64__scalar_6x8         portable microkernels with the packed structure below (compiler may use SSE2).
+//   gemm_f32__avx2_fma_6x16,
+//   gemm_f64__avx2_fma_6x8       register-blocked AVX2/FMA microkernels: 12 ymm accumulators, 2 B loads and
+//                                6 broadcasts per depth step; compiled with a function-level target attribute and
+//                                chosen at run time (fastnn::has_avx2_fma), so the library still runs without AVX2.
+//   gemm                         BLIS-style driver (gemm_packed.h): pack A/B into cache-sized panels, threads over
+//                                independent output blocks.
+#include <algorithm>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define FASTNN_X86 1
+#endif
+
+#include "gemm_packed.h"
 
 namespace fastnn {
 
 template <typename T>
-static void gemm_naive(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B, i64 ldb,
-                       T beta, T* C, i64 ldc) {
-#pragma omp parallel for schedule(static)
+[[maybe_unused]] static void gemm_naive(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda,
+                                        const T* B, i64 ldb, T beta, T* C, i64 ldc) {
     for (i64 i = 0; i < M; ++i) {
         T* c = C + i * ldc;
         for (i64 j = 0; j < N; ++j) c[j] = beta == T(0) ? T(0) : beta * c[j];
@@ -19,10 +39,153 @@ static void gemm_naive(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* 
     }
 }
 
+namespace packed {
+
+// Store an accumulated tile: C = alpha * acc + beta * C for the m x n valid corner (beta == 0 never reads C,
+// so NaN/garbage in an uninitialised C cannot leak into the result).
+template <typename T, i64 MR, i64 NR>
+static inline void store_tile(const T* acc, T* c, i64 ldc, T alpha, T beta, i64 m, i64 n) {
+    for (i64 i = 0; i < m; ++i)
+        for (i64 j = 0; j < n; ++j) {
+            const T v = alpha * acc[i * NR + j];
+            c[i * ldc + j] = beta == T(0) ? v : v + beta * c[i * ldc + j];
+        }
+}
+
+// Portable fallback with the same packed layout as the SIMD kernels.
+template <typename T, i64 MR, i64 NR>
+static void gemm__scalar(i64 kc, const T* a, const T* b, T* c, i64 ldc, T alpha, T beta, i64 m, i64 n) {
+    T acc[MR * NR] = {};
+    for (i64 k = 0; k < kc; ++k, a += MR, b += NR)
+        for (i64 i = 0; i < MR; ++i)
+            for (i64 j = 0; j < NR; ++j) acc[i * NR + j] += a[i] * b[j];
+    store_tile<T, MR, NR>(acc, c, ldc, alpha, beta, m, n);
+}
+static void gemm_f32__scalar_6x16(i64 kc, const float* a, const float* b, float* c, i64 ldc, float alpha, float beta,
+                                  i64 m, i64 n) {
+    gemm__scalar<float, 6, 16>(kc, a, b, c, ldc, alpha, beta, m, n);
+}
+static void gemm_f64__scalar_6x8(i64 kc, const double* a, const double* b, double* c, i64 ldc, double alpha,
+                                 double beta, i64 m, i64 n) {
+    gemm__scalar<double, 6, 8>(kc, a, b, c, ldc, alpha, beta, m, n);
+}
+
+#ifdef FASTNN_X86
+// The accumulators are named variables, not an array: GCC spills an array of __m256 to the stack on every step.
+#define FASTNN_ROW(i, SET, BCAST, FMA)                    \
+    {                                                     \
+        const auto ai = BCAST(a + i);                     \
+        c##i##0 = FMA(ai, b0, c##i##0);                   \
+        c##i##1 = FMA(ai, b1, c##i##1);                   \
+    }
+#define FASTNN_STORE_ROW(i, LOADU, STOREU, MUL, FMA, W)  \
+    {                                                     \
+        T* p = c + i * ldc;                               \
+        auto v0 = MUL(va, c##i##0), v1 = MUL(va, c##i##1); \
+        if (beta != T(0)) {                               \
+            v0 = FMA(vb, LOADU(p), v0);                   \
+            v1 = FMA(vb, LOADU(p + W), v1);               \
+        }                                                 \
+        STOREU(p, v0);                                    \
+        STOREU(p + W, v1);                                \
+    }
+#define FASTNN_UKERNEL_BODY(V, W, SETZERO, SET1, LOADU, STOREU, STORE, BCAST, MUL, FMA)                          \
+    V c00 = SETZERO(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00, c40 = c00,  \
+      c41 = c00, c50 = c00, c51 = c00;                                                                           \
+    for (i64 k = 0; k < kc; ++k, a += 6, b += 2 * W) {                                                           \
+        const V b0 = LOADU(b), b1 = LOADU(b + W);                                                                \
+        FASTNN_ROW(0, SET, BCAST, FMA) FASTNN_ROW(1, SET, BCAST, FMA) FASTNN_ROW(2, SET, BCAST, FMA)             \
+        FASTNN_ROW(3, SET, BCAST, FMA) FASTNN_ROW(4, SET, BCAST, FMA) FASTNN_ROW(5, SET, BCAST, FMA)             \
+    }                                                                                                            \
+    const V va = SET1(alpha), vb = SET1(beta);                                                                   \
+    if (m == 6 && n == 2 * W) {                                                                                  \
+        FASTNN_STORE_ROW(0, LOADU, STOREU, MUL, FMA, W) FASTNN_STORE_ROW(1, LOADU, STOREU, MUL, FMA, W)          \
+        FASTNN_STORE_ROW(2, LOADU, STOREU, MUL, FMA, W) FASTNN_STORE_ROW(3, LOADU, STOREU, MUL, FMA, W)          \
+        FASTNN_STORE_ROW(4, LOADU, STOREU, MUL, FMA, W) FASTNN_STORE_ROW(5, LOADU, STOREU, MUL, FMA, W)          \
+        return;                                                                                                  \
+    }                                                                                                            \
+    alignas(32) T t[6 * 2 * W];                                                                                  \
+    STORE(t + 0 * W, c00); STORE(t + 1 * W, c01); STORE(t + 2 * W, c10); STORE(t + 3 * W, c11);                 \
+    STORE(t + 4 * W, c20); STORE(t + 5 * W, c21); STORE(t + 6 * W, c30); STORE(t + 7 * W, c31);                 \
+    STORE(t + 8 * W, c40); STORE(t + 9 * W, c41); STORE(t + 10 * W, c50); STORE(t + 11 * W, c51);               \
+    store_tile<T, 6, 2 * W>(t, c, ldc, alpha, beta, m, n);
+
+// 6 rows x 16 columns of C in 12 ymm registers; per depth step: 2 loads of B, 6 broadcasts of A, 12 FMAs.
+__attribute__((target("avx2,fma"))) static void gemm_f32__avx2_fma_6x16(i64 kc, const float* a, const float* b,
+                                                                        float* c, i64 ldc, float alpha, float beta,
+                                                                        i64 m, i64 n) {
+    using T = float;
+    FASTNN_UKERNEL_BODY(__m256, 8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps,
+                        _mm256_store_ps, _mm256_broadcast_ss, _mm256_mul_ps, _mm256_fmadd_ps)
+}
+
+// The double twin: 6 rows x 8 columns (2 ymm of 4 doubles per row).
+__attribute__((target("avx2,fma"))) static void gemm_f64__avx2_fma_6x8(i64 kc, const double* a, const double* b,
+                                                                       double* c, i64 ldc, double alpha, double beta,
+                                                                       i64 m, i64 n) {
+    using T = double;
+    FASTNN_UKERNEL_BODY(__m256d, 4, _mm256_setzero_pd, _mm256_set1_pd, _mm256_loadu_pd, _mm256_storeu_pd,
+                        _mm256_store_pd, _mm256_broadcast_sd, _mm256_mul_pd, _mm256_fmadd_pd)
+}
+#undef FASTNN_UKERNEL_BODY
+#undef FASTNN_STORE_ROW
+#undef FASTNN_ROW
+#endif
+
+template <>
+Ukernel<float> ukernel<float>() {
+#ifdef FASTNN_X86
+    if (has_avx2_fma()) return gemm_f32__avx2_fma_6x16;
+#endif
+    return gemm_f32__scalar_6x16;
+}
+template <>
+Ukernel<double> ukernel<double>() {
+#ifdef FASTNN_X86
+    if (has_avx2_fma()) return gemm_f64__avx2_fma_6x8;
+#endif
+    return gemm_f64__scalar_6x8;
+}
+
+// Per-thread packing buffers, kept between calls (OpenMP reuses its threads), so a GEMM allocates nothing.
+template <typename T>
+std::vector<T>& scratch(int which) {
+    static thread_local std::vector<T> bufs[4];
+    return bufs[which];
+}
+template std::vector<float>& scratch<float>(int);
+template std::vector<double>& scratch<double>(int);
+
+}  // namespace packed
+
+// Threads take independent column blocks (or row blocks when M is the larger side) and each runs the serial
+// blocked GEMM on its block: no shared writes, no barriers; the other operand is packed by each thread (cheap
+// next to the block's FLOPs). Tiny problems stay on one thread.
 template <typename T>
 void gemm(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B, i64 ldb, T beta, T* C,
           i64 ldc) {
-    gemm_naive(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    using P = packed::Tile<T>;
+    if (M <= 0 || N <= 0) return;
+    int nt = get_num_threads();
+    if ((double)M * N * std::max<i64>(K, 1) < 32768.0 * 8) nt = 1;
+    const bool split_n = N >= M;
+    const i64 dim = split_n ? N : M, unit = split_n ? P::NR : P::MR;
+    const i64 nblk = std::min<i64>(nt, (dim + unit - 1) / unit);
+    const i64 step = packed::round_up((dim + nblk - 1) / nblk, unit);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nblk > 1)
+    for (i64 b = 0; b < nblk; ++b) {
+        const i64 lo = b * step, len = std::min(step, dim - lo);
+        if (len <= 0) continue;
+        if (split_n) {
+            packed::PackMatA<T> pa{A, lda, ta};
+            packed::PackMatB<T> pb{tb ? B + lo * ldb : B + lo, ldb, tb};
+            packed::gemm_blocked<T>(M, len, K, alpha, pa, pb, beta, C + lo, ldc);
+        } else {
+            packed::PackMatA<T> pa{ta ? A + lo : A + lo * lda, lda, ta};
+            packed::PackMatB<T> pb{B, ldb, tb};
+            packed::gemm_blocked<T>(len, N, K, alpha, pa, pb, beta, C + lo * ldc, ldc);
+        }
+    }
 }
 
 template void gemm<float>(bool, bool, i64, i64, i64, float, const float*, i64, const float*, i64, float, float*, i64);

@@ -1,0 +1,150 @@
+// The BLIS-style packed GEMM driver, shared by gemm.cpp and conv2d.cpp (internal; not part of the fastnn.h contract).
+//
+// C (M x N, row stride ldc) = alpha * A . B + beta * C, where A and B are never read directly: the caller supplies
+// packers that produce cache-sized panels. This is what lets conv2d pack input patches straight into B panels
+// (implicit GEMM) instead of materialising an im2col matrix.
+//
+// Packed layouts (what the microkernel reads):
+//   A block (rows i0.., depth p0.., mc x kc): micro-panels of MR rows, panel q at q*MR*kc, element (r, k) at k*MR + r;
+//   B block (depth p0.., cols j0.., kc x nc): micro-panels of NR columns, panel q at q*NR*kc, element (k, c) at k*NR + c.
+//   Rows/columns past mc/nc are zero-filled to the full MR/NR, so the microkernel never branches on edges while
+//   accumulating; only its store is masked.
+#pragma once
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "fastnn.h"
+
+namespace fastnn {
+namespace packed {
+
+// MR x NR is the microkernel's register tile (6x16 floats = 12 ymm accumulators; 6x8 doubles likewise).
+// KC x NR B micro-panels (16 KiB) stay in L1, MC x KC A blocks in L2 (Zen 3: 512 KiB), KC x NC B blocks in L3.
+template <typename T> struct Tile;
+template <> struct Tile<float> { static constexpr i64 MR = 6, NR = 16, KC = 256, MC = 144, NC = 3072; };
+template <> struct Tile<double> { static constexpr i64 MR = 6, NR = 8, KC = 256, MC = 96, NC = 3072; };
+
+inline i64 round_up(i64 a, i64 b) { return (a + b - 1) / b * b; }
+
+// C[0:m, 0:n] = alpha * (a: kc x MR panel) . (b: kc x NR panel) + beta * C; beta == 0 never reads C.
+template <typename T>
+using Ukernel = void (*)(i64 kc, const T* a, const T* b, T* c, i64 ldc, T alpha, T beta, i64 m, i64 n);
+template <typename T> Ukernel<T> ukernel();      // AVX2/FMA or the scalar fallback, chosen once (gemm.cpp)
+template <typename T> std::vector<T>& scratch(int which);  // per-thread buffers: 0 = A block, 1 = B block, 2.. = caller
+
+// ---- packers for plain row-major matrices (op(A) is M x K, op(B) is K x N) ----
+// A packer: returns a pointer to the packed block (here: dst after packing; a prepacked packer returns its own).
+template <typename T>
+struct PackMatA {
+    const T* A;
+    i64 lda;
+    bool trans;  // op(A)(i, k) = trans ? A[k*lda + i] : A[i*lda + k]
+    const T* operator()(i64 i0, i64 mc, i64 p0, i64 kc, T* dst) const {
+        constexpr i64 MR = Tile<T>::MR;
+        T* const out = dst;
+        for (i64 ir = 0; ir < mc; ir += MR, dst += MR * kc) {
+            const i64 m = std::min(MR, mc - ir);
+            if (trans) {
+                for (i64 k = 0; k < kc; ++k) {
+                    const T* src = A + (p0 + k) * lda + i0 + ir;
+                    for (i64 r = 0; r < MR; ++r) dst[k * MR + r] = r < m ? src[r] : T(0);
+                }
+            } else {
+                for (i64 r = 0; r < MR; ++r) {
+                    if (r >= m) {
+                        for (i64 k = 0; k < kc; ++k) dst[k * MR + r] = T(0);
+                        continue;
+                    }
+                    const T* src = A + (i0 + ir + r) * lda + p0;
+                    for (i64 k = 0; k < kc; ++k) dst[k * MR + r] = src[k];
+                }
+            }
+        }
+        return out;
+    }
+};
+
+template <typename T>
+struct PackMatB {
+    const T* B;
+    i64 ldb;
+    bool trans;  // op(B)(k, j) = trans ? B[j*ldb + k] : B[k*ldb + j]
+    void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
+        constexpr i64 NR = Tile<T>::NR;
+        for (i64 jr = 0; jr < nc; jr += NR, dst += NR * kc) {
+            const i64 n = std::min(NR, nc - jr);
+            if (trans) {
+                for (i64 c = 0; c < NR; ++c) {
+                    const T* src = B + (j0 + jr + c) * ldb + p0;
+                    for (i64 k = 0; k < kc; ++k) dst[k * NR + c] = c < n ? src[k] : T(0);
+                }
+            } else {
+                for (i64 k = 0; k < kc; ++k) {
+                    const T* src = B + (p0 + k) * ldb + j0 + jr;
+                    T* d = dst + k * NR;
+                    if (n == NR) std::memcpy(d, src, sizeof(T) * NR);
+                    else for (i64 c = 0; c < NR; ++c) d[c] = c < n ? src[c] : T(0);
+                }
+            }
+        }
+    }
+};
+
+// A packed once up front and reused by many GEMMs (conv weights): block (i0, p0) of the whole M x K matrix lives at
+// p0 * round_up(M, MR) + i0 * kc, which is exactly where packing each depth block of all M rows puts it.
+template <typename T>
+struct PrepackedA {
+    std::vector<T> buf;
+    i64 Mp = 0;
+    template <class PackA>
+    void pack(i64 M, i64 K, const PackA& packA) {
+        Mp = round_up(M, Tile<T>::MR);
+        buf.resize(std::max<i64>(1, Mp * K));
+        for (i64 p0 = 0; p0 < K; p0 += Tile<T>::KC) {
+            const i64 kc = std::min(Tile<T>::KC, K - p0);
+            T* dst = buf.data() + p0 * Mp;
+            const T* got = packA(0, M, p0, kc, dst);
+            if (got != dst) std::memcpy(dst, got, sizeof(T) * Mp * kc);
+        }
+    }
+    const T* operator()(i64 i0, i64, i64 p0, i64 kc, T*) const { return buf.data() + p0 * Mp + i0 * kc; }
+};
+
+// The serial blocked GEMM (one thread; callers parallelise over independent output blocks).
+// packA(i0, mc, p0, kc, buf) -> const T* packed block; packB(p0, kc, j0, nc, buf) fills buf.
+template <typename T, class PackA, class PackB>
+void gemm_blocked(i64 M, i64 N, i64 K, T alpha, const PackA& packA, const PackB& packB, T beta, T* C, i64 ldc) {
+    using P = Tile<T>;
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == T(0)) {  // nothing to accumulate: C = beta * C (beta == 0 writes zeros, never reads C)
+        for (i64 i = 0; i < M; ++i)
+            for (i64 j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+        return;
+    }
+    const Ukernel<T> uk = ukernel<T>();
+    std::vector<T>& abuf = scratch<T>(0);
+    std::vector<T>& bbuf = scratch<T>(1);
+    if ((i64)abuf.size() < P::MC * P::KC) abuf.resize(P::MC * P::KC);
+    if ((i64)bbuf.size() < P::KC * P::NC) bbuf.resize(P::KC * P::NC);
+    for (i64 jc = 0; jc < N; jc += P::NC) {
+        const i64 nc = std::min(P::NC, N - jc);
+        for (i64 pc = 0; pc < K; pc += P::KC) {
+            const i64 kc = std::min(P::KC, K - pc);
+            const T b_ = pc == 0 ? beta : T(1);  // later depth blocks accumulate onto the first
+            packB(pc, kc, jc, nc, bbuf.data());
+            for (i64 ic = 0; ic < M; ic += P::MC) {
+                const i64 mc = std::min(P::MC, M - ic);
+                const T* ap = packA(ic, mc, pc, kc, abuf.data());
+                // jr outer: one B micro-panel stays in L1 while the A block streams from L2.
+                for (i64 jr = 0; jr < nc; jr += P::NR)
+                    for (i64 ir = 0; ir < mc; ir += P::MR)
+                        uk(kc, ap + ir * kc, bbuf.data() + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, alpha, b_,
+                           std::min(P::MR, mc - ir), std::min(P::NR, nc - jr));
+            }
+        }
+    }
+}
+
+}  // namespace packed
+}  // namespace fastnn
