@@ -55,13 +55,13 @@ bool is_1x1_s1_p0(const ConvShape& s) {
 
 // B(k = tap c,kh,kw of the group, j = output position) of one image and group; jbase = first position of the GEMM.
 // Each tap's run of positions is built contiguously in a line (memcpy for stride 1), then cut into NR-wide panels.
-template <typename T>
+template <class Cf, typename T = typename Cf::T>
 struct PackPatches {
     const T* x;  // first plane of the group in this image
     const ConvShape* s;
     i64 jbase;
     void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
-        constexpr i64 NR = packed::Tile<T>::NR;
+        constexpr i64 NR = Cf::NR;
         const i64 KK = s->KH * s->KW, ncp = packed::round_up(nc, NR);
         std::vector<T>& line = packed::scratch<T>(2);
         if ((i64)line.size() < ncp) line.resize(ncp);
@@ -75,12 +75,12 @@ struct PackPatches {
 };
 
 // The transpose for dweight: B(k = output position, j = tap). One tap (a panel column) is gathered per line.
-template <typename T>
+template <class Cf, typename T = typename Cf::T>
 struct PackPatchesT {
     const T* x;
     const ConvShape* s;
     void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
-        constexpr i64 NR = packed::Tile<T>::NR;
+        constexpr i64 NR = Cf::NR;
         const i64 KK = s->KH * s->KW;
         std::vector<T>& line = packed::scratch<T>(2);
         if ((i64)line.size() < kc) line.resize(kc);
@@ -99,13 +99,13 @@ struct PackPatchesT {
 
 }  // namespace
 
-template <typename T>
-void conv2d_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
-    constexpr i64 NR = packed::Tile<T>::NR;
+template <class Cf, typename T = typename Cf::T>
+static void conv2d_fwd__implicit_gemm(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
+    constexpr i64 NR = Cf::NR;
     if (s.N == 0) return;
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.KH * s.KW, P = s.OH * s.OW, HW = s.H * s.W;
-    std::vector<packed::PrepackedA<T>> wp(G);  // W[g] packed once, shared read-only by all threads
-    for (i64 g = 0; g < G; ++g) wp[g].pack(Kg, CRS, packed::PackMatA<T>{w + g * Kg * CRS, CRS, false});
+    std::vector<packed::PrepackedA<Cf>> wp(G);  // W[g] packed once, shared read-only by all threads
+    for (i64 g = 0; g < G; ++g) wp[g].pack(Kg, CRS, packed::PackMatA<Cf>{w + g * Kg * CRS, CRS, false});
     // Column blocks of P: enough tasks to balance threads (x4), none wider than 1024 (B block of L2 size).
     const i64 nt = get_num_threads();
     i64 nchunk = std::max<i64>((4 * nt + s.N * G - 1) / (s.N * G), (P + 1023) / 1024);
@@ -118,9 +118,9 @@ void conv2d_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s)
         const T* xg = x + (n * s.C + g * Cg) * HW;
         T* yg = y + (n * s.K + g * Kg) * P + j0;
         if (plain)  // conv2d_fwd__1x1_gemm
-            packed::gemm_blocked<T>(Kg, len, CRS, T(1), wp[g], packed::PackMatB<T>{xg + j0, HW, false}, T(0), yg, P);
+            packed::gemm_blocked<Cf>(Kg, len, CRS, T(1), wp[g], packed::PackMatB<Cf>{xg + j0, HW, false}, T(0), yg, P);
         else        // conv2d_fwd__implicit_gemm
-            packed::gemm_blocked<T>(Kg, len, CRS, T(1), wp[g], PackPatches<T>{xg, &s, j0}, T(0), yg, P);
+            packed::gemm_blocked<Cf>(Kg, len, CRS, T(1), wp[g], PackPatches<Cf>{xg, &s, j0}, T(0), yg, P);
         if (bias)
             for (i64 k = 0; k < Kg; ++k) {
                 const T b = bias[g * Kg + k];
@@ -129,8 +129,8 @@ void conv2d_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s)
     }
 }
 
-template <typename T>
-void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvShape& s) {
+template <class Cf, typename T = typename Cf::T>
+static void conv2d_bwd__implicit_gemm(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvShape& s) {
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, KK = s.KH * s.KW, CRS = Cg * KK, P = s.OH * s.OW,
               HW = s.H * s.W;
     const bool plain = is_1x1_s1_p0(s);
@@ -163,13 +163,13 @@ void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const 
         for (i64 n = n0; n < n1; ++n)
             for (i64 g = 0; g < G; ++g) {
                 const T* xg = x + (n * s.C + g * Cg) * HW;
-                packed::PackMatA<T> a{dy + (n * s.K + g * Kg) * P, P, false};
+                packed::PackMatA<Cf> a{dy + (n * s.K + g * Kg) * P, P, false};
                 const T beta = n == n0 ? T(0) : T(1);
                 if (plain)
-                    packed::gemm_blocked<T>(Kg, CRS, P, T(1), a, packed::PackMatB<T>{xg, HW, true}, beta,
+                    packed::gemm_blocked<Cf>(Kg, CRS, P, T(1), a, packed::PackMatB<Cf>{xg, HW, true}, beta,
                                             acc + g * Kg * CRS, CRS);
                 else
-                    packed::gemm_blocked<T>(Kg, CRS, P, T(1), a, PackPatchesT<T>{xg, &s}, beta, acc + g * Kg * CRS,
+                    packed::gemm_blocked<Cf>(Kg, CRS, P, T(1), a, PackPatchesT<Cf>{xg, &s}, beta, acc + g * Kg * CRS,
                                             CRS);
             }
     }
@@ -181,8 +181,8 @@ void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const 
 
     // dx: W[g]^T prepacked once; per (image, group) the dcol rows are produced a block of output rows at a time
     // (about 1 MiB, so it stays in L2) and gathered into dx right away.
-    std::vector<packed::PrepackedA<T>> wt(G);
-    for (i64 g = 0; g < G; ++g) wt[g].pack(CRS, Kg, packed::PackMatA<T>{w + g * Kg * CRS, CRS, true});
+    std::vector<packed::PrepackedA<Cf>> wt(G);
+    for (i64 g = 0; g < G; ++g) wt[g].pack(CRS, Kg, packed::PackMatA<Cf>{w + g * Kg * CRS, CRS, true});
     const i64 rows = std::max<i64>(1, std::min<i64>(s.OH, (i64(1) << 20) / (i64)sizeof(T) / (CRS * s.OW)));
 #pragma omp parallel for schedule(dynamic)
     for (i64 ng = 0; ng < s.N * G; ++ng) {
@@ -190,7 +190,7 @@ void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const 
         const T* dyg = dy + (n * s.K + g * Kg) * P;
         T* dxg = dx + (n * s.C + g * Cg) * HW;
         if (plain) {
-            packed::gemm_blocked<T>(Cg, P, Kg, T(1), wt[g], packed::PackMatB<T>{dyg, P, false}, T(0), dxg, HW);
+            packed::gemm_blocked<Cf>(Cg, P, Kg, T(1), wt[g], packed::PackMatB<Cf>{dyg, P, false}, T(0), dxg, HW);
             continue;
         }
         std::fill(dxg, dxg + Cg * HW, T(0));
@@ -198,7 +198,7 @@ void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const 
         if ((i64)dcol.size() < CRS * rows * s.OW) dcol.resize(CRS * rows * s.OW);
         for (i64 oh0 = 0; oh0 < s.OH; oh0 += rows) {
             const i64 j0 = oh0 * s.OW, len = std::min(rows, s.OH - oh0) * s.OW;
-            packed::gemm_blocked<T>(CRS, len, Kg, T(1), wt[g], packed::PackMatB<T>{dyg + j0, P, false}, T(0),
+            packed::gemm_blocked<Cf>(CRS, len, Kg, T(1), wt[g], packed::PackMatB<Cf>{dyg + j0, P, false}, T(0),
                                     dcol.data(), len);
             for (i64 crs = 0; crs < CRS; ++crs) {
                 const i64 c = crs / KK, r = crs % KK;
@@ -206,6 +206,16 @@ void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const 
             }
         }
     }
+}
+
+template <typename T>
+void conv2d_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
+    packed::with_cfg<T>([&](auto cfg) { conv2d_fwd__implicit_gemm<decltype(cfg)>(x, w, bias, y, s); });
+}
+
+template <typename T>
+void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvShape& s) {
+    packed::with_cfg<T>([&](auto cfg) { conv2d_bwd__implicit_gemm<decltype(cfg)>(dy, x, w, dx, dw, db, s); });
 }
 
 template void conv2d_fwd<float>(const float*, const float*, const float*, float*, const ConvShape&);

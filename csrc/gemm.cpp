@@ -71,52 +71,65 @@ static void gemm_f64__scalar_6x8(i64 kc, const double* a, const double* b, doubl
 }
 
 #ifdef FASTNN_X86
-// The accumulators are named variables, not an array: GCC spills an array of __m256 to the stack on every step.
-#define FASTNN_ROW(i, SET, BCAST, FMA)                    \
-    {                                                     \
-        const auto ai = BCAST(a + i);                     \
-        c##i##0 = FMA(ai, b0, c##i##0);                   \
-        c##i##1 = FMA(ai, b1, c##i##1);                   \
+// One body for every SIMD microkernel: ROWS(X) lists the tile's rows, each row is two vectors of W lanes.
+// The accumulators are named variables, not an array: GCC spills an array of vectors to the stack on every step.
+#define FASTNN_DECL(i) V c##i##0 = SETZERO(), c##i##1 = c##i##0;
+#define FASTNN_FMA_ROW(i)                 \
+    {                                     \
+        const V ai = BCAST(a + i);        \
+        c##i##0 = FMA(ai, b0, c##i##0);   \
+        c##i##1 = FMA(ai, b1, c##i##1);   \
     }
-#define FASTNN_STORE_ROW(i, LOADU, STOREU, MUL, FMA, W)  \
-    {                                                     \
-        T* p = c + i * ldc;                               \
-        auto v0 = MUL(va, c##i##0), v1 = MUL(va, c##i##1); \
-        if (beta != T(0)) {                               \
-            v0 = FMA(vb, LOADU(p), v0);                   \
-            v1 = FMA(vb, LOADU(p + W), v1);               \
-        }                                                 \
-        STOREU(p, v0);                                    \
-        STOREU(p + W, v1);                                \
+#define FASTNN_STORE_ROW(i)                                 \
+    {                                                       \
+        T* p = c + i * ldc;                                 \
+        V v0 = MUL(va, c##i##0), v1 = MUL(va, c##i##1);     \
+        if (beta != T(0)) {                                 \
+            v0 = FMA(vb, LOADU(p), v0);                     \
+            v1 = FMA(vb, LOADU(p + W), v1);                 \
+        }                                                   \
+        STOREU(p, v0);                                      \
+        STOREU(p + W, v1);                                  \
     }
-#define FASTNN_UKERNEL_BODY(V, W, SETZERO, SET1, LOADU, STOREU, STORE, BCAST, MUL, FMA)                          \
-    V c00 = SETZERO(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00, c40 = c00,  \
-      c41 = c00, c50 = c00, c51 = c00;                                                                           \
-    for (i64 k = 0; k < kc; ++k, a += 6, b += 2 * W) {                                                           \
-        const V b0 = LOADU(b), b1 = LOADU(b + W);                                                                \
-        FASTNN_ROW(0, SET, BCAST, FMA) FASTNN_ROW(1, SET, BCAST, FMA) FASTNN_ROW(2, SET, BCAST, FMA)             \
-        FASTNN_ROW(3, SET, BCAST, FMA) FASTNN_ROW(4, SET, BCAST, FMA) FASTNN_ROW(5, SET, BCAST, FMA)             \
-    }                                                                                                            \
-    const V va = SET1(alpha), vb = SET1(beta);                                                                   \
-    if (m == 6 && n == 2 * W) {                                                                                  \
-        FASTNN_STORE_ROW(0, LOADU, STOREU, MUL, FMA, W) FASTNN_STORE_ROW(1, LOADU, STOREU, MUL, FMA, W)          \
-        FASTNN_STORE_ROW(2, LOADU, STOREU, MUL, FMA, W) FASTNN_STORE_ROW(3, LOADU, STOREU, MUL, FMA, W)          \
-        FASTNN_STORE_ROW(4, LOADU, STOREU, MUL, FMA, W) FASTNN_STORE_ROW(5, LOADU, STOREU, MUL, FMA, W)          \
-        return;                                                                                                  \
-    }                                                                                                            \
-    alignas(32) T t[6 * 2 * W];                                                                                  \
-    STORE(t + 0 * W, c00); STORE(t + 1 * W, c01); STORE(t + 2 * W, c10); STORE(t + 3 * W, c11);                 \
-    STORE(t + 4 * W, c20); STORE(t + 5 * W, c21); STORE(t + 6 * W, c30); STORE(t + 7 * W, c31);                 \
-    STORE(t + 8 * W, c40); STORE(t + 9 * W, c41); STORE(t + 10 * W, c50); STORE(t + 11 * W, c51);               \
-    store_tile<T, 6, 2 * W>(t, c, ldc, alpha, beta, m, n);
+#define FASTNN_SPILL_ROW(i) STOREU(t + 2 * W * i, c##i##0); STOREU(t + 2 * W * i + W, c##i##1);
+#define FASTNN_UKERNEL_BODY(MR)                                             \
+    ROWS(FASTNN_DECL)                                                       \
+    for (i64 k = 0; k < kc; ++k, a += MR, b += 2 * W) {                     \
+        const V b0 = LOADU(b), b1 = LOADU(b + W);                           \
+        ROWS(FASTNN_FMA_ROW)                                                \
+    }                                                                       \
+    const V va = SET1(alpha), vb = SET1(beta);                              \
+    if (m == MR && n == 2 * W) {                                            \
+        ROWS(FASTNN_STORE_ROW)                                              \
+        return;                                                             \
+    }                                                                       \
+    T t[MR * 2 * W];                                                        \
+    ROWS(FASTNN_SPILL_ROW)                                                  \
+    store_tile<T, MR, 2 * W>(t, c, ldc, alpha, beta, m, n);
 
+#define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 // 6 rows x 16 columns of C in 12 ymm registers; per depth step: 2 loads of B, 6 broadcasts of A, 12 FMAs.
 __attribute__((target("avx2,fma"))) static void gemm_f32__avx2_fma_6x16(i64 kc, const float* a, const float* b,
                                                                         float* c, i64 ldc, float alpha, float beta,
                                                                         i64 m, i64 n) {
     using T = float;
-    FASTNN_UKERNEL_BODY(__m256, 8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps,
-                        _mm256_store_ps, _mm256_broadcast_ss, _mm256_mul_ps, _mm256_fmadd_ps)
+    using V = __m256;
+    constexpr i64 W = 8;
+#define SETZERO _mm256_setzero_ps
+#define SET1 _mm256_set1_ps
+#define LOADU _mm256_loadu_ps
+#define STOREU _mm256_storeu_ps
+#define BCAST _mm256_broadcast_ss
+#define MUL _mm256_mul_ps
+#define FMA _mm256_fmadd_ps
+    FASTNN_UKERNEL_BODY(6)
+#undef SETZERO
+#undef SET1
+#undef LOADU
+#undef STOREU
+#undef BCAST
+#undef MUL
+#undef FMA
 }
 
 // The double twin: 6 rows x 8 columns (2 ymm of 4 doubles per row).
@@ -124,27 +137,109 @@ __attribute__((target("avx2,fma"))) static void gemm_f64__avx2_fma_6x8(i64 kc, c
                                                                        double* c, i64 ldc, double alpha, double beta,
                                                                        i64 m, i64 n) {
     using T = double;
-    FASTNN_UKERNEL_BODY(__m256d, 4, _mm256_setzero_pd, _mm256_set1_pd, _mm256_loadu_pd, _mm256_storeu_pd,
-                        _mm256_store_pd, _mm256_broadcast_sd, _mm256_mul_pd, _mm256_fmadd_pd)
+    using V = __m256d;
+    constexpr i64 W = 4;
+#define SETZERO _mm256_setzero_pd
+#define SET1 _mm256_set1_pd
+#define LOADU _mm256_loadu_pd
+#define STOREU _mm256_storeu_pd
+#define BCAST _mm256_broadcast_sd
+#define MUL _mm256_mul_pd
+#define FMA _mm256_fmadd_pd
+    FASTNN_UKERNEL_BODY(6)
+#undef SETZERO
+#undef SET1
+#undef LOADU
+#undef STOREU
+#undef BCAST
+#undef MUL
+#undef FMA
 }
+#undef ROWS
+
+#define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+// AVX-512F: 8 rows x 32 columns in 16 zmm registers (twice the lanes per FMA of AVX2, on CPUs that have it).
+__attribute__((target("avx512f"))) static void gemm_f32__avx512f_8x32(i64 kc, const float* a, const float* b,
+                                                                      float* c, i64 ldc, float alpha, float beta,
+                                                                      i64 m, i64 n) {
+    using T = float;
+    using V = __m512;
+    constexpr i64 W = 16;
+#define SETZERO _mm512_setzero_ps
+#define SET1 _mm512_set1_ps
+#define LOADU _mm512_loadu_ps
+#define STOREU _mm512_storeu_ps
+#define BCAST(p) _mm512_set1_ps(*(p))
+#define MUL _mm512_mul_ps
+#define FMA _mm512_fmadd_ps
+    FASTNN_UKERNEL_BODY(8)
+#undef SETZERO
+#undef SET1
+#undef LOADU
+#undef STOREU
+#undef BCAST
+#undef MUL
+#undef FMA
+}
+
+__attribute__((target("avx512f"))) static void gemm_f64__avx512f_8x16(i64 kc, const double* a, const double* b,
+                                                                      double* c, i64 ldc, double alpha, double beta,
+                                                                      i64 m, i64 n) {
+    using T = double;
+    using V = __m512d;
+    constexpr i64 W = 8;
+#define SETZERO _mm512_setzero_pd
+#define SET1 _mm512_set1_pd
+#define LOADU _mm512_loadu_pd
+#define STOREU _mm512_storeu_pd
+#define BCAST(p) _mm512_set1_pd(*(p))
+#define MUL _mm512_mul_pd
+#define FMA _mm512_fmadd_pd
+    FASTNN_UKERNEL_BODY(8)
+#undef SETZERO
+#undef SET1
+#undef LOADU
+#undef STOREU
+#undef BCAST
+#undef MUL
+#undef FMA
+}
+#undef ROWS
 #undef FASTNN_UKERNEL_BODY
+#undef FASTNN_SPILL_ROW
 #undef FASTNN_STORE_ROW
-#undef FASTNN_ROW
+#undef FASTNN_FMA_ROW
+#undef FASTNN_DECL
 #endif
 
 template <>
-Ukernel<float> ukernel<float>() {
+Ukernel<float> ukernel<Avx2F32>() {
 #ifdef FASTNN_X86
     if (has_avx2_fma()) return gemm_f32__avx2_fma_6x16;
 #endif
     return gemm_f32__scalar_6x16;
 }
 template <>
-Ukernel<double> ukernel<double>() {
+Ukernel<double> ukernel<Avx2F64>() {
 #ifdef FASTNN_X86
     if (has_avx2_fma()) return gemm_f64__avx2_fma_6x8;
 #endif
     return gemm_f64__scalar_6x8;
+}
+// Only selected when has_avx512f() (with_cfg); the scalar fallback keeps the program correct on any other path.
+template <>
+Ukernel<float> ukernel<Avx512F32>() {
+#ifdef FASTNN_X86
+    if (has_avx512f()) return gemm_f32__avx512f_8x32;
+#endif
+    return gemm__scalar<float, 8, 32>;
+}
+template <>
+Ukernel<double> ukernel<Avx512F64>() {
+#ifdef FASTNN_X86
+    if (has_avx512f()) return gemm_f64__avx512f_8x16;
+#endif
+    return gemm__scalar<double, 8, 16>;
 }
 
 // Per-thread packing buffers, kept between calls (OpenMP reuses its threads), so a GEMM allocates nothing.
@@ -161,15 +256,13 @@ template std::vector<double>& scratch<double>(int);
 // Threads take independent column blocks (or row blocks when M is the larger side) and each runs the serial
 // blocked GEMM on its block: no shared writes, no barriers; the other operand is packed by each thread (cheap
 // next to the block's FLOPs). Tiny problems stay on one thread.
-template <typename T>
-void gemm(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B, i64 ldb, T beta, T* C,
-          i64 ldc) {
-    using P = packed::Tile<T>;
-    if (M <= 0 || N <= 0) return;
+template <class Cf, typename T = typename Cf::T>
+static void gemm_packed(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B, i64 ldb,
+                        T beta, T* C, i64 ldc) {
     int nt = get_num_threads();
     if ((double)M * N * std::max<i64>(K, 1) < 32768.0 * 8) nt = 1;
     const bool split_n = N >= M;
-    const i64 dim = split_n ? N : M, unit = split_n ? P::NR : P::MR;
+    const i64 dim = split_n ? N : M, unit = split_n ? Cf::NR : Cf::MR;
     const i64 nblk = std::min<i64>(nt, (dim + unit - 1) / unit);
     const i64 step = packed::round_up((dim + nblk - 1) / nblk, unit);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nblk > 1)
@@ -177,15 +270,24 @@ void gemm(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, c
         const i64 lo = b * step, len = std::min(step, dim - lo);
         if (len <= 0) continue;
         if (split_n) {
-            packed::PackMatA<T> pa{A, lda, ta};
-            packed::PackMatB<T> pb{tb ? B + lo * ldb : B + lo, ldb, tb};
-            packed::gemm_blocked<T>(M, len, K, alpha, pa, pb, beta, C + lo, ldc);
+            packed::PackMatA<Cf> pa{A, lda, ta};
+            packed::PackMatB<Cf> pb{tb ? B + lo * ldb : B + lo, ldb, tb};
+            packed::gemm_blocked<Cf>(M, len, K, alpha, pa, pb, beta, C + lo, ldc);
         } else {
-            packed::PackMatA<T> pa{ta ? A + lo : A + lo * lda, lda, ta};
-            packed::PackMatB<T> pb{B, ldb, tb};
-            packed::gemm_blocked<T>(len, N, K, alpha, pa, pb, beta, C + lo * ldc, ldc);
+            packed::PackMatA<Cf> pa{ta ? A + lo : A + lo * lda, lda, ta};
+            packed::PackMatB<Cf> pb{B, ldb, tb};
+            packed::gemm_blocked<Cf>(len, N, K, alpha, pa, pb, beta, C + lo * ldc, ldc);
         }
     }
+}
+
+template <typename T>
+void gemm(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B, i64 ldb, T beta, T* C,
+          i64 ldc) {
+    if (M <= 0 || N <= 0) return;
+    packed::with_cfg<T>([&](auto cfg) {
+        gemm_packed<decltype(cfg)>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    });
 }
 
 template void gemm<float>(bool, bool, i64, i64, i64, float, const float*, i64, const float*, i64, float, float*, i64);

@@ -12,6 +12,7 @@
 #pragma once
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "fastnn.h"
@@ -19,29 +20,52 @@
 namespace fastnn {
 namespace packed {
 
-// MR x NR is the microkernel's register tile (6x16 floats = 12 ymm accumulators; 6x8 doubles likewise).
-// KC x NR B micro-panels (16 KiB) stay in L1, MC x KC A blocks in L2 (Zen 3: 512 KiB), KC x NC B blocks in L3.
-template <typename T> struct Tile;
-template <> struct Tile<float> { static constexpr i64 MR = 6, NR = 16, KC = 256, MC = 144, NC = 3072; };
-template <> struct Tile<double> { static constexpr i64 MR = 6, NR = 8, KC = 256, MC = 96, NC = 3072; };
+// A kernel configuration: element type, the microkernel's register tile MR x NR, and cache blocking. KC x NR B
+// micro-panels stay in L1, MC x KC A blocks in L2, KC x NC B blocks in L3. Every packer and driver below is a
+// template on it, so one configuration's packed layout always matches its microkernel.
+template <typename T_, i64 MR_, i64 NR_, i64 MC_>
+struct Cfg {
+    using T = T_;
+    static constexpr i64 MR = MR_, NR = NR_, KC = 256, MC = MC_, NC = 3072;
+};
+// AVX2/FMA: 6x16 floats (6x8 doubles) = 12 ymm accumulators; the scalar fallback uses the same tile.
+using Avx2F32 = Cfg<float, 6, 16, 144>;
+using Avx2F64 = Cfg<double, 6, 8, 96>;
+// AVX-512F: 8x32 floats (8x16 doubles) = 16 zmm accumulators.
+using Avx512F32 = Cfg<float, 8, 32, 192>;
+using Avx512F64 = Cfg<double, 8, 16, 96>;
 
 inline i64 round_up(i64 a, i64 b) { return (a + b - 1) / b * b; }
 
 // C[0:m, 0:n] = alpha * (a: kc x MR panel) . (b: kc x NR panel) + beta * C; beta == 0 never reads C.
 template <typename T>
 using Ukernel = void (*)(i64 kc, const T* a, const T* b, T* c, i64 ldc, T alpha, T beta, i64 m, i64 n);
-template <typename T> Ukernel<T> ukernel();      // AVX2/FMA or the scalar fallback, chosen once (gemm.cpp)
+template <class C> Ukernel<typename C::T> ukernel();  // the microkernel of a configuration (gemm.cpp)
+template <> Ukernel<float> ukernel<Avx2F32>();         // AVX2/FMA, or scalar when has_avx2_fma() is false
+template <> Ukernel<double> ukernel<Avx2F64>();
+template <> Ukernel<float> ukernel<Avx512F32>();
+template <> Ukernel<double> ukernel<Avx512F64>();
 template <typename T> std::vector<T>& scratch(int which);  // per-thread buffers: 0 = A block, 1 = B block, 2.. = caller
+
+bool has_avx512f();  // cpu_features.cpp: CPU + OS support, and FASTNN_SIMD not set to "scalar" or "avx2"
+
+// Calls f(Cfg{}) with the configuration that runs on this machine (decided once, at load time).
+template <typename T, class F>
+void with_cfg(F&& f) {
+    constexpr bool f32 = std::is_same<T, float>::value;
+    if (has_avx512f()) f(std::conditional_t<f32, Avx512F32, Avx512F64>{});
+    else f(std::conditional_t<f32, Avx2F32, Avx2F64>{});
+}
 
 // ---- packers for plain row-major matrices (op(A) is M x K, op(B) is K x N) ----
 // A packer: returns a pointer to the packed block (here: dst after packing; a prepacked packer returns its own).
-template <typename T>
+template <class C, typename T = typename C::T>
 struct PackMatA {
     const T* A;
     i64 lda;
     bool trans;  // op(A)(i, k) = trans ? A[k*lda + i] : A[i*lda + k]
     const T* operator()(i64 i0, i64 mc, i64 p0, i64 kc, T* dst) const {
-        constexpr i64 MR = Tile<T>::MR;
+        constexpr i64 MR = C::MR;
         T* const out = dst;
         for (i64 ir = 0; ir < mc; ir += MR, dst += MR * kc) {
             const i64 m = std::min(MR, mc - ir);
@@ -65,13 +89,13 @@ struct PackMatA {
     }
 };
 
-template <typename T>
+template <class C, typename T = typename C::T>
 struct PackMatB {
     const T* B;
     i64 ldb;
     bool trans;  // op(B)(k, j) = trans ? B[j*ldb + k] : B[k*ldb + j]
     void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
-        constexpr i64 NR = Tile<T>::NR;
+        constexpr i64 NR = C::NR;
         for (i64 jr = 0; jr < nc; jr += NR, dst += NR * kc) {
             const i64 n = std::min(NR, nc - jr);
             if (trans) {
@@ -93,16 +117,16 @@ struct PackMatB {
 
 // A packed once up front and reused by many GEMMs (conv weights): block (i0, p0) of the whole M x K matrix lives at
 // p0 * round_up(M, MR) + i0 * kc, which is exactly where packing each depth block of all M rows puts it.
-template <typename T>
+template <class C, typename T = typename C::T>
 struct PrepackedA {
     std::vector<T> buf;
     i64 Mp = 0;
     template <class PackA>
     void pack(i64 M, i64 K, const PackA& packA) {
-        Mp = round_up(M, Tile<T>::MR);
+        Mp = round_up(M, C::MR);
         buf.resize(std::max<i64>(1, Mp * K));
-        for (i64 p0 = 0; p0 < K; p0 += Tile<T>::KC) {
-            const i64 kc = std::min(Tile<T>::KC, K - p0);
+        for (i64 p0 = 0; p0 < K; p0 += C::KC) {
+            const i64 kc = std::min(C::KC, K - p0);
             T* dst = buf.data() + p0 * Mp;
             const T* got = packA(0, M, p0, kc, dst);
             if (got != dst) std::memcpy(dst, got, sizeof(T) * Mp * kc);
@@ -113,16 +137,15 @@ struct PrepackedA {
 
 // The serial blocked GEMM (one thread; callers parallelise over independent output blocks).
 // packA(i0, mc, p0, kc, buf) -> const T* packed block; packB(p0, kc, j0, nc, buf) fills buf.
-template <typename T, class PackA, class PackB>
+template <class P, class PackA, class PackB, typename T = typename P::T>
 void gemm_blocked(i64 M, i64 N, i64 K, T alpha, const PackA& packA, const PackB& packB, T beta, T* C, i64 ldc) {
-    using P = Tile<T>;
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == T(0)) {  // nothing to accumulate: C = beta * C (beta == 0 writes zeros, never reads C)
         for (i64 i = 0; i < M; ++i)
             for (i64 j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
         return;
     }
-    const Ukernel<T> uk = ukernel<T>();
+    const Ukernel<T> uk = ukernel<P>();
     std::vector<T>& abuf = scratch<T>(0);
     std::vector<T>& bbuf = scratch<T>(1);
     if ((i64)abuf.size() < P::MC * P::KC) abuf.resize(P::MC * P::KC);

@@ -1,7 +1,8 @@
 """The C++ gemm, im2col/col2im and conv2d kernels (fastnn._C) against float64 NumPy checks written here.
 
-Tolerance is |out - ref| <= atol + rtol*|ref|; the scalar microkernel is checked in a subprocess with
-FASTNN_SIMD=scalar (csrc/cpu_features.cpp reads it once, at load time)."""
+Tolerance is |out - ref| <= atol + rtol*|ref|. The in-process tests run the widest microkernel the CPU has
+(AVX-512F or AVX2/FMA); the scalar and AVX2 ones are checked in subprocesses with FASTNN_SIMD=scalar / avx2
+(csrc/cpu_features.cpp reads it once, at load time)."""
 import os
 import subprocess
 import sys
@@ -216,19 +217,24 @@ import sys, numpy as np
 sys.path.insert(0, {tests!r})
 import test_cpu_conv as t
 from fastnn import _C
-assert _C.config()["simd"] == "scalar", _C.config()
+assert _C.config()["simd"] == {simd!r}, _C.config()
 for dtype in t.DTYPES:
     t.test_gemm(dtype, False, True, 37, 53, 301)
     t.test_gemm(dtype, True, False, 130, 17, 513)
     for case in (t.CASES[4], t.CASES[5], t.CASES[6], t.CASES[11]):
         t.test_conv2d(case, dtype)
         t.test_conv2d_backward(case, dtype)
-print("scalar ok")
+print("fallback ok")
 """
 
 
-def test_scalar_fallback():
-    env = dict(os.environ, FASTNN_SIMD="scalar")
-    script = SCALAR_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)))
+@pytest.mark.parametrize("simd", ["scalar", "avx2"])
+def test_fallback_kernels(simd):
+    """FASTNN_SIMD=scalar runs the portable microkernels; FASTNN_SIMD=avx2 keeps the AVX2 ones on an AVX-512 CPU."""
+    if simd == "avx2" and not _C.config()["avx2_fma"]:
+        pytest.skip("no AVX2/FMA on this CPU")
+    env = dict(os.environ, FASTNN_SIMD=simd)
+    script = SCALAR_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)),
+                                  simd="scalar" if simd == "scalar" else "avx2_fma")
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and "scalar ok" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "fallback ok" in r.stdout, r.stdout + r.stderr

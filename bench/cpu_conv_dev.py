@@ -1,0 +1,100 @@
+"""Dev timing for the C++ conv2d/gemm kernels against PyTorch CPU, side by side in one process.
+
+    PYTHONPATH=. python bench/cpu_conv_dev.py [--threads 2] [--reps 5] [--bwd] [--f64]
+
+Each case alternates fastnn and torch calls and keeps the best of --reps (the machine is shared; the best time is
+the least disturbed one). GFLOP/s counts 2*N*K*OH*OW*C/groups*KH*KW per pass (backward: 2 passes, dx + dweight)."""
+import argparse
+import time
+
+import numpy as np
+
+from fastnn import _C
+
+SHAPES = [  # N, C, H, W, K, R, S, stride, pad
+    (100, 1, 28, 28, 30, 5, 5, 1, 0),
+    (32, 64, 56, 56, 64, 3, 3, 1, 1),
+    (32, 128, 28, 28, 128, 3, 3, 1, 1),
+    (32, 256, 14, 14, 256, 3, 3, 1, 1),
+    (8, 3, 224, 224, 64, 7, 7, 2, 3),
+    (32, 256, 14, 14, 64, 1, 1, 1, 0),
+]
+
+
+def best(fns, reps):
+    """Best time of each function, calls interleaved so drifting load hits all of them alike."""
+    t = [float("inf")] * len(fns)
+    for f in fns:
+        f()  # warm-up (allocations, packing buffers, thread pool)
+    for _ in range(reps):
+        for i, f in enumerate(fns):
+            t0 = time.perf_counter()
+            f()
+            t[i] = min(t[i], time.perf_counter() - t0)
+    return t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--bwd", action="store_true", help="also time the backward (dx, dweight, dbias)")
+    ap.add_argument("--f64", action="store_true")
+    ap.add_argument("--only", type=int, default=None, help="index of one shape")
+    args = ap.parse_args()
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(args.threads)
+    _C.set_num_threads(args.threads)
+    dt = np.float64 if args.f64 else np.float32
+    rng = np.random.default_rng(0)
+
+    n = 2048
+    A, B = rng.standard_normal((n, n)).astype(dt), rng.standard_normal((n, n)).astype(dt)
+    C = np.empty((n, n), dt)
+    tf, tn = best([lambda: _C.gemm(False, False, A, B, C, 1.0, 0.0), lambda: A @ B], 3)
+    print(f"gemm {n}^3 {np.dtype(dt).name}, {args.threads} threads: fastnn {2 * n**3 / tf / 1e9:.0f} GFLOP/s, "
+          f"numpy {2 * n**3 / tn / 1e9:.0f} GFLOP/s  (fastnn simd={_C.config()['simd']})")
+
+    print(f"{'shape (N,C,H,W,K,R,S,s,p)':34} {'pass':4} {'fastnn ms':>10} {'torch ms':>9} {'speedup':>8} {'GFLOP/s':>8}")
+    for i, (N, Cc, H, W, K, R, S, st, pd) in enumerate(SHAPES):
+        if args.only is not None and i != args.only:
+            continue
+        x = rng.standard_normal((N, Cc, H, W)).astype(dt)
+        w = (rng.standard_normal((K, Cc, R, S)) / np.sqrt(Cc * R * S)).astype(dt)
+        b = rng.standard_normal(K).astype(dt)
+        OH, OW = (H + 2 * pd - R) // st + 1, (W + 2 * pd - S) // st + 1
+        flop = 2.0 * N * K * OH * OW * Cc * R * S
+        y = np.empty((N, K, OH, OW), dt)
+        tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
+        s2, p2, d2 = (st, st), (pd, pd), (1, 1)
+
+        def f_fwd():
+            _C.conv2d_fwd(x, w, b, np.empty_like(y), s2, p2, d2, 1)
+
+        def t_fwd():
+            with torch.no_grad():
+                F.conv2d(tx, tw, tb, st, pd)
+
+        ta, tt = best([f_fwd, t_fwd], args.reps)
+        name = str((N, Cc, H, W, K, R, S, st, pd))
+        print(f"{name:34} fwd  {ta * 1e3:10.2f} {tt * 1e3:9.2f} {tt / ta:7.2f}x {flop / ta / 1e9:8.1f}")
+        if not args.bwd:
+            continue
+        dy = rng.standard_normal(y.shape).astype(dt)
+        gx, gw, gb = (tx.clone().requires_grad_(), tw.clone().requires_grad_(), tb.clone().requires_grad_())
+        ty = F.conv2d(gx, gw, gb, st, pd)
+        tdy = torch.from_numpy(dy)
+
+        def f_bwd():
+            _C.conv2d_bwd(dy, x, w, np.empty_like(x), np.empty_like(w), np.empty(K, dt), s2, p2, d2, 1)
+
+        def t_bwd():
+            torch.autograd.grad(ty, (gx, gw, gb), tdy, retain_graph=True)
+
+        ta, tt = best([f_bwd, t_bwd], args.reps)
+        print(f"{name:34} bwd  {ta * 1e3:10.2f} {tt * 1e3:9.2f} {tt / ta:7.2f}x {2 * flop / ta / 1e9:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
