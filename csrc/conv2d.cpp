@@ -97,7 +97,77 @@ struct PackPatchesT {
     }
 };
 
+// Stride 1: B(k = tap c,kh,kw, j' = r*Wp + ow) over a zero-padded copy xp of the input rows (width Wp = W+2pw,
+// Hb rows per channel). Tap (c,kh,kw) at column j' reads xp[c*Hb*Wp + kh*dh*Wp + kw*dw + j'], contiguous in j', so
+// a panel row is one fixed-size copy. Columns with ow >= OW are junk (computed, then dropped).
+template <class Cf, typename T = typename Cf::T>
+struct PackPaddedRows {
+    const T* xp;
+    i64 Hb, Wp;
+    const ConvShape* s;
+    void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
+        constexpr i64 NR = Cf::NR;
+        const i64 KK = s->KH * s->KW;
+        for (i64 k = 0; k < kc; ++k) {
+            const i64 crs = p0 + k, c = crs / KK, r = crs % KK;
+            const T* src = xp + c * Hb * Wp + (r / s->KW) * s->dh * Wp + (r % s->KW) * s->dw + j0;
+            for (i64 q = 0; q < nc; q += NR) std::memcpy(dst + q * kc + k * NR, src + q, sizeof(T) * NR);
+        }
+    }
+};
+
 }  // namespace
+
+// conv2d_fwd__padded_rows (stride 1, any padding/dilation): task = (image, group, block of output rows). The task
+// copies its input rows, zero-padded, once (amortised over KH*KW taps), runs the GEMM over padded-width columns
+// into a scratch tile and keeps the valid columns (+ bias).
+template <class Cf, typename T = typename Cf::T>
+static void conv2d_fwd__padded_rows(const T* x, const std::vector<packed::PrepackedA<Cf>>& wp, const T* bias, T* y,
+                                    const ConvShape& s) {
+    const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.KH * s.KW, P = s.OH * s.OW, HW = s.H * s.W;
+    const i64 Wp = s.W + 2 * s.pw, nt = get_num_threads();
+    // About 1024 GEMM columns per task (the B block stays in L2), but enough tasks to balance the threads (x4).
+    i64 rows = std::max<i64>(1, std::min<i64>(s.OH, 1024 / Wp));
+    const i64 want = (4 * nt + s.N * G - 1) / (s.N * G);
+    if ((s.OH + rows - 1) / rows < want) rows = std::max<i64>(1, s.OH / want);
+    const i64 nblk = (s.OH + rows - 1) / rows;
+#pragma omp parallel for schedule(dynamic)
+    for (i64 t = 0; t < s.N * G * nblk; ++t) {
+        const i64 ng = t / nblk, n = ng / G, g = ng % G, oh0 = (t % nblk) * rows, nr = std::min(rows, s.OH - oh0);
+        const i64 Hb = nr + (s.KH - 1) * s.dh, ncols = nr * Wp;
+        // Padded input rows ih = oh0 - ph + 0 .. Hb-1, plus slack for the junk columns read past the last row.
+        std::vector<T>& xp = packed::scratch<T>(4);
+        const i64 xsize = Cg * Hb * Wp + Wp + 2 * Cf::NR;
+        if ((i64)xp.size() < xsize) xp.resize(xsize);
+        const T* xg = x + (n * s.C + g * Cg) * HW;
+        for (i64 c = 0; c < Cg; ++c)
+            for (i64 r = 0; r < Hb; ++r) {
+                T* d = xp.data() + (c * Hb + r) * Wp;
+                const i64 ih = oh0 - s.ph + r;
+                if (ih < 0 || ih >= s.H) {
+                    std::fill(d, d + Wp, T(0));
+                    continue;
+                }
+                std::fill(d, d + s.pw, T(0));
+                std::memcpy(d + s.pw, xg + (c * s.H + ih) * s.W, sizeof(T) * s.W);
+                std::fill(d + s.pw + s.W, d + Wp, T(0));
+            }
+        std::fill(xp.data() + Cg * Hb * Wp, xp.data() + xsize, T(0));
+        std::vector<T>& yt = packed::scratch<T>(5);
+        if ((i64)yt.size() < Kg * ncols) yt.resize(Kg * ncols);
+        packed::gemm_blocked<Cf>(Kg, ncols, CRS, T(1), wp[g], PackPaddedRows<Cf>{xp.data(), Hb, Wp, &s}, T(0),
+                                 yt.data(), ncols);
+        T* yg = y + (n * s.K + g * Kg) * P + oh0 * s.OW;
+        for (i64 k = 0; k < Kg; ++k) {
+            const T b = bias ? bias[g * Kg + k] : T(0);
+            for (i64 r = 0; r < nr; ++r) {
+                const T* src = yt.data() + k * ncols + r * Wp;
+                T* d = yg + k * P + r * s.OW;
+                for (i64 ow = 0; ow < s.OW; ++ow) d[ow] = src[ow] + b;
+            }
+        }
+    }
+}
 
 template <class Cf, typename T = typename Cf::T>
 static void conv2d_fwd__implicit_gemm(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
@@ -106,12 +176,13 @@ static void conv2d_fwd__implicit_gemm(const T* x, const T* w, const T* bias, T* 
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.KH * s.KW, P = s.OH * s.OW, HW = s.H * s.W;
     std::vector<packed::PrepackedA<Cf>> wp(G);  // W[g] packed once, shared read-only by all threads
     for (i64 g = 0; g < G; ++g) wp[g].pack(Kg, CRS, packed::PackMatA<Cf>{w + g * Kg * CRS, CRS, false});
+    const bool plain = is_1x1_s1_p0(s);
+    if (s.sh == 1 && s.sw == 1 && !plain) return conv2d_fwd__padded_rows<Cf>(x, wp, bias, y, s);
     // Column blocks of P: enough tasks to balance threads (x4), none wider than 1024 (B block of L2 size).
     const i64 nt = get_num_threads();
     i64 nchunk = std::max<i64>((4 * nt + s.N * G - 1) / (s.N * G), (P + 1023) / 1024);
     i64 chunk = packed::round_up((P + nchunk - 1) / nchunk, NR);
     nchunk = (P + chunk - 1) / chunk;
-    const bool plain = is_1x1_s1_p0(s);
 #pragma omp parallel for schedule(dynamic)
     for (i64 t = 0; t < s.N * G * nchunk; ++t) {
         const i64 ng = t / nchunk, n = ng / G, g = ng % G, j0 = (t % nchunk) * chunk, len = std::min(chunk, P - j0);

@@ -92,7 +92,10 @@ static void gemm_f64__scalar_6x8(i64 kc, const double* a, const double* b, doubl
         STOREU(p + W, v1);                                  \
     }
 #define FASTNN_SPILL_ROW(i) STOREU(t + 2 * W * i, c##i##0); STOREU(t + 2 * W * i + W, c##i##1);
+#define FASTNN_PREFETCH_ROW(i) _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0); \
+    _mm_prefetch((const char*)(c + i * ldc + 2 * W - 1), _MM_HINT_T0);
 #define FASTNN_UKERNEL_BODY(MR)                                             \
+    ROWS(FASTNN_PREFETCH_ROW) /* C is touched only after the loop: start fetching it now */ \
     ROWS(FASTNN_DECL)                                                       \
     for (i64 k = 0; k < kc; ++k, a += MR, b += 2 * W) {                     \
         const V b0 = LOADU(b), b1 = LOADU(b + W);                           \
@@ -207,6 +210,7 @@ __attribute__((target("avx512f"))) static void gemm_f64__avx512f_8x16(i64 kc, co
 #undef ROWS
 #undef FASTNN_UKERNEL_BODY
 #undef FASTNN_SPILL_ROW
+#undef FASTNN_PREFETCH_ROW
 #undef FASTNN_STORE_ROW
 #undef FASTNN_FMA_ROW
 #undef FASTNN_DECL
@@ -245,7 +249,7 @@ Ukernel<double> ukernel<Avx512F64>() {
 // Per-thread packing buffers, kept between calls (OpenMP reuses its threads), so a GEMM allocates nothing.
 template <typename T>
 std::vector<T>& scratch(int which) {
-    static thread_local std::vector<T> bufs[4];
+    static thread_local std::vector<T> bufs[6];
     return bufs[which];
 }
 template std::vector<float>& scratch<float>(int);

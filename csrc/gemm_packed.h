@@ -45,7 +45,7 @@ template <> Ukernel<float> ukernel<Avx2F32>();         // AVX2/FMA, or scalar wh
 template <> Ukernel<double> ukernel<Avx2F64>();
 template <> Ukernel<float> ukernel<Avx512F32>();
 template <> Ukernel<double> ukernel<Avx512F64>();
-template <typename T> std::vector<T>& scratch(int which);  // per-thread buffers: 0 = A block, 1 = B block, 2.. = caller
+template <typename T> std::vector<T>& scratch(int which);  // per-thread buffers: 0 = A block, 1 = B block, 2..5 = caller
 
 bool has_avx512f();  // cpu_features.cpp: CPU + OS support, and FASTNN_SIMD not set to "scalar" or "avx2"
 
