@@ -250,6 +250,23 @@ static void conv2d_bwd__implicit_gemm(const T* dy, const T* x, const T* w, T* dx
             for (int t = 1; t < nt; ++t) dw[i] += partial[(t - 1) * WS + i];
     }
 
+    // dx, stride 1 (and padding <= the dilated kernel extent - 1): a forward conv of dy with the transposed,
+    // flipped weights W'[c,k,kh,kw] = W[k,c,KH-1-kh,KW-1-kw] and padding d*(k-1)-p, on the fast forward path.
+    // Its GEMM rows are the input channels, so it needs at least a register tile of them (else dcol below).
+    if (s.sh == 1 && s.sw == 1 && !plain && s.ph <= s.dh * (s.KH - 1) && s.pw <= s.dw * (s.KW - 1) &&
+        Cg >= Cf::MR) {
+        std::vector<T> wf((size_t)(s.C * Kg * KK));
+        for (i64 g = 0; g < G; ++g)
+            for (i64 k = 0; k < Kg; ++k)
+                for (i64 c = 0; c < Cg; ++c)
+                    for (i64 r = 0; r < KK; ++r)
+                        wf[((g * Cg + c) * Kg + k) * KK + (KK - 1 - r)] = w[((g * Kg + k) * Cg + c) * KK + r];
+        const ConvShape t{s.N, s.K, s.OH, s.OW, s.C, s.KH, s.KW, 1, 1, s.dh * (s.KH - 1) - s.ph,
+                          s.dw * (s.KW - 1) - s.pw, s.dh, s.dw, G, s.H, s.W};
+        conv2d_fwd__implicit_gemm<Cf>(dy, wf.data(), (const T*)nullptr, dx, t);
+        return;
+    }
+
     // dx: W[g]^T prepacked once; per (image, group) the dcol rows are produced a block of output rows at a time
     // (about 1 MiB, so it stays in L2) and gathered into dx right away.
     std::vector<packed::PrepackedA<Cf>> wt(G);
