@@ -4,16 +4,21 @@
 //   dweight   dW[g]  (Kg x CRS) += dy[n,g] (Kg x P) . patches[n,g]^T (P x CRS)      summed over n
 //   dx        dcol   (CRS x P)   = W[g]^T (CRS x Kg) . dy[n,g] (Kg x P), then col2im of dcol into dx[n,g]
 //   dbias     sum of dy over n and positions
-// patches[n,g] is never materialised: its B panels are packed straight from x (PackPatches / PackPatchesT), one
-// kernel tap per row with patch_row (im2col.h). A 1x1, stride-1, unpadded conv is a plain GEMM on the NCHW planes.
+// patches[n,g] is never materialised: its B panels are packed straight from (a polyphase copy of) the input rows.
 //
 // Variants:
 //   conv2d_fwd_naive               the algorithmic reference (direct 7-loop sum); kept for reading, not called.
-//   conv2d_fwd__implicit_gemm      weights prepacked once; threads over (image, group, column block of P)
-//   conv2d_fwd__1x1_gemm           1x1/s1/p0: B panels packed from the input planes as a plain matrix
-//   conv2d_bwd__implicit_gemm      dweight: threads over images into private partial sums (no races), then summed;
-//                                  dx: threads over (image, group), dcol in row blocks of ~1 MiB + col2im gather;
-//                                  dbias: threads over channels.
+//   conv2d_fwd__polyphase_gemm     any stride/padding/dilation/groups: per (image, group, block of output rows) the
+//                                  input rows are copied once into zero-padded polyphase planes, where every tap's
+//                                  run of output positions is contiguous: each B panel row is one fixed-size copy.
+//   conv2d_fwd__1x1_gemm           1x1/s1/p0: a plain GEMM on the NCHW planes.
+//   conv2d_bwd_cfg                 dbias: threads over channels (double accumulators).
+//                                  dweight: threads split the images, each summing into a private dW (no races),
+//                                  then the partials are added; B = patches^T packed from tap lines (patch_row) with
+//                                  SSE2 block transposes.
+//                                  dx, stride 1 and >= MR input channels: the forward of dy with flipped, transposed
+//                                  weights (the "full" correlation); otherwise dcol in ~1 MiB row blocks + col2im,
+//                                  threads over (image, group).
 #include <algorithm>
 #include <vector>
 
@@ -55,27 +60,6 @@ namespace {
 bool is_1x1_s1_p0(const ConvShape& s) {
     return s.KH == 1 && s.KW == 1 && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0;
 }
-
-// B(k = tap c,kh,kw of the group, j = output position) of one image and group; jbase = first position of the GEMM.
-// Each tap's run of positions is built contiguously in a line (memcpy for stride 1), then cut into NR-wide panels.
-template <class Cf, typename T = typename Cf::T>
-struct PackPatches {
-    const T* x;  // first plane of the group in this image
-    const ConvShape* s;
-    i64 jbase;
-    void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
-        constexpr i64 NR = Cf::NR;
-        const i64 KK = s->KH * s->KW, ncp = packed::round_up(nc, NR);
-        std::vector<T>& line = packed::scratch<T>(2);
-        if ((i64)line.size() < ncp) line.resize(ncp);
-        std::fill(line.begin() + nc, line.begin() + ncp, T(0));
-        for (i64 k = 0; k < kc; ++k) {
-            const i64 crs = p0 + k, c = crs / KK, r = crs % KK;
-            patch_row(x + c * s->H * s->W, *s, r / s->KW, r % s->KW, jbase + j0, nc, line.data());
-            for (i64 q = 0; q < ncp; q += NR) std::memcpy(dst + q * kc + k * NR, line.data() + q, sizeof(T) * NR);
-        }
-    }
-};
 
 // d[k*NR + i] = lines[i*ld + k] for i < 4 (float) or 2 (double), k < kc: the transpose of a few tap lines into
 // panel columns, in SSE2 register blocks (baseline x86-64) instead of one strided store per element.
@@ -135,71 +119,84 @@ struct PackPatchesT {
     }
 };
 
-// Stride 1: B(k = tap c,kh,kw, j' = r*Wp + ow) over a zero-padded copy xp of the input rows (width Wp = W+2pw,
-// Hb rows per channel). Tap (c,kh,kw) at column j' reads xp[c*Hb*Wp + kh*dh*Wp + kw*dw + j'], contiguous in j', so
-// a panel row is one fixed-size copy. Columns with ow >= OW are junk (computed, then dropped).
+// B(k = tap c,kh,kw, j' = r*Wq + ow) over a polyphase, zero-padded copy of the input rows. The padded input
+// (width Wp = W + 2pw) is split into sh x sw phases (padded row ihp -> phase ihp % sh, row ihp / sh; column likewise),
+// each an (Hq x Wq) plane. Output (r, ow) at tap (kh, kw) then reads phase ((kh*dh) % sh, (kw*dw) % sw) at row
+// r + (kh*dh)/sh, column ow + (kw*dw)/sw: for a fixed tap, consecutive j' are consecutive addresses, so every panel
+// row is one fixed-size copy, whatever the stride. Columns with ow >= OW are junk (computed, then dropped).
+struct Polyphase {
+    i64 Hq, Wq, plane;  // plane = Hq * Wq
+    i64 tap_offset(const ConvShape& s, i64 c, i64 kh, i64 kw) const {
+        const i64 a = kh * s.dh, b = kw * s.dw;
+        return ((c * s.sh + a % s.sh) * s.sw + b % s.sw) * plane + (a / s.sh) * Wq + b / s.sw;
+    }
+};
+
 template <class Cf, typename T = typename Cf::T>
-struct PackPaddedRows {
-    const T* xp;
-    i64 Hb, Wp;
+struct PackPolyphase {
+    const T* xq;
+    Polyphase q;
     const ConvShape* s;
     void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
         constexpr i64 NR = Cf::NR;
         const i64 KK = s->KH * s->KW;
         for (i64 k = 0; k < kc; ++k) {
-            const i64 crs = p0 + k, c = crs / KK, r = crs % KK;
-            const T* src = xp + c * Hb * Wp + (r / s->KW) * s->dh * Wp + (r % s->KW) * s->dw + j0;
-            for (i64 q = 0; q < nc; q += NR) std::memcpy(dst + q * kc + k * NR, src + q, sizeof(T) * NR);
+            const i64 crs = p0 + k, r = crs % KK;
+            const T* src = xq + q.tap_offset(*s, crs / KK, r / s->KW, r % s->KW) + j0;
+            for (i64 j = 0; j < nc; j += NR) std::memcpy(dst + j * kc + k * NR, src + j, sizeof(T) * NR);
         }
     }
 };
 
 }  // namespace
 
-// conv2d_fwd__padded_rows (stride 1, any padding/dilation): task = (image, group, block of output rows). The task
-// copies its input rows, zero-padded, once (amortised over KH*KW taps), runs the GEMM over padded-width columns
-// into a scratch tile and keeps the valid columns (+ bias).
+// conv2d_fwd__polyphase_gemm: task = (image, group, block of output rows). The task copies its input rows into the
+// polyphase planes once (amortised over the KH*KW taps that read them), runs the GEMM over the Wq-wide columns into
+// a scratch tile and keeps the valid columns (+ bias).
 template <class Cf, typename T = typename Cf::T>
-static void conv2d_fwd__padded_rows(const T* x, const std::vector<packed::PrepackedA<Cf>>& wp, const T* bias, T* y,
-                                    const ConvShape& s) {
+static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::PrepackedA<Cf>>& wp, const T* bias,
+                                       T* y, const ConvShape& s) {
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.KH * s.KW, P = s.OH * s.OW, HW = s.H * s.W;
-    const i64 Wp = s.W + 2 * s.pw, nt = get_num_threads();
+    const i64 Wq = (s.W + 2 * s.pw + s.sw - 1) / s.sw, nt = get_num_threads();
     // About 1024 GEMM columns per task (the B block stays in L2), but enough tasks to balance the threads (x4).
-    i64 rows = std::max<i64>(1, std::min<i64>(s.OH, 1024 / Wp));
+    i64 rows = std::max<i64>(1, std::min<i64>(s.OH, 1024 / Wq));
     const i64 want = (4 * nt + s.N * G - 1) / (s.N * G);
     if ((s.OH + rows - 1) / rows < want) rows = std::max<i64>(1, s.OH / want);
     const i64 nblk = (s.OH + rows - 1) / rows;
 #pragma omp parallel for schedule(dynamic)
     for (i64 t = 0; t < s.N * G * nblk; ++t) {
         const i64 ng = t / nblk, n = ng / G, g = ng % G, oh0 = (t % nblk) * rows, nr = std::min(rows, s.OH - oh0);
-        const i64 Hb = nr + (s.KH - 1) * s.dh, ncols = nr * Wp;
-        // Padded input rows ih = oh0 - ph + 0 .. Hb-1, plus slack for the junk columns read past the last row.
-        std::vector<T>& xp = packed::scratch<T>(4);
-        const i64 xsize = Cg * Hb * Wp + Wp + 2 * Cf::NR;
-        if ((i64)xp.size() < xsize) xp.resize(xsize);
+        const i64 Hq = nr + (s.KH - 1) * s.dh / s.sh, ncols = nr * Wq;
+        const Polyphase q{Hq, Wq, Hq * Wq};
+        // Slack past the last plane for the junk columns of the last rows (and the last panel's padding).
+        const i64 xsize = Cg * s.sh * s.sw * q.plane + Wq + 2 * Cf::NR;
+        std::vector<T>& xq = packed::scratch<T>(4);
+        if ((i64)xq.size() < xsize) xq.resize(xsize);
         const T* xg = x + (n * s.C + g * Cg) * HW;
         for (i64 c = 0; c < Cg; ++c)
-            for (i64 r = 0; r < Hb; ++r) {
-                T* d = xp.data() + (c * Hb + r) * Wp;
-                const i64 ih = oh0 - s.ph + r;
-                if (ih < 0 || ih >= s.H) {
-                    std::fill(d, d + Wp, T(0));
-                    continue;
+            for (i64 a = 0; a < s.sh; ++a)
+                for (i64 r = 0; r < Hq; ++r) {
+                    const i64 ih = (oh0 + r) * s.sh + a - s.ph;
+                    const T* src = xg + (c * s.H + ih) * s.W;
+                    const bool row_in = ih >= 0 && ih < s.H;
+                    for (i64 b = 0; b < s.sw; ++b) {
+                        T* d = xq.data() + ((c * s.sh + a) * s.sw + b) * q.plane + r * Wq;
+                        for (i64 u = 0; u < Wq; ++u) {
+                            const i64 iw = u * s.sw + b - s.pw;
+                            d[u] = row_in && iw >= 0 && iw < s.W ? src[iw] : T(0);
+                        }
+                    }
                 }
-                std::fill(d, d + s.pw, T(0));
-                std::memcpy(d + s.pw, xg + (c * s.H + ih) * s.W, sizeof(T) * s.W);
-                std::fill(d + s.pw + s.W, d + Wp, T(0));
-            }
-        std::fill(xp.data() + Cg * Hb * Wp, xp.data() + xsize, T(0));
+        std::fill(xq.data() + Cg * s.sh * s.sw * q.plane, xq.data() + xsize, T(0));
         std::vector<T>& yt = packed::scratch<T>(5);
         if ((i64)yt.size() < Kg * ncols) yt.resize(Kg * ncols);
-        packed::gemm_blocked<Cf>(Kg, ncols, CRS, T(1), wp[g], PackPaddedRows<Cf>{xp.data(), Hb, Wp, &s}, T(0),
-                                 yt.data(), ncols);
+        packed::gemm_blocked<Cf>(Kg, ncols, CRS, T(1), wp[g], PackPolyphase<Cf>{xq.data(), q, &s}, T(0), yt.data(),
+                                 ncols);
         T* yg = y + (n * s.K + g * Kg) * P + oh0 * s.OW;
         for (i64 k = 0; k < Kg; ++k) {
             const T b = bias ? bias[g * Kg + k] : T(0);
             for (i64 r = 0; r < nr; ++r) {
-                const T* src = yt.data() + k * ncols + r * Wp;
+                const T* src = yt.data() + k * ncols + r * Wq;
                 T* d = yg + k * P + r * s.OW;
                 for (i64 ow = 0; ow < s.OW; ++ow) d[ow] = src[ow] + b;
             }
@@ -207,29 +204,27 @@ static void conv2d_fwd__padded_rows(const T* x, const std::vector<packed::Prepac
     }
 }
 
+// The forward for one kernel configuration: weights prepacked once (shared read-only by all threads), then the
+// polyphase implicit GEMM, or for 1x1/s1/p0 convs a plain GEMM on the input planes (conv2d_fwd__1x1_gemm).
 template <class Cf, typename T = typename Cf::T>
-static void conv2d_fwd__implicit_gemm(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
+static void conv2d_fwd_cfg(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
     constexpr i64 NR = Cf::NR;
     if (s.N == 0) return;
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.KH * s.KW, P = s.OH * s.OW, HW = s.H * s.W;
-    std::vector<packed::PrepackedA<Cf>> wp(G);  // W[g] packed once, shared read-only by all threads
+    std::vector<packed::PrepackedA<Cf>> wp(G);
     for (i64 g = 0; g < G; ++g) wp[g].pack(Kg, CRS, packed::PackMatA<Cf>{w + g * Kg * CRS, CRS, false});
-    const bool plain = is_1x1_s1_p0(s);
-    if (s.sh == 1 && s.sw == 1 && !plain) return conv2d_fwd__padded_rows<Cf>(x, wp, bias, y, s);
+    if (!is_1x1_s1_p0(s)) return conv2d_fwd__polyphase_gemm<Cf>(x, wp, bias, y, s);
     // Column blocks of P: enough tasks to balance threads (x4), none wider than 1024 (B block of L2 size).
     const i64 nt = get_num_threads();
     i64 nchunk = std::max<i64>((4 * nt + s.N * G - 1) / (s.N * G), (P + 1023) / 1024);
-    i64 chunk = packed::round_up((P + nchunk - 1) / nchunk, NR);
+    const i64 chunk = packed::round_up((P + nchunk - 1) / nchunk, NR);
     nchunk = (P + chunk - 1) / chunk;
 #pragma omp parallel for schedule(dynamic)
     for (i64 t = 0; t < s.N * G * nchunk; ++t) {
         const i64 ng = t / nchunk, n = ng / G, g = ng % G, j0 = (t % nchunk) * chunk, len = std::min(chunk, P - j0);
         const T* xg = x + (n * s.C + g * Cg) * HW;
         T* yg = y + (n * s.K + g * Kg) * P + j0;
-        if (plain)  // conv2d_fwd__1x1_gemm
-            packed::gemm_blocked<Cf>(Kg, len, CRS, T(1), wp[g], packed::PackMatB<Cf>{xg + j0, HW, false}, T(0), yg, P);
-        else        // conv2d_fwd__implicit_gemm
-            packed::gemm_blocked<Cf>(Kg, len, CRS, T(1), wp[g], PackPatches<Cf>{xg, &s, j0}, T(0), yg, P);
+        packed::gemm_blocked<Cf>(Kg, len, CRS, T(1), wp[g], packed::PackMatB<Cf>{xg + j0, HW, false}, T(0), yg, P);
         if (bias)
             for (i64 k = 0; k < Kg; ++k) {
                 const T b = bias[g * Kg + k];
@@ -239,7 +234,7 @@ static void conv2d_fwd__implicit_gemm(const T* x, const T* w, const T* bias, T* 
 }
 
 template <class Cf, typename T = typename Cf::T>
-static void conv2d_bwd__implicit_gemm(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvShape& s) {
+static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvShape& s) {
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, KK = s.KH * s.KW, CRS = Cg * KK, P = s.OH * s.OW,
               HW = s.H * s.W;
     const bool plain = is_1x1_s1_p0(s);
@@ -301,7 +296,7 @@ static void conv2d_bwd__implicit_gemm(const T* dy, const T* x, const T* w, T* dx
                         wf[((g * Cg + c) * Kg + k) * KK + (KK - 1 - r)] = w[((g * Kg + k) * Cg + c) * KK + r];
         const ConvShape t{s.N, s.K, s.OH, s.OW, s.C, s.KH, s.KW, 1, 1, s.dh * (s.KH - 1) - s.ph,
                           s.dw * (s.KW - 1) - s.pw, s.dh, s.dw, G, s.H, s.W};
-        conv2d_fwd__implicit_gemm<Cf>(dy, wf.data(), (const T*)nullptr, dx, t);
+        conv2d_fwd_cfg<Cf>(dy, wf.data(), (const T*)nullptr, dx, t);
         return;
     }
 
@@ -336,12 +331,12 @@ static void conv2d_bwd__implicit_gemm(const T* dy, const T* x, const T* w, T* dx
 
 template <typename T>
 void conv2d_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
-    packed::with_cfg<T>([&](auto cfg) { conv2d_fwd__implicit_gemm<decltype(cfg)>(x, w, bias, y, s); });
+    packed::with_cfg<T>([&](auto cfg) { conv2d_fwd_cfg<decltype(cfg)>(x, w, bias, y, s); });
 }
 
 template <typename T>
 void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvShape& s) {
-    packed::with_cfg<T>([&](auto cfg) { conv2d_bwd__implicit_gemm<decltype(cfg)>(dy, x, w, dx, dw, db, s); });
+    packed::with_cfg<T>([&](auto cfg) { conv2d_bwd_cfg<decltype(cfg)>(dy, x, w, dx, dw, db, s); });
 }
 
 template void conv2d_fwd<float>(const float*, const float*, const float*, float*, const ConvShape&);
