@@ -25,10 +25,6 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef __SSE2__
-#include <immintrin.h>
-#endif
-
 #include "gemm_packed.h"
 #include "im2col.h"
 
@@ -61,37 +57,6 @@ bool is_1x1_s1_p0(const ConvShape& s) {
     return s.KH == 1 && s.KW == 1 && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0;
 }
 
-// d[k*NR + i] = lines[i*ld + k] for i < 4 (float) or 2 (double), k < kc: the transpose of a few tap lines into
-// panel columns, in SSE2 register blocks (baseline x86-64) instead of one strided store per element.
-inline void transpose_lines(const float* l, i64 ld, i64 kc, float* d, i64 NR) {
-    i64 k = 0;
-#ifdef __SSE2__
-    for (; k + 4 <= kc; k += 4) {
-        __m128 r0 = _mm_loadu_ps(l + k), r1 = _mm_loadu_ps(l + ld + k), r2 = _mm_loadu_ps(l + 2 * ld + k),
-               r3 = _mm_loadu_ps(l + 3 * ld + k);
-        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-        _mm_storeu_ps(d + k * NR, r0);
-        _mm_storeu_ps(d + (k + 1) * NR, r1);
-        _mm_storeu_ps(d + (k + 2) * NR, r2);
-        _mm_storeu_ps(d + (k + 3) * NR, r3);
-    }
-#endif
-    for (; k < kc; ++k)
-        for (i64 i = 0; i < 4; ++i) d[k * NR + i] = l[i * ld + k];
-}
-inline void transpose_lines(const double* l, i64 ld, i64 kc, double* d, i64 NR) {
-    i64 k = 0;
-#ifdef __SSE2__
-    for (; k + 2 <= kc; k += 2) {
-        const __m128d r0 = _mm_loadu_pd(l + k), r1 = _mm_loadu_pd(l + ld + k);
-        _mm_storeu_pd(d + k * NR, _mm_unpacklo_pd(r0, r1));
-        _mm_storeu_pd(d + (k + 1) * NR, _mm_unpackhi_pd(r0, r1));
-    }
-#endif
-    for (; k < kc; ++k)
-        for (i64 i = 0; i < 2; ++i) d[k * NR + i] = l[i * ld + k];
-}
-
 // The transpose for dweight: B(k = output position, j = tap). A few taps (panel columns) are gathered into lines,
 // then transposed into the panel together.
 template <class Cf, typename T = typename Cf::T>
@@ -99,7 +64,7 @@ struct PackPatchesT {
     const T* x;
     const ConvShape* s;
     void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
-        constexpr i64 NR = Cf::NR, L = std::is_same<T, float>::value ? 4 : 2;  // lanes per transpose block
+        constexpr i64 NR = Cf::NR, L = packed::transpose_block<T>();  // lanes per transpose block
         static_assert(NR % L == 0, "panel width must be a multiple of the transpose block");
         const i64 KK = s->KH * s->KW;
         std::vector<T>& lines = packed::scratch<T>(2);
@@ -114,7 +79,7 @@ struct PackPatchesT {
                 const i64 crs = j0 + j + i, c = crs / KK, r = crs % KK;
                 patch_row(x + c * s->H * s->W, *s, r / s->KW, r % s->KW, p0, kc, line);
             }
-            transpose_lines(lines.data(), kc, kc, dst + (j / NR) * NR * kc + j % NR, NR);
+            packed::transpose_lines(lines.data(), kc, kc, dst + (j / NR) * NR * kc + j % NR, NR);
         }
     }
 };

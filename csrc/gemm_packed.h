@@ -15,6 +15,10 @@
 #include <type_traits>
 #include <vector>
 
+#ifdef __SSE2__
+#include <immintrin.h>
+#endif
+
 #include "fastnn.h"
 
 namespace fastnn {
@@ -57,6 +61,39 @@ void with_cfg(F&& f) {
     else f(std::conditional_t<f32, Avx2F32, Avx2F64>{});
 }
 
+// d[k*NR + i] = l[i*ld + k] for i < TL (4 floats or 2 doubles), k < kc: the transpose of a few rows into panel
+// columns, in SSE2 register blocks (baseline x86-64) instead of one strided store per element.
+inline void transpose_lines(const float* l, i64 ld, i64 kc, float* d, i64 NR) {
+    i64 k = 0;
+#ifdef __SSE2__
+    for (; k + 4 <= kc; k += 4) {
+        __m128 r0 = _mm_loadu_ps(l + k), r1 = _mm_loadu_ps(l + ld + k), r2 = _mm_loadu_ps(l + 2 * ld + k),
+               r3 = _mm_loadu_ps(l + 3 * ld + k);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        _mm_storeu_ps(d + k * NR, r0);
+        _mm_storeu_ps(d + (k + 1) * NR, r1);
+        _mm_storeu_ps(d + (k + 2) * NR, r2);
+        _mm_storeu_ps(d + (k + 3) * NR, r3);
+    }
+#endif
+    for (; k < kc; ++k)
+        for (i64 i = 0; i < 4; ++i) d[k * NR + i] = l[i * ld + k];
+}
+inline void transpose_lines(const double* l, i64 ld, i64 kc, double* d, i64 NR) {
+    i64 k = 0;
+#ifdef __SSE2__
+    for (; k + 2 <= kc; k += 2) {
+        const __m128d r0 = _mm_loadu_pd(l + k), r1 = _mm_loadu_pd(l + ld + k);
+        _mm_storeu_pd(d + k * NR, _mm_unpacklo_pd(r0, r1));
+        _mm_storeu_pd(d + (k + 1) * NR, _mm_unpackhi_pd(r0, r1));
+    }
+#endif
+    for (; k < kc; ++k)
+        for (i64 i = 0; i < 2; ++i) d[k * NR + i] = l[i * ld + k];
+}
+
+template <typename T> constexpr i64 transpose_block() { return std::is_same<T, float>::value ? 4 : 2; }
+
 // ---- packers for plain row-major matrices (op(A) is M x K, op(B) is K x N) ----
 // A packer: returns a pointer to the packed block (here: dst after packing; a prepacked packer returns its own).
 template <class C, typename T = typename C::T>
@@ -75,7 +112,11 @@ struct PackMatA {
                     for (i64 r = 0; r < MR; ++r) dst[k * MR + r] = r < m ? src[r] : T(0);
                 }
             } else {
-                for (i64 r = 0; r < MR; ++r) {
+                constexpr i64 TB = transpose_block<T>();
+                i64 r = 0;
+                if (m == MR)  // whole blocks of rows: register transposes
+                    for (; r + TB <= MR; r += TB) transpose_lines(A + (i0 + ir + r) * lda + p0, lda, kc, dst + r, MR);
+                for (; r < MR; ++r) {
                     if (r >= m) {
                         for (i64 k = 0; k < kc; ++k) dst[k * MR + r] = T(0);
                         continue;
@@ -99,7 +140,11 @@ struct PackMatB {
         for (i64 jr = 0; jr < nc; jr += NR, dst += NR * kc) {
             const i64 n = std::min(NR, nc - jr);
             if (trans) {
-                for (i64 c = 0; c < NR; ++c) {
+                constexpr i64 TB = transpose_block<T>();
+                i64 c = 0;
+                if (n == NR)
+                    for (; c + TB <= NR; c += TB) transpose_lines(B + (j0 + jr + c) * ldb + p0, ldb, kc, dst + c, NR);
+                for (; c < NR; ++c) {
                     const T* src = B + (j0 + jr + c) * ldb + p0;
                     for (i64 k = 0; k < kc; ++k) dst[k * NR + c] = c < n ? src[k] : T(0);
                 }
