@@ -1,9 +1,10 @@
 """Dev timing for the C++ conv2d/gemm kernels against PyTorch CPU, side by side in one process.
 
-    PYTHONPATH=. python bench/cpu_conv_dev.py [--threads 2] [--reps 5] [--bwd] [--f64]
+    PYTHONPATH=. python bench/cpu_conv_dev.py [--threads 2] [--reps 5] [--bwd] [--f64] [--cpu-time]
 
 Each case alternates fastnn and torch calls and keeps the best of --reps (the machine is shared; the best time is
-the least disturbed one). GFLOP/s counts 2*N*K*OH*OW*C/groups*KH*KW per pass (backward: 2 passes, dx + dweight)."""
+the least disturbed one). --cpu-time runs one thread and measures the calling thread's CPU time
+(time.thread_time), which time slices lost to other processes do not inflate: the stable number on a loaded box. GFLOP/s counts 2*N*K*OH*OW*C/groups*KH*KW per pass (backward: 2 passes, dx + dweight)."""
 import argparse
 import time
 
@@ -21,6 +22,9 @@ SHAPES = [  # N, C, H, W, K, R, S, stride, pad
 ]
 
 
+CLOCK = time.perf_counter
+
+
 def best(fns, reps):
     """Best time of each function, calls interleaved so drifting load hits all of them alike."""
     t = [float("inf")] * len(fns)
@@ -28,9 +32,9 @@ def best(fns, reps):
         f()  # warm-up (allocations, packing buffers, thread pool)
     for _ in range(reps):
         for i, f in enumerate(fns):
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             f()
-            t[i] = min(t[i], time.perf_counter() - t0)
+            t[i] = min(t[i], CLOCK() - t0)
     return t
 
 
@@ -41,7 +45,13 @@ def main():
     ap.add_argument("--bwd", action="store_true", help="also time the backward (dx, dweight, dbias)")
     ap.add_argument("--f64", action="store_true")
     ap.add_argument("--only", type=int, default=None, help="index of one shape")
+    ap.add_argument("--cpu-time", action="store_true", help="1 thread, CPU time of the calling thread")
     args = ap.parse_args()
+    if args.cpu_time:
+        global CLOCK
+        CLOCK, args.threads = time.thread_time, 1
+        import threadpoolctl
+        threadpoolctl.threadpool_limits(1)  # numpy's BLAS for the sgemm line
     import torch
     import torch.nn.functional as F
     torch.set_num_threads(args.threads)
@@ -53,7 +63,8 @@ def main():
     A, B = rng.standard_normal((n, n)).astype(dt), rng.standard_normal((n, n)).astype(dt)
     C = np.empty((n, n), dt)
     tf, tn = best([lambda: _C.gemm(False, False, A, B, C, 1.0, 0.0), lambda: A @ B], 3)
-    print(f"gemm {n}^3 {np.dtype(dt).name}, {args.threads} threads: fastnn {2 * n**3 / tf / 1e9:.0f} GFLOP/s, "
+    clock = "CPU time" if args.cpu_time else "wall clock"
+    print(f"[{clock}] gemm {n}^3 {np.dtype(dt).name}, {args.threads} threads: fastnn {2 * n**3 / tf / 1e9:.0f} GFLOP/s, "
           f"numpy {2 * n**3 / tn / 1e9:.0f} GFLOP/s  (fastnn simd={_C.config()['simd']})")
 
     print(f"{'shape (N,C,H,W,K,R,S,s,p)':34} {'pass':4} {'fastnn ms':>10} {'torch ms':>9} {'speedup':>8} {'GFLOP/s':>8}")
