@@ -97,7 +97,9 @@ static void gemm_f64__scalar_6x8(i64 kc, const double* a, const double* b, doubl
 #define FASTNN_UKERNEL_BODY(MR)                                             \
     ROWS(FASTNN_PREFETCH_ROW) /* C is touched only after the loop: start fetching it now */ \
     ROWS(FASTNN_DECL)                                                       \
+    _Pragma("GCC unroll 4")                                                 \
     for (i64 k = 0; k < kc; ++k, a += MR, b += 2 * W) {                     \
+        _mm_prefetch((const char*)(a + 8 * MR), _MM_HINT_T0);               \
         const V b0 = LOADU(b), b1 = LOADU(b + W);                           \
         ROWS(FASTNN_FMA_ROW)                                                \
     }                                                                       \
