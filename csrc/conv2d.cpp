@@ -122,7 +122,12 @@ template <class Cf, typename T = typename Cf::T>
 static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::PrepackedA<Cf>>& wp, const T* bias,
                                        T* y, const ConvShape& s) {
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.KH * s.KW, P = s.OH * s.OW, HW = s.H * s.W;
-    const i64 Wq = (s.W + 2 * s.pw + s.sw - 1) / s.sw, nt = get_num_threads();
+    // Row length of a phase plane. With sw == 1 the rows are W + pw long, not W + 2pw: a row's right padding is
+    // the next row's left padding (or the zero slack after the last plane), which halves the junk columns
+    // (3x3 pad 1 on 14x14: 14 of 15 columns are valid instead of 14 of 16). It needs OW <= W + pw, i.e.
+    // pw <= dw*(KW-1).
+    const bool shared_pad = s.sw == 1 && s.pw <= s.dw * (s.KW - 1);
+    const i64 Wq = shared_pad ? s.W + s.pw : (s.W + 2 * s.pw + s.sw - 1) / s.sw, nt = get_num_threads();
     // About 1024 GEMM columns per task (the B block stays in L2), but enough tasks to balance the threads (x4).
     i64 rows = std::max<i64>(1, std::min<i64>(s.OH, 1024 / Wq));
     const i64 want = (4 * nt + s.N * G - 1) / (s.N * G);
@@ -134,7 +139,7 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
         const i64 Hq = nr + (s.KH - 1) * s.dh / s.sh, ncols = nr * Wq;
         const Polyphase q{Hq, Wq, Hq * Wq};
         // Slack past the last plane for the junk columns of the last rows (and the last panel's padding).
-        const i64 xsize = Cg * s.sh * s.sw * q.plane + Wq + 2 * Cf::NR;
+        const i64 xsize = Cg * s.sh * s.sw * q.plane + 2 * Wq + s.pw + 2 * Cf::NR;
         std::vector<T>& xq = packed::scratch<T>(4);
         if ((i64)xq.size() < xsize) xq.resize(xsize);
         const T* xg = x + (n * s.C + g * Cg) * HW;

@@ -41,6 +41,14 @@ using Avx512F64 = Cfg<double, 8, 16, 96>;
 
 inline i64 round_up(i64 a, i64 b) { return (a + b - 1) / b * b; }
 
+// Depth blocking: the fewest blocks of at most KC, of equal size (576 = 3 x 192, not 256 + 256 + 64), so no block
+// is left short with the tile's load/store of C weighing on few FMAs.
+template <class C>
+inline i64 depth_block(i64 K) {
+    const i64 nb = (K + C::KC - 1) / C::KC;
+    return std::max<i64>(1, (K + nb - 1) / nb);
+}
+
 // C[0:m, 0:n] = alpha * (a: kc x MR panel) . (b: kc x NR panel) + beta * C; beta == 0 never reads C.
 template <typename T>
 using Ukernel = void (*)(i64 kc, const T* a, const T* b, T* c, i64 ldc, T alpha, T beta, i64 m, i64 n);
@@ -170,8 +178,9 @@ struct PrepackedA {
     void pack(i64 M, i64 K, const PackA& packA) {
         Mp = round_up(M, C::MR);
         buf.resize(std::max<i64>(1, Mp * K));
-        for (i64 p0 = 0; p0 < K; p0 += C::KC) {
-            const i64 kc = std::min(C::KC, K - p0);
+        const i64 kb = depth_block<C>(K);
+        for (i64 p0 = 0; p0 < K; p0 += kb) {
+            const i64 kc = std::min(kb, K - p0);
             T* dst = buf.data() + p0 * Mp;
             const T* got = packA(0, M, p0, kc, dst);
             if (got != dst) std::memcpy(dst, got, sizeof(T) * Mp * kc);
@@ -197,8 +206,9 @@ void gemm_blocked(i64 M, i64 N, i64 K, T alpha, const PackA& packA, const PackB&
     if ((i64)bbuf.size() < P::KC * P::NC) bbuf.resize(P::KC * P::NC);
     for (i64 jc = 0; jc < N; jc += P::NC) {
         const i64 nc = std::min(P::NC, N - jc);
-        for (i64 pc = 0; pc < K; pc += P::KC) {
-            const i64 kc = std::min(P::KC, K - pc);
+        const i64 kb = depth_block<P>(K);
+        for (i64 pc = 0; pc < K; pc += kb) {
+            const i64 kc = std::min(kb, K - pc);
             const T b_ = pc == 0 ? beta : T(1);  // later depth blocks accumulate onto the first
             packB(pc, kc, jc, nc, bbuf.data());
             for (i64 ic = 0; ic < M; ic += P::MC) {

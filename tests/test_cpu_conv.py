@@ -138,6 +138,7 @@ CASES = [
     (2, 16, 10, 9, 12, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # >= 8 channels: dx as a conv of dy (stride 1)
     (2, 16, 12, 11, 8, 3, 2, (1, 1), (2, 0), (2, 3), 2),   # the same with dilation, groups, uneven padding
     (1, 20, 6, 6, 9, 1, 3, (1, 1), (0, 1), (1, 1), 1),     # 1xk kernel, batch 1
+    (2, 9, 7, 6, 10, 3, 3, (1, 1), (2, 2), (1, 1), 1),     # pad == kernel extent - 1 (no junk column), "full" conv
 ]
 IDS = [f"N{c[0]}C{c[1]}H{c[2]}W{c[3]}K{c[4]}k{c[5]}x{c[6]}s{c[7][0]}{c[7][1]}p{c[8][0]}{c[8][1]}d{c[9][0]}g{c[10]}"
        for c in CASES]
