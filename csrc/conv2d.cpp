@@ -151,10 +151,17 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
                     const bool row_in = ih >= 0 && ih < s.H;
                     for (i64 b = 0; b < s.sw; ++b) {
                         T* d = xq.data() + ((c * s.sh + a) * s.sw + b) * q.plane + r * Wq;
-                        for (i64 u = 0; u < Wq; ++u) {
-                            const i64 iw = u * s.sw + b - s.pw;
-                            d[u] = row_in && iw >= 0 && iw < s.W ? src[iw] : T(0);
+                        // u with iw = u*sw + b - pw inside [0, W): [u0, u1); zeros around
+                        const i64 u0 = std::min(Wq, (s.pw - b + s.sw - 1 + s.sw * Wq) / s.sw - Wq);
+                        const i64 u1 = std::clamp((s.W + s.pw - b + s.sw - 1) / s.sw, u0, Wq);
+                        if (!row_in) {
+                            std::fill(d, d + Wq, T(0));
+                            continue;
                         }
+                        std::fill(d, d + u0, T(0));
+                        if (s.sw == 1) std::memcpy(d + u0, src + u0 - s.pw, sizeof(T) * (u1 - u0));
+                        else for (i64 u = u0; u < u1; ++u) d[u] = src[u * s.sw + b - s.pw];
+                        std::fill(d + u1, d + Wq, T(0));
                     }
                 }
         std::fill(xq.data() + Cg * s.sh * s.sw * q.plane, xq.data() + xsize, T(0));
