@@ -100,18 +100,20 @@ struct Polyphase {
 template <class Cf, typename T = typename Cf::T>
 struct PackPolyphase {
     const T* xq;
-    Polyphase q;
-    const ConvShape* s;
+    const i64* toff;  // tap_offset of every row k of B, computed once per task (no divisions per panel row)
     void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
         constexpr i64 NR = Cf::NR;
-        const i64 KK = s->KH * s->KW;
         for (i64 k = 0; k < kc; ++k) {
-            const i64 crs = p0 + k, r = crs % KK;
-            const T* src = xq + q.tap_offset(*s, crs / KK, r / s->KW, r % s->KW) + j0;
+            const T* src = xq + toff[p0 + k] + j0;
             for (i64 j = 0; j < nc; j += NR) std::memcpy(dst + j * kc + k * NR, src + j, sizeof(T) * NR);
         }
     }
 };
+
+inline std::vector<i64>& tap_offsets() {
+    static thread_local std::vector<i64> v;
+    return v;
+}
 
 }  // namespace
 
@@ -165,9 +167,15 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
                     }
                 }
         std::fill(xq.data() + Cg * s.sh * s.sw * q.plane, xq.data() + xsize, T(0));
+        std::vector<i64>& toff = tap_offsets();
+        toff.resize(CRS);
+        for (i64 crs = 0; crs < CRS; ++crs) {
+            const i64 r = crs % (s.KH * s.KW);
+            toff[crs] = q.tap_offset(s, crs / (s.KH * s.KW), r / s.KW, r % s.KW);
+        }
         std::vector<T>& yt = packed::scratch<T>(5);
         if ((i64)yt.size() < Kg * ncols) yt.resize(Kg * ncols);
-        packed::gemm_blocked<Cf>(Kg, ncols, CRS, T(1), wp[g], PackPolyphase<Cf>{xq.data(), q, &s}, T(0), yt.data(),
+        packed::gemm_blocked<Cf>(Kg, ncols, CRS, T(1), wp[g], PackPolyphase<Cf>{xq.data(), toff.data()}, T(0), yt.data(),
                                  ncols);
         T* yg = y + (n * s.K + g * Kg) * P + oh0 * s.OW;
         for (i64 k = 0; k < Kg; ++k) {
@@ -175,7 +183,8 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
             for (i64 r = 0; r < nr; ++r) {
                 const T* src = yt.data() + k * ncols + r * Wq;
                 T* d = yg + k * P + r * s.OW;
-                for (i64 ow = 0; ow < s.OW; ++ow) d[ow] = src[ow] + b;
+                if (bias) for (i64 ow = 0; ow < s.OW; ++ow) d[ow] = src[ow] + b;
+                else std::memcpy(d, src, sizeof(T) * s.OW);
             }
         }
     }
