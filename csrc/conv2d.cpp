@@ -4,13 +4,14 @@
 //   dweight   dW[g]  (Kg x CRS) += dy[n,g] (Kg x P) . patches[n,g]^T (P x CRS)      summed over n
 //   dx        dcol   (CRS x P)   = W[g]^T (CRS x Kg) . dy[n,g] (Kg x P), then col2im of dcol into dx[n,g]
 //   dbias     sum of dy over n and positions
-// patches[n,g] is never materialised: its B panels are packed straight from (a polyphase copy of) the input rows.
+// patches[n,g] is never materialised: the forward reads its rows in place from a polyphase copy of the input rows,
+// dweight packs its B panels straight from the input.
 //
 // Variants:
 //   conv2d_fwd_naive               the algorithmic reference (direct 7-loop sum); kept for reading, not called.
 //   conv2d_fwd__polyphase_gemm     any stride/padding/dilation/groups: per (image, group, block of output rows) the
 //                                  input rows are copied once into zero-padded polyphase planes, where every tap's
-//                                  run of output positions is contiguous: each B panel row is one fixed-size copy.
+//                                  run of output positions is contiguous: the microkernel reads B rows in place.
 //   conv2d_fwd__1x1_gemm           1x1/s1/p0: a plain GEMM on the NCHW planes.
 //   conv2d_bwd_cfg                 dbias: threads over channels (double accumulators).
 //                                  dweight: threads split the images, each summing into a private dW (no races),
@@ -88,25 +89,13 @@ struct PackPatchesT {
 // (width Wp = W + 2pw) is split into sh x sw phases (padded row ihp -> phase ihp % sh, row ihp / sh; column likewise),
 // each an (Hq x Wq) plane. Output (r, ow) at tap (kh, kw) then reads phase ((kh*dh) % sh, (kw*dw) % sw) at row
 // r + (kh*dh)/sh, column ow + (kw*dw)/sw: for a fixed tap, consecutive j' are consecutive addresses, so every panel
-// row is one fixed-size copy, whatever the stride. Columns with ow >= OW are junk (computed, then dropped).
+// row is a contiguous run, whatever the stride: the microkernel reads B rows in place through a table of tap
+// offsets (gemm_blocked_rows), nothing is packed. Columns with ow >= OW are junk (computed, then dropped).
 struct Polyphase {
     i64 Hq, Wq, plane;  // plane = Hq * Wq
     i64 tap_offset(const ConvShape& s, i64 c, i64 kh, i64 kw) const {
         const i64 a = kh * s.dh, b = kw * s.dw;
         return ((c * s.sh + a % s.sh) * s.sw + b % s.sw) * plane + (a / s.sh) * Wq + b / s.sw;
-    }
-};
-
-template <class Cf, typename T = typename Cf::T>
-struct PackPolyphase {
-    const T* xq;
-    const i64* toff;  // tap_offset of every row k of B, computed once per task (no divisions per panel row)
-    void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
-        constexpr i64 NR = Cf::NR;
-        for (i64 k = 0; k < kc; ++k) {
-            const T* src = xq + toff[p0 + k] + j0;
-            for (i64 j = 0; j < nc; j += NR) std::memcpy(dst + j * kc + k * NR, src + j, sizeof(T) * NR);
-        }
     }
 };
 
@@ -175,8 +164,7 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
         }
         std::vector<T>& yt = packed::scratch<T>(5);
         if ((i64)yt.size() < Kg * ncols) yt.resize(Kg * ncols);
-        packed::gemm_blocked<Cf>(Kg, ncols, CRS, T(1), wp[g], PackPolyphase<Cf>{xq.data(), toff.data()}, T(0), yt.data(),
-                                 ncols);
+        packed::gemm_blocked_rows<Cf>(Kg, ncols, CRS, wp[g], xq.data(), toff.data(), T(0), yt.data(), ncols);
         T* yg = y + (n * s.K + g * Kg) * P + oh0 * s.OW;
         for (i64 k = 0; k < Kg; ++k) {
             const T b = bias ? bias[g * Kg + k] : T(0);

@@ -2,12 +2,15 @@
 //
 // Variants, in order:
 //   gemm_naive                   the algorithmic reference (row-at-a-time axpy); kept for reading, not called.
-//   gemm_f32__scalar_6x16,
-//   gemm_f64__scalar_6x8         portable microkernels with the packed structure below (compiler may use SSE2).
+//   gemm__scalar<T, MR, NR>      portable microkernels with the packed structure below (compiler may use SSE2),
+//                                one per configuration tile.
 //   gemm_f32__avx2_fma_6x16,
 //   gemm_f64__avx2_fma_6x8       register-blocked AVX2/FMA microkernels: 12 ymm accumulators, 2 B loads and
 //                                6 broadcasts per depth step; compiled with a function-level target attribute and
 //                                chosen at run time (fastnn::has_avx2_fma), so the library still runs without AVX2.
+//   gemm_f32__avx512f_8x32,
+//   gemm_f64__avx512f_8x16       the same with 16 zmm accumulators, where the CPU has AVX-512F.
+//   *_ind                        the same kernels reading B rows through a pointer table (conv implicit GEMM).
 //   gemm                         BLIS-style driver (gemm_packed.h): pack A/B into cache-sized panels, threads over
 //                                independent output blocks.
 #include <algorithm>
@@ -52,22 +55,26 @@ static inline void store_tile(const T* acc, T* c, i64 ldc, T alpha, T beta, i64 
         }
 }
 
-// Portable fallback with the same packed layout as the SIMD kernels.
-template <typename T, i64 MR, i64 NR>
-static void gemm__scalar(i64 kc, const T* a, const T* b, T* c, i64 ldc, T alpha, T beta, i64 m, i64 n) {
+// Portable fallback with the same packed layout as the SIMD kernels. BK(k) is the address of B's depth row k:
+// the packed panel (b + k*NR) or, for the indirect variants, a row pointer table (brow[k] + boff).
+template <typename T, i64 MR, i64 NR, class BK>
+static inline void gemm__scalar_body(i64 kc, const T* a, BK bk, T* c, i64 ldc, T alpha, T beta, i64 m, i64 n) {
     T acc[MR * NR] = {};
-    for (i64 k = 0; k < kc; ++k, a += MR, b += NR)
+    for (i64 k = 0; k < kc; ++k, a += MR) {
+        const T* b = bk(k);
         for (i64 i = 0; i < MR; ++i)
             for (i64 j = 0; j < NR; ++j) acc[i * NR + j] += a[i] * b[j];
+    }
     store_tile<T, MR, NR>(acc, c, ldc, alpha, beta, m, n);
 }
-static void gemm_f32__scalar_6x16(i64 kc, const float* a, const float* b, float* c, i64 ldc, float alpha, float beta,
-                                  i64 m, i64 n) {
-    gemm__scalar<float, 6, 16>(kc, a, b, c, ldc, alpha, beta, m, n);
+template <typename T, i64 MR, i64 NR>
+static void gemm__scalar(i64 kc, const T* a, const T* b, T* c, i64 ldc, T alpha, T beta, i64 m, i64 n) {
+    gemm__scalar_body<T, MR, NR>(kc, a, [b](i64 k) { return b + k * NR; }, c, ldc, alpha, beta, m, n);
 }
-static void gemm_f64__scalar_6x8(i64 kc, const double* a, const double* b, double* c, i64 ldc, double alpha,
-                                 double beta, i64 m, i64 n) {
-    gemm__scalar<double, 6, 8>(kc, a, b, c, ldc, alpha, beta, m, n);
+template <typename T, i64 MR, i64 NR>
+static void gemm__scalar_ind(i64 kc, const T* a, const T* const* brow, i64 boff, T* c, i64 ldc, T alpha, T beta,
+                             i64 m, i64 n) {
+    gemm__scalar_body<T, MR, NR>(kc, a, [brow, boff](i64 k) { return brow[k] + boff; }, c, ldc, alpha, beta, m, n);
 }
 
 #ifdef FASTNN_X86
@@ -94,13 +101,14 @@ static void gemm_f64__scalar_6x8(i64 kc, const double* a, const double* b, doubl
 #define FASTNN_SPILL_ROW(i) STOREU(t + 2 * W * i, c##i##0); STOREU(t + 2 * W * i + W, c##i##1);
 #define FASTNN_PREFETCH_ROW(i) _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0); \
     _mm_prefetch((const char*)(c + i * ldc + 2 * W - 1), _MM_HINT_T0);
-#define FASTNN_UKERNEL_BODY(MR)                                             \
+#define FASTNN_UKERNEL_BODY(MR, BK)                                         \
     ROWS(FASTNN_PREFETCH_ROW) /* C is touched only after the loop: start fetching it now */ \
     ROWS(FASTNN_DECL)                                                       \
     _Pragma("GCC unroll 4")                                                 \
-    for (i64 k = 0; k < kc; ++k, a += MR, b += 2 * W) {                     \
+    for (i64 k = 0; k < kc; ++k, a += MR) {                                 \
         _mm_prefetch((const char*)(a + 8 * MR), _MM_HINT_T0);               \
-        const V b0 = LOADU(b), b1 = LOADU(b + W);                           \
+        const T* bk = BK;                                                   \
+        const V b0 = LOADU(bk), b1 = LOADU(bk + W);                         \
         ROWS(FASTNN_FMA_ROW)                                                \
     }                                                                       \
     const V va = SET1(alpha), vb = SET1(beta);                              \
@@ -112,14 +120,28 @@ static void gemm_f64__scalar_6x8(i64 kc, const double* a, const double* b, doubl
     ROWS(FASTNN_SPILL_ROW)                                                  \
     store_tile<T, MR, 2 * W>(t, c, ldc, alpha, beta, m, n);
 
+// Defines NAME (packed B panel) and NAME_ind (B rows through a pointer table: conv's implicit GEMM reads the
+// input copy in place, no B packing) from the one body.
+#define FASTNN_UKERNEL_PAIR(NAME, TARGET, TT, VV, WW, MR)                                                       \
+    __attribute__((target(TARGET))) static void NAME(i64 kc, const TT* a, const TT* b, TT* c, i64 ldc,         \
+                                                     TT alpha, TT beta, i64 m, i64 n) {                         \
+        using T = TT;                                                                                           \
+        using V = VV;                                                                                           \
+        constexpr i64 W = WW;                                                                                   \
+        FASTNN_UKERNEL_BODY(MR, b + k * 2 * W)                                                                  \
+    }                                                                                                           \
+    __attribute__((target(TARGET))) static void NAME##_ind(i64 kc, const TT* a, const TT* const* brow,         \
+                                                           i64 boff, TT* c, i64 ldc, TT alpha, TT beta, i64 m, \
+                                                           i64 n) {                                             \
+        using T = TT;                                                                                           \
+        using V = VV;                                                                                           \
+        constexpr i64 W = WW;                                                                                   \
+        FASTNN_UKERNEL_BODY(MR, brow[k] + boff)                                                                 \
+    }
+
+// AVX2/FMA: 6 rows x 16 floats (6 x 8 doubles) of C in 12 ymm registers; per depth step 2 loads of B,
+// 6 broadcasts of A, 12 FMAs.
 #define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
-// 6 rows x 16 columns of C in 12 ymm registers; per depth step: 2 loads of B, 6 broadcasts of A, 12 FMAs.
-__attribute__((target("avx2,fma"))) static void gemm_f32__avx2_fma_6x16(i64 kc, const float* a, const float* b,
-                                                                        float* c, i64 ldc, float alpha, float beta,
-                                                                        i64 m, i64 n) {
-    using T = float;
-    using V = __m256;
-    constexpr i64 W = 8;
 #define SETZERO _mm256_setzero_ps
 #define SET1 _mm256_set1_ps
 #define LOADU _mm256_loadu_ps
@@ -127,7 +149,7 @@ __attribute__((target("avx2,fma"))) static void gemm_f32__avx2_fma_6x16(i64 kc, 
 #define BCAST _mm256_broadcast_ss
 #define MUL _mm256_mul_ps
 #define FMA _mm256_fmadd_ps
-    FASTNN_UKERNEL_BODY(6)
+FASTNN_UKERNEL_PAIR(gemm_f32__avx2_fma_6x16, "avx2,fma", float, __m256, 8, 6)
 #undef SETZERO
 #undef SET1
 #undef LOADU
@@ -135,15 +157,6 @@ __attribute__((target("avx2,fma"))) static void gemm_f32__avx2_fma_6x16(i64 kc, 
 #undef BCAST
 #undef MUL
 #undef FMA
-}
-
-// The double twin: 6 rows x 8 columns (2 ymm of 4 doubles per row).
-__attribute__((target("avx2,fma"))) static void gemm_f64__avx2_fma_6x8(i64 kc, const double* a, const double* b,
-                                                                       double* c, i64 ldc, double alpha, double beta,
-                                                                       i64 m, i64 n) {
-    using T = double;
-    using V = __m256d;
-    constexpr i64 W = 4;
 #define SETZERO _mm256_setzero_pd
 #define SET1 _mm256_set1_pd
 #define LOADU _mm256_loadu_pd
@@ -151,7 +164,7 @@ __attribute__((target("avx2,fma"))) static void gemm_f64__avx2_fma_6x8(i64 kc, c
 #define BCAST _mm256_broadcast_sd
 #define MUL _mm256_mul_pd
 #define FMA _mm256_fmadd_pd
-    FASTNN_UKERNEL_BODY(6)
+FASTNN_UKERNEL_PAIR(gemm_f64__avx2_fma_6x8, "avx2,fma", double, __m256d, 4, 6)
 #undef SETZERO
 #undef SET1
 #undef LOADU
@@ -159,17 +172,10 @@ __attribute__((target("avx2,fma"))) static void gemm_f64__avx2_fma_6x8(i64 kc, c
 #undef BCAST
 #undef MUL
 #undef FMA
-}
 #undef ROWS
 
+// AVX-512F: 8 rows x 32 floats (8 x 16 doubles) in 16 zmm registers: twice the lanes per FMA of AVX2.
 #define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-// AVX-512F: 8 rows x 32 columns in 16 zmm registers (twice the lanes per FMA of AVX2, on CPUs that have it).
-__attribute__((target("avx512f"))) static void gemm_f32__avx512f_8x32(i64 kc, const float* a, const float* b,
-                                                                      float* c, i64 ldc, float alpha, float beta,
-                                                                      i64 m, i64 n) {
-    using T = float;
-    using V = __m512;
-    constexpr i64 W = 16;
 #define SETZERO _mm512_setzero_ps
 #define SET1 _mm512_set1_ps
 #define LOADU _mm512_loadu_ps
@@ -177,7 +183,7 @@ __attribute__((target("avx512f"))) static void gemm_f32__avx512f_8x32(i64 kc, co
 #define BCAST(p) _mm512_set1_ps(*(p))
 #define MUL _mm512_mul_ps
 #define FMA _mm512_fmadd_ps
-    FASTNN_UKERNEL_BODY(8)
+FASTNN_UKERNEL_PAIR(gemm_f32__avx512f_8x32, "avx512f", float, __m512, 16, 8)
 #undef SETZERO
 #undef SET1
 #undef LOADU
@@ -185,14 +191,6 @@ __attribute__((target("avx512f"))) static void gemm_f32__avx512f_8x32(i64 kc, co
 #undef BCAST
 #undef MUL
 #undef FMA
-}
-
-__attribute__((target("avx512f"))) static void gemm_f64__avx512f_8x16(i64 kc, const double* a, const double* b,
-                                                                      double* c, i64 ldc, double alpha, double beta,
-                                                                      i64 m, i64 n) {
-    using T = double;
-    using V = __m512d;
-    constexpr i64 W = 8;
 #define SETZERO _mm512_setzero_pd
 #define SET1 _mm512_set1_pd
 #define LOADU _mm512_loadu_pd
@@ -200,7 +198,7 @@ __attribute__((target("avx512f"))) static void gemm_f64__avx512f_8x16(i64 kc, co
 #define BCAST(p) _mm512_set1_pd(*(p))
 #define MUL _mm512_mul_pd
 #define FMA _mm512_fmadd_pd
-    FASTNN_UKERNEL_BODY(8)
+FASTNN_UKERNEL_PAIR(gemm_f64__avx512f_8x16, "avx512f", double, __m512d, 8, 8)
 #undef SETZERO
 #undef SET1
 #undef LOADU
@@ -208,8 +206,8 @@ __attribute__((target("avx512f"))) static void gemm_f64__avx512f_8x16(i64 kc, co
 #undef BCAST
 #undef MUL
 #undef FMA
-}
 #undef ROWS
+#undef FASTNN_UKERNEL_PAIR
 #undef FASTNN_UKERNEL_BODY
 #undef FASTNN_SPILL_ROW
 #undef FASTNN_PREFETCH_ROW
@@ -218,35 +216,22 @@ __attribute__((target("avx512f"))) static void gemm_f64__avx512f_8x16(i64 kc, co
 #undef FASTNN_DECL
 #endif
 
-template <>
-Ukernel<float> ukernel<Avx2F32>() {
+// The microkernel of each configuration: SIMD when the CPU has it, else the scalar one with the same tile
+// (the AVX-512 configurations are only chosen when has_avx512f(), see with_cfg).
 #ifdef FASTNN_X86
-    if (has_avx2_fma()) return gemm_f32__avx2_fma_6x16;
+#define FASTNN_PICK(COND, SIMD, SCALAR) return (COND) ? SIMD : SCALAR
+#else
+#define FASTNN_PICK(COND, SIMD, SCALAR) return SCALAR
 #endif
-    return gemm_f32__scalar_6x16;
-}
-template <>
-Ukernel<double> ukernel<Avx2F64>() {
-#ifdef FASTNN_X86
-    if (has_avx2_fma()) return gemm_f64__avx2_fma_6x8;
-#endif
-    return gemm_f64__scalar_6x8;
-}
-// Only selected when has_avx512f() (with_cfg); the scalar fallback keeps the program correct on any other path.
-template <>
-Ukernel<float> ukernel<Avx512F32>() {
-#ifdef FASTNN_X86
-    if (has_avx512f()) return gemm_f32__avx512f_8x32;
-#endif
-    return gemm__scalar<float, 8, 32>;
-}
-template <>
-Ukernel<double> ukernel<Avx512F64>() {
-#ifdef FASTNN_X86
-    if (has_avx512f()) return gemm_f64__avx512f_8x16;
-#endif
-    return gemm__scalar<double, 8, 16>;
-}
+template <> Ukernel<float> ukernel<Avx2F32>() { FASTNN_PICK(has_avx2_fma(), gemm_f32__avx2_fma_6x16, (gemm__scalar<float, 6, 16>)); }
+template <> Ukernel<double> ukernel<Avx2F64>() { FASTNN_PICK(has_avx2_fma(), gemm_f64__avx2_fma_6x8, (gemm__scalar<double, 6, 8>)); }
+template <> Ukernel<float> ukernel<Avx512F32>() { FASTNN_PICK(has_avx512f(), gemm_f32__avx512f_8x32, (gemm__scalar<float, 8, 32>)); }
+template <> Ukernel<double> ukernel<Avx512F64>() { FASTNN_PICK(has_avx512f(), gemm_f64__avx512f_8x16, (gemm__scalar<double, 8, 16>)); }
+template <> UkernelInd<float> ukernel_ind<Avx2F32>() { FASTNN_PICK(has_avx2_fma(), gemm_f32__avx2_fma_6x16_ind, (gemm__scalar_ind<float, 6, 16>)); }
+template <> UkernelInd<double> ukernel_ind<Avx2F64>() { FASTNN_PICK(has_avx2_fma(), gemm_f64__avx2_fma_6x8_ind, (gemm__scalar_ind<double, 6, 8>)); }
+template <> UkernelInd<float> ukernel_ind<Avx512F32>() { FASTNN_PICK(has_avx512f(), gemm_f32__avx512f_8x32_ind, (gemm__scalar_ind<float, 8, 32>)); }
+template <> UkernelInd<double> ukernel_ind<Avx512F64>() { FASTNN_PICK(has_avx512f(), gemm_f64__avx512f_8x16_ind, (gemm__scalar_ind<double, 8, 16>)); }
+#undef FASTNN_PICK
 
 // Per-thread packing buffers, kept between calls (OpenMP reuses its threads), so a GEMM allocates nothing.
 template <typename T>

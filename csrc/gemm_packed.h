@@ -53,6 +53,15 @@ inline i64 depth_block(i64 K) {
 template <typename T>
 using Ukernel = void (*)(i64 kc, const T* a, const T* b, T* c, i64 ldc, T alpha, T beta, i64 m, i64 n);
 template <class C> Ukernel<typename C::T> ukernel();  // the microkernel of a configuration (gemm.cpp)
+// The same, with B's depth row k at brow[k] + boff (NR contiguous elements) instead of a packed panel.
+template <typename T>
+using UkernelInd = void (*)(i64 kc, const T* a, const T* const* brow, i64 boff, T* c, i64 ldc, T alpha, T beta,
+                            i64 m, i64 n);
+template <class C> UkernelInd<typename C::T> ukernel_ind();
+template <> UkernelInd<float> ukernel_ind<Avx2F32>();
+template <> UkernelInd<double> ukernel_ind<Avx2F64>();
+template <> UkernelInd<float> ukernel_ind<Avx512F32>();
+template <> UkernelInd<double> ukernel_ind<Avx512F64>();
 template <> Ukernel<float> ukernel<Avx2F32>();         // AVX2/FMA, or scalar when has_avx2_fma() is false
 template <> Ukernel<double> ukernel<Avx2F64>();
 template <> Ukernel<float> ukernel<Avx512F32>();
@@ -220,6 +229,33 @@ void gemm_blocked(i64 M, i64 N, i64 K, T alpha, const PackA& packA, const PackB&
                         uk(kc, ap + ir * kc, bbuf.data() + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, alpha, b_,
                            std::min(P::MR, mc - ir), std::min(P::NR, nc - jr));
             }
+        }
+    }
+}
+
+// gemm_blocked with B read in place: B's depth row k is the NR-wide run at base + row_off[k] + j (j = column), so
+// no B block is packed (conv: the rows are tap offsets into a padded input copy). Reads may run up to NR-1
+// columns past N on the last panel: the caller provides that slack.
+template <class P, class PackA, typename T = typename P::T>
+void gemm_blocked_rows(i64 M, i64 N, i64 K, const PackA& packA, const T* base, const i64* row_off, T beta, T* C,
+                       i64 ldc) {
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    const UkernelInd<T> uk = ukernel_ind<P>();
+    std::vector<T>& abuf = scratch<T>(0);
+    if ((i64)abuf.size() < P::MC * P::KC) abuf.resize(P::MC * P::KC);
+    const T* brow[P::KC];
+    const i64 kb = depth_block<P>(K);
+    for (i64 pc = 0; pc < K; pc += kb) {
+        const i64 kc = std::min(kb, K - pc);
+        const T b_ = pc == 0 ? beta : T(1);
+        for (i64 k = 0; k < kc; ++k) brow[k] = base + row_off[pc + k];
+        for (i64 ic = 0; ic < M; ic += P::MC) {
+            const i64 mc = std::min(P::MC, M - ic);
+            const T* ap = packA(ic, mc, pc, kc, abuf.data());
+            for (i64 jr = 0; jr < N; jr += P::NR)
+                for (i64 ir = 0; ir < mc; ir += P::MR)
+                    uk(kc, ap + ir * kc, brow, jr, C + (ic + ir) * ldc + jr, ldc, T(1), b_,
+                       std::min(P::MR, mc - ir), std::min(P::NR, N - jr));
         }
     }
 }
