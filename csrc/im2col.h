@@ -35,7 +35,7 @@ inline void patch_row(const T* xc, const ConvShape& s, i64 kh, i64 kw, i64 j0, i
             const T* row = xc + ih * s.W;  // row[q*sw + off] is the input value for column q
             const i64 a = std::clamp(lo, ow, end), b = std::clamp(hi, a, end);
             std::fill(o, o + (a - ow), T(0));
-            if (s.sw == 1) std::memcpy(o + (a - ow), row + a + off, sizeof(T) * (b - a));
+            if (s.sw == 1) for (i64 q = a; q < b; ++q) o[q - ow] = row[q + off];  // short runs: no memcpy call
             else for (i64 q = a; q < b; ++q) o[q - ow] = row[q * s.sw + off];
             std::fill(o + (b - ow), o + n, T(0));
         }
