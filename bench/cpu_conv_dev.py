@@ -46,6 +46,7 @@ def main():
     ap.add_argument("--f64", action="store_true")
     ap.add_argument("--only", type=int, default=None, help="index of one shape")
     ap.add_argument("--cpu-time", action="store_true", help="1 thread, CPU time of the calling thread")
+    ap.add_argument("--im2col", action="store_true", help="time im2col/col2im against the NumPy reference instead")
     args = ap.parse_args()
     if args.cpu_time:
         global CLOCK
@@ -58,6 +59,8 @@ def main():
     _C.set_num_threads(args.threads)
     dt = np.float64 if args.f64 else np.float32
     rng = np.random.default_rng(0)
+    if args.im2col:
+        return bench_im2col(args, dt, rng)
 
     n = 2048
     A, B = rng.standard_normal((n, n)).astype(dt), rng.standard_normal((n, n)).astype(dt)
@@ -105,6 +108,40 @@ def main():
 
         ta, tt = best([f_bwd, t_bwd], args.reps)
         print(f"{name:34} bwd  {ta * 1e3:10.2f} {tt * 1e3:9.2f} {tt / ta:7.2f}x {2 * flop / ta / 1e9:8.1f}")
+
+
+def numpy_reference():
+    """fastnn.reference (the NumPy spec); from the main tree (FASTNN_REFERENCE=path) while this branch lacks it."""
+    try:
+        from fastnn import reference
+        return reference
+    except ImportError:
+        import importlib.util
+        import os
+        path = os.environ.get("FASTNN_REFERENCE", "/work/main/fastnn/reference.py")
+        spec = importlib.util.spec_from_file_location("fastnn_reference", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+
+def bench_im2col(args, dt, rng):
+    ref = numpy_reference()
+    print(f"im2col/col2im, {args.threads} threads, {np.dtype(dt).name}: fastnn vs the NumPy reference "
+          f"(GB/s = bytes of col written or read, once)")
+    print(f"{'shape (N,C,H,W,R,S,s,p)':30} {'op':7} {'fastnn ms':>10} {'numpy ms':>9} {'speedup':>8} {'GB/s':>6}")
+    for (N, Cc, H, W, K, R, S, st, pd) in SHAPES:
+        x = rng.standard_normal((N, Cc, H, W)).astype(dt)
+        ks, s2, p2, d2 = (R, S), (st, st), (pd, pd), (1, 1)
+        OH, OW = (H + 2 * pd - R) // st + 1, (W + 2 * pd - S) // st + 1
+        col = np.empty((N * OH * OW, Cc * R * S), dt)
+        xo = np.empty_like(x)
+        name = str((N, Cc, H, W, R, S, st, pd))
+        ta, tr = best([lambda: _C.im2col(x, col, ks, s2, p2, d2), lambda: ref.im2col(x, ks, s2, p2, d2)], args.reps)
+        print(f"{name:30} im2col  {ta * 1e3:10.2f} {tr * 1e3:9.2f} {tr / ta:7.2f}x {col.nbytes / ta / 1e9:6.1f}")
+        ta, tr = best([lambda: _C.col2im(col, xo, ks, s2, p2, d2),
+                       lambda: ref.col2im(col, x.shape, ks, s2, p2, d2)], args.reps)
+        print(f"{name:30} col2im  {ta * 1e3:10.2f} {tr * 1e3:9.2f} {tr / ta:7.2f}x {col.nbytes / ta / 1e9:6.1f}")
 
 
 if __name__ == "__main__":
