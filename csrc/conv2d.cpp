@@ -14,8 +14,8 @@
 //                                  run of output positions is contiguous: the microkernel reads B rows in place.
 //   conv2d_fwd__1x1_gemm           1x1/s1/p0: a plain GEMM on the NCHW planes.
 //   conv2d_bwd_cfg                 dbias: threads over channels (double accumulators).
-//                                  dweight: threads split the images, each summing into a private dW (no races),
-//                                  then the partials are added; B = patches^T packed from tap lines (patch_row) with
+//                                  dweight: threads take images (dynamic), each summing into a private dW (no
+//                                  races), then the partials are added; B = patches^T packed from tap lines (patch_row) with
 //                                  SSE2 block transposes.
 //                                  dx, stride 1 and >= MR input channels: the forward of dy with flipped, transposed
 //                                  weights (the "full" correlation); otherwise dcol in ~1 MiB row blocks + col2im,
@@ -215,7 +215,7 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
     const int nt = (int)std::max<i64>(1, std::min<i64>(get_num_threads(), s.N));
 
     // dbias: one channel per iteration, accumulated in double (N*P terms).
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 8)
     for (i64 k = 0; k < s.K; ++k) {
         double acc = 0;
         for (i64 n = 0; n < s.N; ++n) {
@@ -225,8 +225,9 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
         db[k] = T(acc);
     }
 
-    // dweight: thread t sums its share of the images into its own buffer (t == 0: dw itself), then the buffers
-    // are added up — a race-free reduction over N whose order depends only on the thread count.
+    // dweight: each thread sums the images it takes (dynamic schedule: a descheduled thread on a shared machine
+    // does not hold up the others) into its own buffer (thread 0: dw itself), then the buffers are added up.
+    // No races; the rounding order depends on which thread took which image.
     const i64 WS = s.K * CRS;
     std::vector<T> partial((size_t)(nt - 1) * WS);
 #pragma omp parallel num_threads(nt)
@@ -236,23 +237,26 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
         t = omp_get_thread_num();
 #endif
         T* acc = t == 0 ? dw : partial.data() + (t - 1) * WS;
-        const i64 n0 = s.N * t / nt, n1 = s.N * (t + 1) / nt;
-        if (n0 == n1) std::fill(acc, acc + WS, T(0));
-        for (i64 n = n0; n < n1; ++n)
+        bool first = true;
+#pragma omp for schedule(dynamic)
+        for (i64 n = 0; n < s.N; ++n) {
             for (i64 g = 0; g < G; ++g) {
                 const T* xg = x + (n * s.C + g * Cg) * HW;
                 packed::PackMatA<Cf> a{dy + (n * s.K + g * Kg) * P, P, false};
-                const T beta = n == n0 ? T(0) : T(1);
+                const T beta = first ? T(0) : T(1);
                 if (plain)
                     packed::gemm_blocked<Cf>(Kg, CRS, P, T(1), a, packed::PackMatB<Cf>{xg, HW, true}, beta,
-                                            acc + g * Kg * CRS, CRS);
+                                             acc + g * Kg * CRS, CRS);
                 else
                     packed::gemm_blocked<Cf>(Kg, CRS, P, T(1), a, PackPatchesT<Cf>{xg, &s}, beta, acc + g * Kg * CRS,
-                                            CRS);
+                                             CRS);
             }
+            first = false;
+        }
+        if (first) std::fill(acc, acc + WS, T(0));
     }
     if (nt > 1) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 4096)
         for (i64 i = 0; i < WS; ++i)
             for (int t = 1; t < nt; ++t) dw[i] += partial[(t - 1) * WS + i];
     }

@@ -245,8 +245,8 @@ template std::vector<double>& scratch<double>(int);
 }  // namespace packed
 
 // Threads take independent column blocks (or row blocks when M is the larger side) and each runs the serial
-// blocked GEMM on its block: no shared writes, no barriers; the other operand is packed by each thread (cheap
-// next to the block's FLOPs). Tiny problems stay on one thread.
+// blocked GEMM on its block: no shared writes; the other operand is packed again per block (cheap next to the
+// block's FLOPs). Tiny problems stay on one thread.
 template <class Cf, typename T = typename Cf::T>
 static void gemm_packed(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B, i64 ldb,
                         T beta, T* C, i64 ldc) {
@@ -254,9 +254,10 @@ static void gemm_packed(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T*
     if ((double)M * N * std::max<i64>(K, 1) < 32768.0 * 8) nt = 1;
     const bool split_n = N >= M;
     const i64 dim = split_n ? N : M, unit = split_n ? Cf::NR : Cf::MR;
-    const i64 nblk = std::min<i64>(nt, (dim + unit - 1) / unit);
+    // 4 blocks per thread, taken dynamically: on a shared machine a descheduled thread does not hold up the rest.
+    const i64 nblk = std::min<i64>(nt == 1 ? 1 : 4 * nt, (dim + unit - 1) / unit);
     const i64 step = packed::round_up((dim + nblk - 1) / nblk, unit);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nblk > 1)
+#pragma omp parallel for schedule(dynamic) num_threads(nt) if (nblk > 1)
     for (i64 b = 0; b < nblk; ++b) {
         const i64 lo = b * step, len = std::min(step, dim - lo);
         if (len <= 0) continue;
