@@ -2,8 +2,8 @@
 
     PYTHONPATH=. python bench/cpu_conv_dev.py [--threads 2] [--reps 5] [--bwd] [--f64] [--cpu-time]
 
-Each case alternates fastnn and torch calls and keeps the best of --reps (the machine is shared; the best time is
-the least disturbed one). --cpu-time runs one thread and measures the calling thread's CPU time
+Each case times fastnn and torch in alternating blocks of calls and keeps the best (the machine is shared; the best
+time is the least disturbed one). --cpu-time runs one thread and measures the calling thread's CPU time
 (time.thread_time), which time slices lost to other processes do not inflate: the stable number on a loaded box. GFLOP/s counts 2*N*K*OH*OW*C/groups*KH*KW per pass (backward: 2 passes, dx + dweight)."""
 import argparse
 import time
@@ -26,15 +26,17 @@ CLOCK = time.perf_counter
 
 
 def best(fns, reps):
-    """Best time of each function, calls interleaved so drifting load hits all of them alike."""
+    """Best time of each function. Each function runs in its own block of calls (after a warm-up call), blocks
+    alternate over two rounds: OpenMP runtimes keep their threads spinning for a while after a parallel region, so
+    calls interleaved one by one would time fastnn against torch's (or OpenBLAS's) spinning threads and vice versa."""
     t = [float("inf")] * len(fns)
-    for f in fns:
-        f()  # warm-up (allocations, packing buffers, thread pool)
-    for _ in range(reps):
+    for _ in range(2):
         for i, f in enumerate(fns):
-            t0 = CLOCK()
-            f()
-            t[i] = min(t[i], CLOCK() - t0)
+            f()  # warm-up: allocations, packing buffers, waking the thread pool
+            for _ in range(max(1, reps // 2)):
+                t0 = CLOCK()
+                f()
+                t[i] = min(t[i], CLOCK() - t0)
     return t
 
 

@@ -5,10 +5,10 @@
 //   for n, oh, ow, c, kh, kw:  ih = oh*sh - ph + kh*dh, iw = ow*sw - pw + kw*dw
 //       col[(n*OH+oh)*OW+ow, (c*KH+kh)*KW+kw]  =  x[n,c,ih,iw] if inside else 0      (im2col)
 //       x[n,c,ih,iw] += col[...] if inside                                            (col2im, x zeroed first)
-// Both kernels work on tiles of (up to 256 output positions) x (a group of 16 taps): one tap at a time on a run of
+// Both kernels work on tiles of (output positions) x (taps): one tap at a time on a run of
 // positions (patch_row / patch_row_add in im2col.h: zeros | copy | zeros), and the tile is transposed to or from
-// the position-major col in SSE2 register blocks (packed::transpose_lines), so col is read and written in whole
-// cache lines rather than one element per line.
+// the position-major col in SSE2 register blocks (packed::transpose_lines). A tile spans up to 128 taps, so col is
+// written/read in runs of whole cache lines, and few positions, so one tile touches few pages (TLB) of col.
 #include <algorithm>
 #include <vector>
 
@@ -18,7 +18,12 @@
 namespace fastnn {
 
 namespace {
-constexpr i64 kTilePos = 256, kTileTaps = 16;
+constexpr i64 kMaxTaps = 128;
+// Positions per tile: a tile's rows of col should span at most ~128 KiB (32 pages), but runs of at least 16.
+template <typename T>
+i64 tile_positions(i64 P, i64 CRS) {
+    return std::min(P, std::clamp<i64>((i64(128) << 10) / (CRS * (i64)sizeof(T)), 16, 256));
+}
 
 // d[q*ld + i] = lines[i*len + q] for i < ntaps, q < len (lines: ntaps x len, row-major).
 template <typename T>
@@ -45,17 +50,18 @@ void rows_to_lines(const T* src, i64 ld, i64 len, i64 ntaps, T* lines) {
 template <typename T>
 void im2col(const T* x, T* col, const ConvShape& s) {
     const i64 P = s.OH * s.OW, KK = s.KH * s.KW, CRS = s.C * KK, HW = s.H * s.W;
-    const i64 nblk = (P + kTilePos - 1) / kTilePos;
+    const i64 taps = std::min(CRS, kMaxTaps), pos = tile_positions<T>(P, CRS);
+    const i64 nblk = (P + pos - 1) / pos;
 #pragma omp parallel
     {
         std::vector<T>& lines = packed::scratch<T>(2);
-        if ((i64)lines.size() < kTileTaps * kTilePos) lines.resize(kTileTaps * kTilePos);
+        if ((i64)lines.size() < taps * pos) lines.resize(taps * pos);
 #pragma omp for schedule(dynamic)
         for (i64 t = 0; t < s.N * nblk; ++t) {
-            const i64 n = t / nblk, j0 = (t % nblk) * kTilePos, len = std::min(kTilePos, P - j0);
+            const i64 n = t / nblk, j0 = (t % nblk) * pos, len = std::min(pos, P - j0);
             T* out = col + (n * P + j0) * CRS;
-            for (i64 t0 = 0; t0 < CRS; t0 += kTileTaps) {
-                const i64 nt = std::min(kTileTaps, CRS - t0);
+            for (i64 t0 = 0; t0 < CRS; t0 += taps) {
+                const i64 nt = std::min(taps, CRS - t0);
                 for (i64 i = 0; i < nt; ++i) {
                     const i64 crs = t0 + i, c = crs / KK, r = crs % KK;
                     patch_row(x + (n * s.C + c) * HW, s, r / s.KW, r % s.KW, j0, len, lines.data() + i * len);
@@ -71,19 +77,19 @@ void im2col(const T* x, T* col, const ConvShape& s) {
 template <typename T>
 void col2im(const T* col, T* x, const ConvShape& s) {
     const i64 P = s.OH * s.OW, KK = s.KH * s.KW, CRS = s.C * KK, HW = s.H * s.W;
-    const i64 cg = std::max<i64>(1, std::min<i64>(s.C, kTileTaps / KK));  // channels per task
-    const i64 ngrp = (s.C + cg - 1) / cg;
+    const i64 cg = std::max<i64>(1, std::min<i64>(s.C, kMaxTaps / KK));  // channels per task
+    const i64 ngrp = (s.C + cg - 1) / cg, pos = tile_positions<T>(P, CRS);
 #pragma omp parallel
     {
         std::vector<T>& lines = packed::scratch<T>(2);
-        if ((i64)lines.size() < cg * KK * kTilePos) lines.resize(cg * KK * kTilePos);
+        if ((i64)lines.size() < cg * KK * pos) lines.resize(cg * KK * pos);
 #pragma omp for schedule(dynamic)
         for (i64 t = 0; t < s.N * ngrp; ++t) {
             const i64 n = t / ngrp, c0 = (t % ngrp) * cg, nc = std::min(cg, s.C - c0), ntaps = nc * KK;
             T* planes = x + (n * s.C + c0) * HW;
             std::fill(planes, planes + nc * HW, T(0));
-            for (i64 j0 = 0; j0 < P; j0 += kTilePos) {
-                const i64 len = std::min(kTilePos, P - j0);
+            for (i64 j0 = 0; j0 < P; j0 += pos) {
+                const i64 len = std::min(pos, P - j0);
                 rows_to_lines(col + (n * P + j0) * CRS + c0 * KK, CRS, len, ntaps, lines.data());
                 for (i64 i = 0; i < ntaps; ++i)
                     patch_row_add(planes + (i / KK) * HW, s, (i % KK) / s.KW, i % s.KW, j0, len,
