@@ -15,8 +15,8 @@
 //   conv2d_fwd__1x1_gemm           1x1/s1/p0: a plain GEMM on the NCHW planes.
 //   conv2d_bwd_cfg                 dbias: threads over channels (double accumulators).
 //                                  dweight: threads take images (dynamic), each summing into a private dW (no
-//                                  races), then the partials are added; B = patches^T packed from tap lines (patch_row) with
-//                                  SSE2 block transposes.
+//                                  races), then the partials are added; B = patches^T packed from tap lines
+//                                  (patch_row) with SSE2 block transposes.
 //                                  dx, stride 1 and >= MR input channels: the forward of dy with flipped, transposed
 //                                  weights (the "full" correlation); otherwise dcol in ~1 MiB row blocks + col2im,
 //                                  threads over (image, group).
