@@ -68,7 +68,7 @@ struct PackPatchesT {
         constexpr i64 NR = Cf::NR, L = packed::transpose_block<T>();  // lanes per transpose block
         static_assert(NR % L == 0, "panel width must be a multiple of the transpose block");
         const i64 KK = s->KH * s->KW;
-        std::vector<T>& lines = packed::scratch<T>(2);
+        packed::Buffer<T>& lines = packed::scratch<T>(2);
         if ((i64)lines.size() < L * kc) lines.resize(L * kc);
         for (i64 j = 0; j < packed::round_up(nc, NR); j += L) {
             for (i64 i = 0; i < L; ++i) {
@@ -131,7 +131,7 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
         const Polyphase q{Hq, Wq, Hq * Wq};
         // Slack past the last plane for the junk columns of the last rows (and the last panel's padding).
         const i64 xsize = Cg * s.sh * s.sw * q.plane + 2 * Wq + s.pw + 2 * Cf::NR;
-        std::vector<T>& xq = packed::scratch<T>(4);
+        packed::Buffer<T>& xq = packed::scratch<T>(4);
         if ((i64)xq.size() < xsize) xq.resize(xsize);
         const T* xg = x + (n * s.C + g * Cg) * HW;
         for (i64 c = 0; c < Cg; ++c)
@@ -162,7 +162,7 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
             const i64 r = crs % (s.KH * s.KW);
             toff[crs] = q.tap_offset(s, crs / (s.KH * s.KW), r / s.KW, r % s.KW);
         }
-        std::vector<T>& yt = packed::scratch<T>(5);
+        packed::Buffer<T>& yt = packed::scratch<T>(5);
         if ((i64)yt.size() < Kg * ncols) yt.resize(Kg * ncols);
         packed::gemm_blocked_rows<Cf>(Kg, ncols, CRS, wp[g], xq.data(), toff.data(), T(0), yt.data(), ncols);
         T* yg = y + (n * s.K + g * Kg) * P + oh0 * s.OW;
@@ -293,7 +293,7 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
             continue;
         }
         std::fill(dxg, dxg + Cg * HW, T(0));
-        std::vector<T>& dcol = packed::scratch<T>(3);
+        packed::Buffer<T>& dcol = packed::scratch<T>(3);
         if ((i64)dcol.size() < CRS * rows * s.OW) dcol.resize(CRS * rows * s.OW);
         for (i64 oh0 = 0; oh0 < s.OH; oh0 += rows) {
             const i64 j0 = oh0 * s.OW, len = std::min(rows, s.OH - oh0) * s.OW;

@@ -235,12 +235,12 @@ template <> UkernelInd<double> ukernel_ind<Avx512F64>() { FASTNN_PICK(has_avx512
 
 // Per-thread packing buffers, kept between calls (OpenMP reuses its threads), so a GEMM allocates nothing.
 template <typename T>
-std::vector<T>& scratch(int which) {
-    static thread_local std::vector<T> bufs[6];
+Buffer<T>& scratch(int which) {
+    static thread_local Buffer<T> bufs[6];
     return bufs[which];
 }
-template std::vector<float>& scratch<float>(int);
-template std::vector<double>& scratch<double>(int);
+template Buffer<float>& scratch<float>(int);
+template Buffer<double>& scratch<double>(int);
 
 }  // namespace packed
 

@@ -12,6 +12,7 @@
 #pragma once
 #include <algorithm>
 #include <cstring>
+#include <new>
 #include <type_traits>
 #include <vector>
 
@@ -66,7 +67,22 @@ template <> Ukernel<float> ukernel<Avx2F32>();         // AVX2/FMA, or scalar wh
 template <> Ukernel<double> ukernel<Avx2F64>();
 template <> Ukernel<float> ukernel<Avx512F32>();
 template <> Ukernel<double> ukernel<Avx512F64>();
-template <typename T> std::vector<T>& scratch(int which);  // per-thread buffers: 0 = A block, 1 = B block, 2..5 = caller
+// 64-byte aligned storage: a zmm load from a packed B panel then never straddles two cache lines.
+template <typename T>
+struct Aligned64 {
+    using value_type = T;
+    Aligned64() = default;
+    template <typename U>
+    Aligned64(const Aligned64<U>&) {}
+    T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+    void deallocate(T* p, std::size_t) { ::operator delete(p, std::align_val_t(64)); }
+    template <typename U>
+    bool operator==(const Aligned64<U>&) const { return true; }
+    template <typename U>
+    bool operator!=(const Aligned64<U>&) const { return false; }
+};
+template <typename T> using Buffer = std::vector<T, Aligned64<T>>;
+template <typename T> Buffer<T>& scratch(int which);  // per-thread buffers: 0 = A block, 1 = B block, 2..5 = caller
 
 bool has_avx512f();  // cpu_features.cpp: CPU + OS support, and FASTNN_SIMD not set to "scalar" or "avx2"
 
@@ -209,8 +225,8 @@ void gemm_blocked(i64 M, i64 N, i64 K, T alpha, const PackA& packA, const PackB&
         return;
     }
     const Ukernel<T> uk = ukernel<P>();
-    std::vector<T>& abuf = scratch<T>(0);
-    std::vector<T>& bbuf = scratch<T>(1);
+    Buffer<T>& abuf = scratch<T>(0);
+    Buffer<T>& bbuf = scratch<T>(1);
     if ((i64)abuf.size() < P::MC * P::KC) abuf.resize(P::MC * P::KC);
     if ((i64)bbuf.size() < P::KC * P::NC) bbuf.resize(P::KC * P::NC);
     for (i64 jc = 0; jc < N; jc += P::NC) {
@@ -241,7 +257,7 @@ void gemm_blocked_rows(i64 M, i64 N, i64 K, const PackA& packA, const T* base, c
                        i64 ldc) {
     if (M <= 0 || N <= 0 || K <= 0) return;
     const UkernelInd<T> uk = ukernel_ind<P>();
-    std::vector<T>& abuf = scratch<T>(0);
+    Buffer<T>& abuf = scratch<T>(0);
     if ((i64)abuf.size() < P::MC * P::KC) abuf.resize(P::MC * P::KC);
     const T* brow[P::KC];
     const i64 kb = depth_block<P>(K);

@@ -54,7 +54,7 @@ void im2col(const T* x, T* col, const ConvShape& s) {
     const i64 nblk = (P + pos - 1) / pos;
 #pragma omp parallel
     {
-        std::vector<T>& lines = packed::scratch<T>(2);
+        packed::Buffer<T>& lines = packed::scratch<T>(2);
         if ((i64)lines.size() < taps * pos) lines.resize(taps * pos);
 #pragma omp for schedule(dynamic)
         for (i64 t = 0; t < s.N * nblk; ++t) {
@@ -81,7 +81,7 @@ void col2im(const T* col, T* x, const ConvShape& s) {
     const i64 ngrp = (s.C + cg - 1) / cg, pos = tile_positions<T>(P, CRS);
 #pragma omp parallel
     {
-        std::vector<T>& lines = packed::scratch<T>(2);
+        packed::Buffer<T>& lines = packed::scratch<T>(2);
         if ((i64)lines.size() < cg * KK * pos) lines.resize(cg * KK * pos);
 #pragma omp for schedule(dynamic)
         for (i64 t = 0; t < s.N * ngrp; ++t) {
