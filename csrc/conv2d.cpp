@@ -1,10 +1,326 @@
-#include <stdexcept>
-#include "fastnn.h"
+// conv2d forward and backward (NCHW, stride, padding, dilation, groups) as implicit GEMMs on the packed GEMM
+// driver of gemm_packed.h. Per image n and group g, with P = OH*OW and CRS = (C/groups)*KH*KW:
+//   forward   y[n,g] (Kg x P)    = W[g] (Kg x CRS) . patches[n,g] (CRS x P)          (+ bias)
+//   dweight   dW[g]  (Kg x CRS) += dy[n,g] (Kg x P) . patches[n,g]^T (P x CRS)      summed over n
+//   dx        dcol   (CRS x P)   = W[g]^T (CRS x Kg) . dy[n,g] (Kg x P), then col2im of dcol into dx[n,g]
+//   dbias     sum of dy over n and positions
+// patches[n,g] is never materialised: the forward reads its rows in place from a polyphase copy of the input rows,
+// dweight packs its B panels straight from the input.
+//
+// Variants:
+//   conv2d_fwd_naive               the algorithmic reference (direct 7-loop sum); kept for reading, not called.
+//   conv2d_fwd__polyphase_gemm     any stride/padding/dilation/groups: per (image, group, block of output rows) the
+//                                  input rows are copied once into zero-padded polyphase planes, where every tap's
+//                                  run of output positions is contiguous: the microkernel reads B rows in place.
+//   conv2d_fwd__1x1_gemm           1x1/s1/p0: a plain GEMM on the NCHW planes.
+//   conv2d_bwd_cfg                 dbias: threads over channels (double accumulators).
+//                                  dweight: threads take images (dynamic), each summing into a private dW (no
+//                                  races), then the partials are added; B = patches^T packed from tap lines
+//                                  (patch_row) with SSE2 block transposes.
+//                                  dx, stride 1 and >= MR input channels: the forward of dy with flipped, transposed
+//                                  weights (the "full" correlation); otherwise dcol in ~1 MiB row blocks + col2im,
+//                                  threads over (image, group).
+#include <algorithm>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "gemm_packed.h"
+#include "im2col.h"
+
 namespace fastnn {
-template <typename T> void conv2d_fwd(const T*, const T*, const T*, T*, const ConvShape&) { throw std::runtime_error("conv2d: not implemented yet"); }
-template <typename T> void conv2d_bwd(const T*, const T*, const T*, T*, T*, T*, const ConvShape&) { throw std::runtime_error("conv2d_backward: not implemented yet"); }
+
+template <typename T>
+[[maybe_unused]] static void conv2d_fwd_naive(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
+    const i64 Cg = s.C / s.groups, Kg = s.K / s.groups;
+    for (i64 n = 0; n < s.N; ++n)
+        for (i64 k = 0; k < s.K; ++k)
+            for (i64 oh = 0; oh < s.OH; ++oh)
+                for (i64 ow = 0; ow < s.OW; ++ow) {
+                    double acc = bias ? bias[k] : 0.0;
+                    const i64 g = k / Kg;
+                    for (i64 c = 0; c < Cg; ++c)
+                        for (i64 kh = 0; kh < s.KH; ++kh)
+                            for (i64 kw = 0; kw < s.KW; ++kw) {
+                                const i64 ih = oh * s.sh - s.ph + kh * s.dh, iw = ow * s.sw - s.pw + kw * s.dw;
+                                if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
+                                acc += (double)x[((n * s.C + g * Cg + c) * s.H + ih) * s.W + iw] *
+                                       w[((k * Cg + c) * s.KH + kh) * s.KW + kw];
+                            }
+                    y[((n * s.K + k) * s.OH + oh) * s.OW + ow] = T(acc);
+                }
+}
+
+namespace {
+
+bool is_1x1_s1_p0(const ConvShape& s) {
+    return s.KH == 1 && s.KW == 1 && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0;
+}
+
+// The transpose for dweight: B(k = output position, j = tap). A few taps (panel columns) are gathered into lines,
+// then transposed into the panel together.
+template <class Cf, typename T = typename Cf::T>
+struct PackPatchesT {
+    const T* x;
+    const ConvShape* s;
+    void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
+        constexpr i64 NR = Cf::NR, L = packed::transpose_block<T>();  // lanes per transpose block
+        static_assert(NR % L == 0, "panel width must be a multiple of the transpose block");
+        const i64 KK = s->KH * s->KW;
+        packed::Buffer<T>& lines = packed::scratch<T>(2);
+        if ((i64)lines.size() < L * kc) lines.resize(L * kc);
+        for (i64 j = 0; j < packed::round_up(nc, NR); j += L) {
+            for (i64 i = 0; i < L; ++i) {
+                T* line = lines.data() + i * kc;
+                if (j + i >= nc) {
+                    std::fill(line, line + kc, T(0));
+                    continue;
+                }
+                const i64 crs = j0 + j + i, c = crs / KK, r = crs % KK;
+                patch_row(x + c * s->H * s->W, *s, r / s->KW, r % s->KW, p0, kc, line);
+            }
+            packed::transpose_lines(lines.data(), kc, kc, dst + (j / NR) * NR * kc + j % NR, NR);
+        }
+    }
+};
+
+// B(k = tap c,kh,kw, j' = r*Wq + ow) over a polyphase, zero-padded copy of the input rows. The padded input
+// (width Wp = W + 2pw) is split into sh x sw phases (padded row ihp -> phase ihp % sh, row ihp / sh; column likewise),
+// each an (Hq x Wq) plane. Output (r, ow) at tap (kh, kw) then reads phase ((kh*dh) % sh, (kw*dw) % sw) at row
+// r + (kh*dh)/sh, column ow + (kw*dw)/sw: for a fixed tap, consecutive j' are consecutive addresses, so every panel
+// row is a contiguous run, whatever the stride: the microkernel reads B rows in place through a table of tap
+// offsets (gemm_blocked_rows), nothing is packed. Columns with ow >= OW are junk (computed, then dropped).
+struct Polyphase {
+    i64 Hq, Wq, plane;  // plane = Hq * Wq
+    i64 tap_offset(const ConvShape& s, i64 c, i64 kh, i64 kw) const {
+        const i64 a = kh * s.dh, b = kw * s.dw;
+        return ((c * s.sh + a % s.sh) * s.sw + b % s.sw) * plane + (a / s.sh) * Wq + b / s.sw;
+    }
+};
+
+inline std::vector<i64>& tap_offsets() {
+    static thread_local std::vector<i64> v;
+    return v;
+}
+
+}  // namespace
+
+// conv2d_fwd__polyphase_gemm: task = (image, group, block of output rows). The task copies its input rows into the
+// polyphase planes once (amortised over the KH*KW taps that read them), runs the GEMM over the Wq-wide columns into
+// a scratch tile and keeps the valid columns (+ bias).
+template <class Cf, typename T = typename Cf::T>
+static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::PrepackedA<Cf>>& wp, const T* bias,
+                                       T* y, const ConvShape& s) {
+    const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.KH * s.KW, P = s.OH * s.OW, HW = s.H * s.W;
+    // Row length of a phase plane. With sw == 1 the rows are W + pw long, not W + 2pw: a row's right padding is
+    // the next row's left padding (or the zero slack after the last plane), which halves the junk columns
+    // (3x3 pad 1 on 14x14: 14 of 15 columns are valid instead of 14 of 16). It needs OW <= W + pw, i.e.
+    // pw <= dw*(KW-1).
+    const bool shared_pad = s.sw == 1 && s.pw <= s.dw * (s.KW - 1);
+    const i64 Wq = shared_pad ? s.W + s.pw : (s.W + 2 * s.pw + s.sw - 1) / s.sw, nt = get_num_threads();
+    // About 1024 GEMM columns per task (the B block stays in L2), but enough tasks to balance the threads (x4).
+    i64 rows = std::max<i64>(1, std::min<i64>(s.OH, 1024 / Wq));
+    const i64 want = (4 * nt + s.N * G - 1) / (s.N * G);
+    if ((s.OH + rows - 1) / rows < want) rows = std::max<i64>(1, s.OH / want);
+    const i64 nblk = (s.OH + rows - 1) / rows;
+#pragma omp parallel for schedule(dynamic)
+    for (i64 t = 0; t < s.N * G * nblk; ++t) {
+        const i64 ng = t / nblk, n = ng / G, g = ng % G, oh0 = (t % nblk) * rows, nr = std::min(rows, s.OH - oh0);
+        const i64 Hq = nr + (s.KH - 1) * s.dh / s.sh, ncols = nr * Wq;
+        const Polyphase q{Hq, Wq, Hq * Wq};
+        // Slack past the last plane for the junk columns of the last rows (and the last panel's padding).
+        const i64 xsize = Cg * s.sh * s.sw * q.plane + 2 * Wq + s.pw + 2 * Cf::NR;
+        packed::Buffer<T>& xq = packed::scratch<T>(4);
+        if ((i64)xq.size() < xsize) xq.resize(xsize);
+        const T* xg = x + (n * s.C + g * Cg) * HW;
+        for (i64 c = 0; c < Cg; ++c)
+            for (i64 a = 0; a < s.sh; ++a)
+                for (i64 r = 0; r < Hq; ++r) {
+                    const i64 ih = (oh0 + r) * s.sh + a - s.ph;
+                    const T* src = xg + (c * s.H + ih) * s.W;
+                    const bool row_in = ih >= 0 && ih < s.H;
+                    for (i64 b = 0; b < s.sw; ++b) {
+                        T* d = xq.data() + ((c * s.sh + a) * s.sw + b) * q.plane + r * Wq;
+                        // u with iw = u*sw + b - pw inside [0, W): [u0, u1); zeros around
+                        const i64 u0 = std::min(Wq, (s.pw - b + s.sw - 1 + s.sw * Wq) / s.sw - Wq);
+                        const i64 u1 = std::clamp((s.W + s.pw - b + s.sw - 1) / s.sw, u0, Wq);
+                        if (!row_in) {
+                            std::fill(d, d + Wq, T(0));
+                            continue;
+                        }
+                        std::fill(d, d + u0, T(0));
+                        if (s.sw == 1) std::memcpy(d + u0, src + u0 - s.pw, sizeof(T) * (u1 - u0));
+                        else for (i64 u = u0; u < u1; ++u) d[u] = src[u * s.sw + b - s.pw];
+                        std::fill(d + u1, d + Wq, T(0));
+                    }
+                }
+        std::fill(xq.data() + Cg * s.sh * s.sw * q.plane, xq.data() + xsize, T(0));
+        std::vector<i64>& toff = tap_offsets();
+        toff.resize(CRS);
+        for (i64 crs = 0; crs < CRS; ++crs) {
+            const i64 r = crs % (s.KH * s.KW);
+            toff[crs] = q.tap_offset(s, crs / (s.KH * s.KW), r / s.KW, r % s.KW);
+        }
+        packed::Buffer<T>& yt = packed::scratch<T>(5);
+        if ((i64)yt.size() < Kg * ncols) yt.resize(Kg * ncols);
+        packed::gemm_blocked_rows<Cf>(Kg, ncols, CRS, wp[g], xq.data(), toff.data(), T(0), yt.data(), ncols);
+        T* yg = y + (n * s.K + g * Kg) * P + oh0 * s.OW;
+        for (i64 k = 0; k < Kg; ++k) {
+            const T b = bias ? bias[g * Kg + k] : T(0);
+            for (i64 r = 0; r < nr; ++r) {
+                const T* src = yt.data() + k * ncols + r * Wq;
+                T* d = yg + k * P + r * s.OW;
+                if (bias) for (i64 ow = 0; ow < s.OW; ++ow) d[ow] = src[ow] + b;
+                else std::memcpy(d, src, sizeof(T) * s.OW);
+            }
+        }
+    }
+}
+
+// The forward for one kernel configuration: weights prepacked once (shared read-only by all threads), then the
+// polyphase implicit GEMM, or for 1x1/s1/p0 convs a plain GEMM on the input planes (conv2d_fwd__1x1_gemm).
+template <class Cf, typename T = typename Cf::T>
+static void conv2d_fwd_cfg(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
+    constexpr i64 NR = Cf::NR;
+    if (s.N == 0) return;
+    const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.KH * s.KW, P = s.OH * s.OW, HW = s.H * s.W;
+    std::vector<packed::PrepackedA<Cf>> wp(G);
+    for (i64 g = 0; g < G; ++g) wp[g].pack(Kg, CRS, packed::PackMatA<Cf>{w + g * Kg * CRS, CRS, false});
+    if (!is_1x1_s1_p0(s)) return conv2d_fwd__polyphase_gemm<Cf>(x, wp, bias, y, s);
+    // Column blocks of P: enough tasks to balance threads (x4), none wider than 1024 (B block of L2 size).
+    const i64 nt = get_num_threads();
+    i64 nchunk = std::max<i64>((4 * nt + s.N * G - 1) / (s.N * G), (P + 1023) / 1024);
+    const i64 chunk = packed::round_up((P + nchunk - 1) / nchunk, NR);
+    nchunk = (P + chunk - 1) / chunk;
+#pragma omp parallel for schedule(dynamic)
+    for (i64 t = 0; t < s.N * G * nchunk; ++t) {
+        const i64 ng = t / nchunk, n = ng / G, g = ng % G, j0 = (t % nchunk) * chunk, len = std::min(chunk, P - j0);
+        const T* xg = x + (n * s.C + g * Cg) * HW;
+        T* yg = y + (n * s.K + g * Kg) * P + j0;
+        packed::gemm_blocked<Cf>(Kg, len, CRS, T(1), wp[g], packed::PackMatB<Cf>{xg + j0, HW, false}, T(0), yg, P);
+        if (bias)
+            for (i64 k = 0; k < Kg; ++k) {
+                const T b = bias[g * Kg + k];
+                for (i64 j = 0; j < len; ++j) yg[k * P + j] += b;
+            }
+    }
+}
+
+template <class Cf, typename T = typename Cf::T>
+static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvShape& s) {
+    const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, KK = s.KH * s.KW, CRS = Cg * KK, P = s.OH * s.OW,
+              HW = s.H * s.W;
+    const bool plain = is_1x1_s1_p0(s);
+    const int nt = (int)std::max<i64>(1, std::min<i64>(get_num_threads(), s.N));
+
+    // dbias: one channel per iteration, accumulated in double (N*P terms).
+#pragma omp parallel for schedule(dynamic, 8)
+    for (i64 k = 0; k < s.K; ++k) {
+        double acc = 0;
+        for (i64 n = 0; n < s.N; ++n) {
+            const T* d = dy + (n * s.K + k) * P;
+            for (i64 j = 0; j < P; ++j) acc += d[j];
+        }
+        db[k] = T(acc);
+    }
+
+    // dweight: each thread sums the images it takes (dynamic schedule: a descheduled thread on a shared machine
+    // does not hold up the others) into its own buffer (thread 0: dw itself), then the buffers are added up.
+    // No races; the rounding order depends on which thread took which image.
+    const i64 WS = s.K * CRS;
+    std::vector<T> partial((size_t)(nt - 1) * WS);
+#pragma omp parallel num_threads(nt)
+    {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        T* acc = t == 0 ? dw : partial.data() + (t - 1) * WS;
+        bool first = true;
+#pragma omp for schedule(dynamic)
+        for (i64 n = 0; n < s.N; ++n) {
+            for (i64 g = 0; g < G; ++g) {
+                const T* xg = x + (n * s.C + g * Cg) * HW;
+                packed::PackMatA<Cf> a{dy + (n * s.K + g * Kg) * P, P, false};
+                const T beta = first ? T(0) : T(1);
+                if (plain)
+                    packed::gemm_blocked<Cf>(Kg, CRS, P, T(1), a, packed::PackMatB<Cf>{xg, HW, true}, beta,
+                                             acc + g * Kg * CRS, CRS);
+                else
+                    packed::gemm_blocked<Cf>(Kg, CRS, P, T(1), a, PackPatchesT<Cf>{xg, &s}, beta, acc + g * Kg * CRS,
+                                             CRS);
+            }
+            first = false;
+        }
+        if (first) std::fill(acc, acc + WS, T(0));
+    }
+    if (nt > 1) {
+#pragma omp parallel for schedule(dynamic, 4096)
+        for (i64 i = 0; i < WS; ++i)
+            for (int t = 1; t < nt; ++t) dw[i] += partial[(t - 1) * WS + i];
+    }
+
+    // dx, stride 1 (and padding <= the dilated kernel extent - 1): a forward conv of dy with the transposed,
+    // flipped weights W'[c,k,kh,kw] = W[k,c,KH-1-kh,KW-1-kw] and padding d*(k-1)-p, on the fast forward path.
+    // Its GEMM rows are the input channels, so it needs at least a register tile of them (else dcol below).
+    if (s.sh == 1 && s.sw == 1 && !plain && s.ph <= s.dh * (s.KH - 1) && s.pw <= s.dw * (s.KW - 1) &&
+        Cg >= Cf::MR) {
+        std::vector<T> wf((size_t)(s.C * Kg * KK));
+        for (i64 g = 0; g < G; ++g)
+            for (i64 k = 0; k < Kg; ++k)
+                for (i64 c = 0; c < Cg; ++c)
+                    for (i64 r = 0; r < KK; ++r)
+                        wf[((g * Cg + c) * Kg + k) * KK + (KK - 1 - r)] = w[((g * Kg + k) * Cg + c) * KK + r];
+        const ConvShape t{s.N, s.K, s.OH, s.OW, s.C, s.KH, s.KW, 1, 1, s.dh * (s.KH - 1) - s.ph,
+                          s.dw * (s.KW - 1) - s.pw, s.dh, s.dw, G, s.H, s.W};
+        conv2d_fwd_cfg<Cf>(dy, wf.data(), (const T*)nullptr, dx, t);
+        return;
+    }
+
+    // dx: W[g]^T prepacked once; per (image, group) the dcol rows are produced a block of output rows at a time
+    // (about 1 MiB, so it stays in L2) and gathered into dx right away.
+    std::vector<packed::PrepackedA<Cf>> wt(G);
+    for (i64 g = 0; g < G; ++g) wt[g].pack(CRS, Kg, packed::PackMatA<Cf>{w + g * Kg * CRS, CRS, true});
+    const i64 rows = std::max<i64>(1, std::min<i64>(s.OH, (i64(1) << 20) / (i64)sizeof(T) / (CRS * s.OW)));
+#pragma omp parallel for schedule(dynamic)
+    for (i64 ng = 0; ng < s.N * G; ++ng) {
+        const i64 n = ng / G, g = ng % G;
+        const T* dyg = dy + (n * s.K + g * Kg) * P;
+        T* dxg = dx + (n * s.C + g * Cg) * HW;
+        if (plain) {
+            packed::gemm_blocked<Cf>(Cg, P, Kg, T(1), wt[g], packed::PackMatB<Cf>{dyg, P, false}, T(0), dxg, HW);
+            continue;
+        }
+        std::fill(dxg, dxg + Cg * HW, T(0));
+        packed::Buffer<T>& dcol = packed::scratch<T>(3);
+        if ((i64)dcol.size() < CRS * rows * s.OW) dcol.resize(CRS * rows * s.OW);
+        for (i64 oh0 = 0; oh0 < s.OH; oh0 += rows) {
+            const i64 j0 = oh0 * s.OW, len = std::min(rows, s.OH - oh0) * s.OW;
+            packed::gemm_blocked<Cf>(CRS, len, Kg, T(1), wt[g], packed::PackMatB<Cf>{dyg + j0, P, false}, T(0),
+                                    dcol.data(), len);
+            for (i64 crs = 0; crs < CRS; ++crs) {
+                const i64 c = crs / KK, r = crs % KK;
+                patch_row_add(dxg + c * HW, s, r / s.KW, r % s.KW, j0, len, dcol.data() + crs * len);
+            }
+        }
+    }
+}
+
+template <typename T>
+void conv2d_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
+    packed::with_cfg<T>([&](auto cfg) { conv2d_fwd_cfg<decltype(cfg)>(x, w, bias, y, s); });
+}
+
+template <typename T>
+void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvShape& s) {
+    packed::with_cfg<T>([&](auto cfg) { conv2d_bwd_cfg<decltype(cfg)>(dy, x, w, dx, dw, db, s); });
+}
+
 template void conv2d_fwd<float>(const float*, const float*, const float*, float*, const ConvShape&);
 template void conv2d_fwd<double>(const double*, const double*, const double*, double*, const ConvShape&);
 template void conv2d_bwd<float>(const float*, const float*, const float*, float*, float*, float*, const ConvShape&);
-template void conv2d_bwd<double>(const double*, const double*, const double*, double*, double*, double*, const ConvShape&);
-}
+template void conv2d_bwd<double>(const double*, const double*, const double*, double*, double*, double*,
+                                 const ConvShape&);
+
+}  // namespace fastnn

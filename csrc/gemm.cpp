@@ -1,13 +1,36 @@
 // GEMM shared by conv2d and LSTM: C = alpha * op(A) @ op(B) + beta * C (row-major).
-// gemm_naive is the algorithmic reference; the fast packed/register-blocked variants replace it.
-#include "fastnn.h"
+//
+// Variants, in order:
+//   gemm_naive                   the algorithmic reference (row-at-a-time axpy); kept for reading, not called.
+//   gemm__scalar<T, MR, NR>      portable microkernels with the packed structure below (compiler may use SSE2),
+//                                one per configuration tile.
+//   gemm_f32__avx2_fma_6x16,
+//   gemm_f64__avx2_fma_6x8       register-blocked AVX2/FMA microkernels: 12 ymm accumulators, 2 B loads and
+//                                6 broadcasts per depth step; compiled with a function-level target attribute and
+//                                chosen at run time (fastnn::has_avx2_fma), so the library still runs without AVX2.
+//   gemm_f32__avx512f_8x32,
+//   gemm_f64__avx512f_8x16       the same with 16 zmm accumulators, where the CPU has AVX-512F.
+//   *_ind                        the same kernels reading B rows through a pointer table (conv implicit GEMM).
+//   gemm                         BLIS-style driver (gemm_packed.h): pack A/B into cache-sized panels, threads over
+//                                independent output blocks.
+#include <algorithm>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define FASTNN_X86 1
+#endif
+
+#include "gemm_packed.h"
 
 namespace fastnn {
 
 template <typename T>
-static void gemm_naive(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B, i64 ldb,
-                       T beta, T* C, i64 ldc) {
-#pragma omp parallel for schedule(static)
+[[maybe_unused]] static void gemm_naive(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda,
+                                        const T* B, i64 ldb, T beta, T* C, i64 ldc) {
     for (i64 i = 0; i < M; ++i) {
         T* c = C + i * ldc;
         for (i64 j = 0; j < N; ++j) c[j] = beta == T(0) ? T(0) : beta * c[j];
@@ -19,10 +42,244 @@ static void gemm_naive(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* 
     }
 }
 
+namespace packed {
+
+// Store an accumulated tile: C = alpha * acc + beta * C for the m x n valid corner (beta == 0 never reads C,
+// so NaN/garbage in an uninitialised C cannot leak into the result).
+template <typename T, i64 MR, i64 NR>
+static inline void store_tile(const T* acc, T* c, i64 ldc, T alpha, T beta, i64 m, i64 n) {
+    for (i64 i = 0; i < m; ++i)
+        for (i64 j = 0; j < n; ++j) {
+            const T v = alpha * acc[i * NR + j];
+            c[i * ldc + j] = beta == T(0) ? v : v + beta * c[i * ldc + j];
+        }
+}
+
+// Portable fallback with the same packed layout as the SIMD kernels. BK(k) is the address of B's depth row k:
+// the packed panel (b + k*NR) or, for the indirect variants, a row pointer table (brow[k] + boff).
+template <typename T, i64 MR, i64 NR, class BK>
+static inline void gemm__scalar_body(i64 kc, const T* a, BK bk, T* c, i64 ldc, T alpha, T beta, i64 m, i64 n) {
+    T acc[MR * NR] = {};
+    for (i64 k = 0; k < kc; ++k, a += MR) {
+        const T* b = bk(k);
+        for (i64 i = 0; i < MR; ++i)
+            for (i64 j = 0; j < NR; ++j) acc[i * NR + j] += a[i] * b[j];
+    }
+    store_tile<T, MR, NR>(acc, c, ldc, alpha, beta, m, n);
+}
+template <typename T, i64 MR, i64 NR>
+static void gemm__scalar(i64 kc, const T* a, const T* b, T* c, i64 ldc, T alpha, T beta, i64 m, i64 n) {
+    gemm__scalar_body<T, MR, NR>(kc, a, [b](i64 k) { return b + k * NR; }, c, ldc, alpha, beta, m, n);
+}
+template <typename T, i64 MR, i64 NR>
+static void gemm__scalar_ind(i64 kc, const T* a, const T* const* brow, i64 boff, T* c, i64 ldc, T alpha, T beta,
+                             i64 m, i64 n) {
+    gemm__scalar_body<T, MR, NR>(kc, a, [brow, boff](i64 k) { return brow[k] + boff; }, c, ldc, alpha, beta, m, n);
+}
+
+#ifdef FASTNN_X86
+// One body for every SIMD microkernel: ROWS(X) lists the tile's rows, each row is two vectors of W lanes.
+// The accumulators are named variables, not an array: GCC spills an array of vectors to the stack on every step.
+#define FASTNN_DECL(i) V c##i##0 = SETZERO(), c##i##1 = c##i##0;
+#define FASTNN_FMA_ROW(i)                 \
+    {                                     \
+        const V ai = BCAST(a + i);        \
+        c##i##0 = FMA(ai, b0, c##i##0);   \
+        c##i##1 = FMA(ai, b1, c##i##1);   \
+    }
+#define FASTNN_STORE_ROW(i)                                 \
+    {                                                       \
+        T* p = c + i * ldc;                                 \
+        V v0 = MUL(va, c##i##0), v1 = MUL(va, c##i##1);     \
+        if (beta != T(0)) {                                 \
+            v0 = FMA(vb, LOADU(p), v0);                     \
+            v1 = FMA(vb, LOADU(p + W), v1);                 \
+        }                                                   \
+        STOREU(p, v0);                                      \
+        STOREU(p + W, v1);                                  \
+    }
+#define FASTNN_SPILL_ROW(i) STOREU(t + 2 * W * i, c##i##0); STOREU(t + 2 * W * i + W, c##i##1);
+#define FASTNN_PREFETCH_ROW(i) _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0); \
+    _mm_prefetch((const char*)(c + i * ldc + 2 * W - 1), _MM_HINT_T0);
+#define FASTNN_UKERNEL_BODY(MR, BK)                                         \
+    ROWS(FASTNN_PREFETCH_ROW) /* C is touched only after the loop: start fetching it now */ \
+    ROWS(FASTNN_DECL)                                                       \
+    _Pragma("GCC unroll 4")                                                 \
+    for (i64 k = 0; k < kc; ++k, a += MR) {                                 \
+        _mm_prefetch((const char*)(a + 8 * MR), _MM_HINT_T0);               \
+        const T* bk = BK;                                                   \
+        const V b0 = LOADU(bk), b1 = LOADU(bk + W);                         \
+        ROWS(FASTNN_FMA_ROW)                                                \
+    }                                                                       \
+    const V va = SET1(alpha), vb = SET1(beta);                              \
+    if (m == MR && n == 2 * W) {                                            \
+        ROWS(FASTNN_STORE_ROW)                                              \
+        return;                                                             \
+    }                                                                       \
+    T t[MR * 2 * W];                                                        \
+    ROWS(FASTNN_SPILL_ROW)                                                  \
+    store_tile<T, MR, 2 * W>(t, c, ldc, alpha, beta, m, n);
+
+// Defines NAME (packed B panel) and NAME_ind (B rows through a pointer table: conv's implicit GEMM reads the
+// input copy in place, no B packing) from the one body.
+#define FASTNN_UKERNEL_PAIR(NAME, TARGET, TT, VV, WW, MR)                                                       \
+    __attribute__((target(TARGET))) static void NAME(i64 kc, const TT* a, const TT* b, TT* c, i64 ldc,         \
+                                                     TT alpha, TT beta, i64 m, i64 n) {                         \
+        using T = TT;                                                                                           \
+        using V = VV;                                                                                           \
+        constexpr i64 W = WW;                                                                                   \
+        FASTNN_UKERNEL_BODY(MR, b + k * 2 * W)                                                                  \
+    }                                                                                                           \
+    __attribute__((target(TARGET))) static void NAME##_ind(i64 kc, const TT* a, const TT* const* brow,         \
+                                                           i64 boff, TT* c, i64 ldc, TT alpha, TT beta, i64 m, \
+                                                           i64 n) {                                             \
+        using T = TT;                                                                                           \
+        using V = VV;                                                                                           \
+        constexpr i64 W = WW;                                                                                   \
+        FASTNN_UKERNEL_BODY(MR, brow[k] + boff)                                                                 \
+    }
+
+// AVX2/FMA: 6 rows x 16 floats (6 x 8 doubles) of C in 12 ymm registers; per depth step 2 loads of B,
+// 6 broadcasts of A, 12 FMAs.
+#define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define SETZERO _mm256_setzero_ps
+#define SET1 _mm256_set1_ps
+#define LOADU _mm256_loadu_ps
+#define STOREU _mm256_storeu_ps
+#define BCAST _mm256_broadcast_ss
+#define MUL _mm256_mul_ps
+#define FMA _mm256_fmadd_ps
+FASTNN_UKERNEL_PAIR(gemm_f32__avx2_fma_6x16, "avx2,fma", float, __m256, 8, 6)
+#undef SETZERO
+#undef SET1
+#undef LOADU
+#undef STOREU
+#undef BCAST
+#undef MUL
+#undef FMA
+#define SETZERO _mm256_setzero_pd
+#define SET1 _mm256_set1_pd
+#define LOADU _mm256_loadu_pd
+#define STOREU _mm256_storeu_pd
+#define BCAST _mm256_broadcast_sd
+#define MUL _mm256_mul_pd
+#define FMA _mm256_fmadd_pd
+FASTNN_UKERNEL_PAIR(gemm_f64__avx2_fma_6x8, "avx2,fma", double, __m256d, 4, 6)
+#undef SETZERO
+#undef SET1
+#undef LOADU
+#undef STOREU
+#undef BCAST
+#undef MUL
+#undef FMA
+#undef ROWS
+
+// AVX-512F: 8 rows x 32 floats (8 x 16 doubles) in 16 zmm registers: twice the lanes per FMA of AVX2.
+#define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define SETZERO _mm512_setzero_ps
+#define SET1 _mm512_set1_ps
+#define LOADU _mm512_loadu_ps
+#define STOREU _mm512_storeu_ps
+#define BCAST(p) _mm512_set1_ps(*(p))
+#define MUL _mm512_mul_ps
+#define FMA _mm512_fmadd_ps
+FASTNN_UKERNEL_PAIR(gemm_f32__avx512f_8x32, "avx512f", float, __m512, 16, 8)
+#undef SETZERO
+#undef SET1
+#undef LOADU
+#undef STOREU
+#undef BCAST
+#undef MUL
+#undef FMA
+#define SETZERO _mm512_setzero_pd
+#define SET1 _mm512_set1_pd
+#define LOADU _mm512_loadu_pd
+#define STOREU _mm512_storeu_pd
+#define BCAST(p) _mm512_set1_pd(*(p))
+#define MUL _mm512_mul_pd
+#define FMA _mm512_fmadd_pd
+FASTNN_UKERNEL_PAIR(gemm_f64__avx512f_8x16, "avx512f", double, __m512d, 8, 8)
+#undef SETZERO
+#undef SET1
+#undef LOADU
+#undef STOREU
+#undef BCAST
+#undef MUL
+#undef FMA
+#undef ROWS
+#undef FASTNN_UKERNEL_PAIR
+#undef FASTNN_UKERNEL_BODY
+#undef FASTNN_SPILL_ROW
+#undef FASTNN_PREFETCH_ROW
+#undef FASTNN_STORE_ROW
+#undef FASTNN_FMA_ROW
+#undef FASTNN_DECL
+#endif
+
+// The microkernel of each configuration: SIMD when the CPU has it, else the scalar one with the same tile
+// (the AVX-512 configurations are only chosen when has_avx512f(), see with_cfg).
+#ifdef FASTNN_X86
+#define FASTNN_PICK(COND, SIMD, SCALAR) return (COND) ? SIMD : SCALAR
+#else
+#define FASTNN_PICK(COND, SIMD, SCALAR) return SCALAR
+#endif
+template <> Ukernel<float> ukernel<Avx2F32>() { FASTNN_PICK(has_avx2_fma(), gemm_f32__avx2_fma_6x16, (gemm__scalar<float, 6, 16>)); }
+template <> Ukernel<double> ukernel<Avx2F64>() { FASTNN_PICK(has_avx2_fma(), gemm_f64__avx2_fma_6x8, (gemm__scalar<double, 6, 8>)); }
+template <> Ukernel<float> ukernel<Avx512F32>() { FASTNN_PICK(has_avx512f(), gemm_f32__avx512f_8x32, (gemm__scalar<float, 8, 32>)); }
+template <> Ukernel<double> ukernel<Avx512F64>() { FASTNN_PICK(has_avx512f(), gemm_f64__avx512f_8x16, (gemm__scalar<double, 8, 16>)); }
+template <> UkernelInd<float> ukernel_ind<Avx2F32>() { FASTNN_PICK(has_avx2_fma(), gemm_f32__avx2_fma_6x16_ind, (gemm__scalar_ind<float, 6, 16>)); }
+template <> UkernelInd<double> ukernel_ind<Avx2F64>() { FASTNN_PICK(has_avx2_fma(), gemm_f64__avx2_fma_6x8_ind, (gemm__scalar_ind<double, 6, 8>)); }
+template <> UkernelInd<float> ukernel_ind<Avx512F32>() { FASTNN_PICK(has_avx512f(), gemm_f32__avx512f_8x32_ind, (gemm__scalar_ind<float, 8, 32>)); }
+template <> UkernelInd<double> ukernel_ind<Avx512F64>() { FASTNN_PICK(has_avx512f(), gemm_f64__avx512f_8x16_ind, (gemm__scalar_ind<double, 8, 16>)); }
+#undef FASTNN_PICK
+
+// Per-thread packing buffers, kept between calls (OpenMP reuses its threads), so a GEMM allocates nothing.
+template <typename T>
+Buffer<T>& scratch(int which) {
+    static thread_local Buffer<T> bufs[6];
+    return bufs[which];
+}
+template Buffer<float>& scratch<float>(int);
+template Buffer<double>& scratch<double>(int);
+
+}  // namespace packed
+
+// Threads take independent column blocks (or row blocks when M is the larger side) and each runs the serial
+// blocked GEMM on its block: no shared writes; the other operand is packed again per block (cheap next to the
+// block's FLOPs). Tiny problems stay on one thread.
+template <class Cf, typename T = typename Cf::T>
+static void gemm_packed(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B, i64 ldb,
+                        T beta, T* C, i64 ldc) {
+    int nt = get_num_threads();
+    if ((double)M * N * std::max<i64>(K, 1) < 32768.0 * 8) nt = 1;
+    const bool split_n = N >= M;
+    const i64 dim = split_n ? N : M, unit = split_n ? Cf::NR : Cf::MR;
+    // 4 blocks per thread, taken dynamically: on a shared machine a descheduled thread does not hold up the rest.
+    const i64 nblk = std::min<i64>(nt == 1 ? 1 : 4 * nt, (dim + unit - 1) / unit);
+    const i64 step = packed::round_up((dim + nblk - 1) / nblk, unit);
+#pragma omp parallel for schedule(dynamic) num_threads(nt) if (nblk > 1)
+    for (i64 b = 0; b < nblk; ++b) {
+        const i64 lo = b * step, len = std::min(step, dim - lo);
+        if (len <= 0) continue;
+        if (split_n) {
+            packed::PackMatA<Cf> pa{A, lda, ta};
+            packed::PackMatB<Cf> pb{tb ? B + lo * ldb : B + lo, ldb, tb};
+            packed::gemm_blocked<Cf>(M, len, K, alpha, pa, pb, beta, C + lo, ldc);
+        } else {
+            packed::PackMatA<Cf> pa{ta ? A + lo : A + lo * lda, lda, ta};
+            packed::PackMatB<Cf> pb{B, ldb, tb};
+            packed::gemm_blocked<Cf>(len, N, K, alpha, pa, pb, beta, C + lo * ldc, ldc);
+        }
+    }
+}
+
 template <typename T>
 void gemm(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B, i64 ldb, T beta, T* C,
           i64 ldc) {
-    gemm_naive(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (M <= 0 || N <= 0) return;
+    packed::with_cfg<T>([&](auto cfg) {
+        gemm_packed<decltype(cfg)>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    });
 }
 
 template void gemm<float>(bool, bool, i64, i64, i64, float, const float*, i64, const float*, i64, float, float*, i64);
