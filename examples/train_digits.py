@@ -1,0 +1,296 @@
+"""Train a small CNN on scikit-learn's handwritten digits with the drop-in layers of fastnn.layers.
+
+    conv 3x3 (32 filters, pad 1) -> batch norm -> ReLU -> max pool 2x2 -> affine -> softmax
+
+The data (8x8 images, 1797 samples) ships with scikit-learn: nothing is downloaded. A stratified 20 % test split is
+held out. Convolution, BatchNormalization and Pooling come from fastnn.layers (the fast kernels: C++ for NumPy
+arrays); ReLU, Affine, softmax loss and the Adam optimizer are the usual few lines of NumPy, written below.
+
+After training, one more epoch of the *same* network (same weights, same batches) is timed on fastnn and with
+``backend="numpy"`` (fastnn's NumPy reference kernels), batch by batch in turn, and the per-epoch times and the
+speedup are printed.
+The loss/accuracy curves go to a PNG (``--out``, default: next to this script).
+
+    pip install 'fastnn[examples]'      # scikit-learn, matplotlib
+    python examples/train_digits.py [--epochs 12] [--out curves.png]
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from fastnn.layers import BatchNormalization, Convolution, Pooling
+
+
+# ---------------------------------------------------------------------------------------- the plain NumPy parts
+
+class Relu:
+    def forward(self, x, train_flg=True):
+        self.mask = x <= 0
+        return np.where(self.mask, 0, x)
+
+    def backward(self, dout):
+        return np.where(self.mask, 0, dout)
+
+
+class Affine:
+    def __init__(self, W, b):
+        self.W, self.b = W, b
+
+    def forward(self, x, train_flg=True):
+        self.x_shape = x.shape
+        self.x = x.reshape(x.shape[0], -1)
+        return self.x @ self.W + self.b
+
+    def backward(self, dout):
+        self.dW = self.x.T @ dout
+        self.db = dout.sum(axis=0)
+        return (dout @ self.W.T).reshape(self.x_shape)
+
+
+def softmax_cross_entropy(scores, t):
+    """(mean loss, d loss / d scores) for integer labels t."""
+    z = scores - scores.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    n = len(t)
+    loss = -np.log(p[np.arange(n), t] + 1e-7).mean()
+    p[np.arange(n), t] -= 1
+    return float(loss), p / n
+
+
+class Adam:
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999):
+        self.lr, self.beta1, self.beta2, self.t, self.m, self.v = lr, beta1, beta2, 0, {}, {}
+
+    def update(self, params, grads):
+        self.t += 1
+        lr_t = self.lr * np.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t)
+        for k in params:
+            if k not in self.m:
+                self.m[k], self.v[k] = np.zeros_like(params[k]), np.zeros_like(params[k])
+            self.m[k] += (1 - self.beta1) * (grads[k] - self.m[k])
+            self.v[k] += (1 - self.beta2) * (grads[k] ** 2 - self.v[k])
+            params[k] -= (lr_t * self.m[k] / (np.sqrt(self.v[k]) + 1e-7)).astype(params[k].dtype)  # in place
+
+
+class ConvNet:
+    def __init__(self, filters=32, classes=10, seed=0, dtype=np.float32, backend=None):
+        rng = np.random.default_rng(seed)
+        D = filters * 8 * 8            # batch norm is per activation (C*H*W), as in the book
+        self.params = {
+            "W1": (rng.standard_normal((filters, 1, 3, 3)) * np.sqrt(2 / 9)).astype(dtype),
+            "b1": np.zeros(filters, dtype),
+            "gamma": np.ones(D, dtype), "beta": np.zeros(D, dtype),
+            "W2": (rng.standard_normal((filters * 4 * 4, classes)) * np.sqrt(2 / (filters * 16))).astype(dtype),
+            "b2": np.zeros(classes, dtype),
+        }
+        self.build(backend)
+
+    def build(self, backend):
+        """(Re)create the layers on this backend; they share self.params and the batch norm running stats."""
+        p = self.params
+        old = getattr(self, "bn", None)
+        self.conv = Convolution(p["W1"], p["b1"], stride=1, pad=1, backend=backend)
+        self.bn = BatchNormalization(p["gamma"], p["beta"], momentum=0.9, backend=backend,
+                                     running_mean=None if old is None else old.running_mean,
+                                     running_var=None if old is None else old.running_var)
+        self.pool = Pooling(2, 2, stride=2, backend=backend)
+        self.affine = Affine(p["W2"], p["b2"])
+        self.layers = [self.conv, self.bn, Relu(), self.pool, self.affine]
+
+    def scores(self, x, train_flg):
+        for layer in self.layers:
+            x = layer.forward(x, train_flg) if getattr(layer, "layer", layer) is self.bn else layer.forward(x)
+        return x
+
+    def loss_and_grads(self, x, t):
+        loss, d = softmax_cross_entropy(self.scores(x, True), t)
+        for layer in reversed(self.layers):
+            d = layer.backward(d)
+        grads = {"W1": self.conv.dW, "b1": self.conv.db, "gamma": self.bn.dgamma, "beta": self.bn.dbeta,
+                 "W2": self.affine.dW, "b2": self.affine.db}
+        return loss, grads
+
+    def accuracy(self, x, t, batch=512):
+        hits = sum(int((self.scores(x[i:i + batch], False).argmax(axis=1) == t[i:i + batch]).sum())
+                   for i in range(0, len(x), batch))
+        return hits / len(x)
+
+
+# ------------------------------------------------------------------------------------------------ progress bar
+
+def progress(it, total, label, width=30, stream=sys.stdout):
+    """Yield from `it`, drawing `label [=====>    ] i/total  elapsed  (extra)`; the caller may set .extra."""
+    state = {"extra": ""}
+    start = time.perf_counter()
+
+    def draw(i):
+        filled = width * i // total
+        bar = "=" * filled + (">" if filled < width else "") + " " * (width - filled - 1)
+        stream.write(f"\r{label} [{bar[:width]}] {i}/{total} {time.perf_counter() - start:5.1f}s {state['extra']}")
+        stream.flush()
+
+    draw(0)
+    for i, item in enumerate(it, 1):
+        yield item, state
+        if i == total or i % max(1, total // 50) == 0:
+            draw(i)
+    stream.write("\n")
+
+
+class Stopwatch:
+    """Wraps a layer and adds the time spent in its forward/backward to ``seconds`` (everything else passes through)."""
+
+    def __init__(self, layer):
+        self.layer, self.seconds = layer, 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.layer, name)
+
+    def forward(self, *args, **kwargs):
+        start = time.perf_counter()
+        out = self.layer.forward(*args, **kwargs)
+        self.seconds += time.perf_counter() - start
+        return out
+
+    def backward(self, *args, **kwargs):
+        start = time.perf_counter()
+        out = self.layer.backward(*args, **kwargs)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def limit_threads(n):
+    """The same thread count for fastnn's kernels and NumPy's BLAS (via threadpoolctl, a scikit-learn dependency)."""
+    import fastnn
+    fastnn.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=n)
+
+
+def batches(n, batch_size, rng):
+    idx = rng.permutation(n)
+    return [idx[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def run_epoch(net, opt, x, t, order, label):
+    losses = []
+    for b, state in progress(order, len(order), label):
+        loss, grads = net.loss_and_grads(x[b], t[b])
+        opt.update(net.params, grads)
+        losses.append(loss)
+        state["extra"] = f"loss {np.mean(losses):.4f}"
+    return float(np.mean(losses))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--filters", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_digits.png"))
+    ap.add_argument("--no-compare", action="store_true", help="skip timing the NumPy reference")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads for fastnn's C++ kernels and for NumPy's BLAS alike (default 1: these tensors are "
+                         "small, and a shared machine punishes spinning threads)")
+    args = ap.parse_args(argv)
+    limit_threads(args.threads)
+
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        sys.exit("this example needs scikit-learn: pip install 'fastnn[examples]'")
+    import fastnn
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]        # (1797, 1, 8, 8) in [0, 1]
+    x_train, x_test, t_train, t_test = train_test_split(x, digits.target, test_size=0.2, random_state=args.seed,
+                                                        stratify=digits.target)
+    print(f"digits: {len(x_train)} train / {len(x_test)} test images of 8x8; fastnn backends {fastnn.backends()}, "
+          f"{args.threads} thread(s)")
+
+    net = ConvNet(args.filters, seed=args.seed)
+    opt = Adam(args.lr)
+    rng = np.random.default_rng(args.seed)
+    history = {"loss": [], "train": [], "test": [], "time": []}
+    for epoch in range(1, args.epochs + 1):
+        opt.lr = args.lr * 0.5 * (1 + np.cos(np.pi * (epoch - 1) / args.epochs))    # cosine decay
+        order = batches(len(x_train), args.batch_size, rng)
+        start = time.perf_counter()
+        loss = run_epoch(net, opt, x_train, t_train, order, f"epoch {epoch:2d}/{args.epochs}")
+        history["time"].append(time.perf_counter() - start)
+        history["loss"].append(loss)
+        history["train"].append(net.accuracy(x_train, t_train))
+        history["test"].append(net.accuracy(x_test, t_test))
+        print(f"  loss {loss:.4f}  train acc {history['train'][-1]:.4f}  test acc {history['test'][-1]:.4f}  "
+              f"({history['time'][-1]:.2f} s)")
+
+    fast_epoch = float(np.median(history["time"]))
+    print(f"final test accuracy: {history['test'][-1]:.4f} ({history['test'][-1] * len(x_test):.0f}/{len(x_test)})")
+    if not args.no_compare:
+        # One more epoch of the same network (same weights, same batches) on fastnn and on the NumPy reference,
+        # batch by batch in turn, so that load from other processes hits both alike.
+        order = batches(len(x_train), args.batch_size, rng)
+        twins = {}
+        for backend in ("numpy", None):
+            twin = ConvNet(args.filters, seed=args.seed)
+            twin.params = {k: v.copy() for k, v in net.params.items()}
+            twin.bn = net.bn
+            twin.build(backend)
+            twin.layers = [Stopwatch(layer) if layer in (twin.conv, twin.bn, twin.pool) else layer
+                           for layer in twin.layers]
+            twins[backend] = (twin, Adam(opt.lr))
+        times = {backend: 0.0 for backend in twins}
+        for b, state in progress(order, len(order), "timing fastnn vs NumPy reference"):
+            for backend, (twin, twin_opt) in twins.items():
+                start = time.perf_counter()
+                _, grads = twin.loss_and_grads(x_train[b], t_train[b])
+                twin_opt.update(twin.params, grads)
+                times[backend] += time.perf_counter() - start
+            state["extra"] = f"speedup {times['numpy'] / times[None]:.1f}x"
+        print(f"time per epoch: fastnn {times[None]:.3f} s (median over training {fast_epoch:.3f} s), "
+              f"NumPy reference {times['numpy']:.3f} s -> speedup {times['numpy'] / times[None]:.1f}x")
+        inside = {backend: sum(getattr(layer, "seconds", 0.0) for layer in twin.layers)
+                  for backend, (twin, _) in twins.items()}
+        print(f"  of which in Convolution + BatchNormalization + Pooling: fastnn {inside[None]:.3f} s, "
+              f"NumPy reference {inside['numpy']:.3f} s -> speedup {inside['numpy'] / inside[None]:.1f}x")
+    plot(history, args.out)
+    print(f"curves written to {args.out}")
+    return history
+
+
+def plot(history, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot (pip install 'fastnn[examples]')")
+        return
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a1.plot(epochs, history["loss"], marker="o")
+    a1.set(xlabel="epoch", ylabel="training loss", title="loss")
+    a2.plot(epochs, history["train"], marker="o", label="train")
+    a2.plot(epochs, history["test"], marker="o", label="test")
+    a2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    a2.legend()
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    fig.suptitle("fastnn.layers CNN on sklearn digits")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
