@@ -12,15 +12,15 @@ def r(*shape, dtype=f32):
     return np.random.default_rng(0).standard_normal(shape).astype(dtype)
 
 
-def _lstm_cache():
-    return fastnn.lstm_cell(r(2, 3), None, None, r(3, 8), r(2, 8), r(8), backend="numpy")[2]
+def _lstm_cache(backend="numpy"):
+    return fastnn.lstm_cell(r(2, 3), None, None, r(3, 8), r(2, 8), r(8), backend=backend)[2]
 
 
-def _seq_cache():
-    return fastnn.lstm(r(2, 3, 3), None, None, r(3, 8), r(2, 8), r(8), backend="numpy")[3]
+def _seq_cache(backend="numpy"):
+    return fastnn.lstm(r(2, 3, 3), None, None, r(3, 8), r(2, 8), r(8), backend=backend)[3]
 
 
-# function -> valid keyword arguments (built lazily)
+# function -> valid keyword arguments (built lazily; the LSTM backward caches come from `backend`)
 VALID = {
     "im2col": lambda: dict(x=r(2, 3, 5, 5), kernel_size=3),
     "col2im": lambda: dict(col=r(2 * 9, 27), input_shape=(2, 3, 5, 5), kernel_size=3),
@@ -35,9 +35,9 @@ VALID = {
                                running_var=np.ones(3, f32)),
     "batch_norm_backward": lambda: dict(dy=r(4, 3), x=r(4, 3), gamma=r(3), mean=r(3), invstd=r(3)),
     "lstm_cell": lambda: dict(x=r(2, 3), h=r(2, 2), c=r(2, 2), w_ih=r(3, 8), w_hh=r(2, 8), bias=r(8)),
-    "lstm_cell_backward": lambda: dict(dh_next=r(2, 2), dc_next=r(2, 2), cache=_lstm_cache()),
+    "lstm_cell_backward": lambda b="numpy": dict(dh_next=r(2, 2), dc_next=r(2, 2), cache=_lstm_cache(b)),
     "lstm": lambda: dict(xs=r(2, 3, 3), h0=None, c0=None, w_ih=r(3, 8), w_hh=r(2, 8), bias=r(8)),
-    "lstm_backward": lambda: dict(dhs=r(2, 3, 2), dh_n=None, dc_n=None, cache=_seq_cache()),
+    "lstm_backward": lambda b="numpy": dict(dhs=r(2, 3, 2), dh_n=None, dc_n=None, cache=_seq_cache(b)),
 }
 
 # (function, argument, bad value, exception, words the message must contain)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Build the C++ extension with AddressSanitizer + UndefinedBehaviorSanitizer in a scratch copy of the tree and run
+# the CPU tests against it. Python itself is not instrumented, so libasan is preloaded and leak detection (which
+# would report the interpreter's own allocations) is off; UBSan findings abort the run.
+# Usage: scripts/asan.sh [pytest args]   (default: the CPU tests, without the slow large-tensor test)
+set -euo pipefail
+src="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cp -r "$src/setup.py" "$src/pyproject.toml" "$src/csrc" "$src/fastnn" "$src/tests" "$work/"
+rm -f "$work"/fastnn/_C*.so
+cd "$work"
+FASTNN_EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1" \
+    python setup.py -q build_ext --inplace 2>&1 | grep -v -i warning || true
+export LD_PRELOAD="$(g++ -print-file-name=libasan.so)"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+export PYTHONPATH="$work"
+if [ $# -eq 0 ]; then set -- -q -m "not slow and not gpu" -k "not cuda" tests/; fi
+python -m pytest -p no:cacheprovider "$@"
