@@ -8,13 +8,14 @@ FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _is_array(a):
-    return isinstance(a, np.ndarray) or hasattr(a, "__cuda_array_interface__")
+    from ._dispatch import is_gpu_array
+    return isinstance(a, np.ndarray) or is_gpu_array(a)
 
 
 def dtype_of(a):
-    if isinstance(a, np.ndarray):
+    if isinstance(getattr(a, "dtype", None), np.dtype):  # NumPy, CuPy, Numba
         return a.dtype
-    return np.dtype(a.__cuda_array_interface__["typestr"])
+    return np.dtype(a.__cuda_array_interface__["typestr"])  # PyTorch
 
 
 def array(a, name, ndim=None, dtype=None, optional=False):
