@@ -15,11 +15,11 @@ every digit is. After training, one more epoch of the same model is timed on fas
     python examples/train_lstm.py [--epochs 12] [--digits 6]
 """
 import argparse
-import sys
 import time
 
 import numpy as np
 
+from common import Stopwatch, batches, limit_threads, progress
 from fastnn.layers import TimeLSTM
 
 
@@ -165,25 +165,6 @@ def accuracy(model, xs, ts, batch=1000):
 
 # ------------------------------------------------------------------------------------------------ progress bar
 
-def progress(it, total, label, width=30, stream=sys.stdout):
-    """Yield from `it`, drawing `label [=====>    ] i/total  elapsed  (extra)`; the caller may set .extra."""
-    state = {"extra": ""}
-    start = time.perf_counter()
-
-    def draw(i):
-        filled = width * i // total
-        bar = "=" * filled + (">" if filled < width else "") + " " * (width - filled - 1)
-        stream.write(f"\r{label} [{bar[:width]}] {i}/{total} {time.perf_counter() - start:5.1f}s {state['extra']}")
-        stream.flush()
-
-    draw(0)
-    for i, item in enumerate(it, 1):
-        yield item, state
-        if i == total or i % max(1, total // 50) == 0:
-            draw(i)
-    stream.write("\n")
-
-
 def train_step(model, opt, xs, ts, max_norm=5.0):
     loss = model.forward_backward(xs, ts)
     norm = np.sqrt(sum(float((g * g).sum()) for g in model.grads))
@@ -200,44 +181,6 @@ def run_epoch(model, opt, xs, ts, order, label):
         losses.append(train_step(model, opt, xs[b], ts[b]))
         state["extra"] = f"loss {np.mean(losses[-50:]):.4f}"
     return float(np.mean(losses))
-
-
-class Stopwatch:
-    """Wraps a layer and adds the time spent in its forward/backward to ``seconds`` (everything else passes through)."""
-
-    def __init__(self, layer):
-        self.layer, self.seconds = layer, 0.0
-
-    def __getattr__(self, name):
-        return getattr(self.layer, name)
-
-    def forward(self, *args, **kwargs):
-        start = time.perf_counter()
-        out = self.layer.forward(*args, **kwargs)
-        self.seconds += time.perf_counter() - start
-        return out
-
-    def backward(self, *args, **kwargs):
-        start = time.perf_counter()
-        out = self.layer.backward(*args, **kwargs)
-        self.seconds += time.perf_counter() - start
-        return out
-
-
-def limit_threads(n):
-    """The same thread count for fastnn's kernels and NumPy's BLAS (via threadpoolctl, a scikit-learn dependency)."""
-    import fastnn
-    fastnn.set_num_threads(n)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return None
-    return threadpool_limits(limits=n)
-
-
-def batches(n, batch_size, rng):
-    idx = rng.permutation(n)
-    return [idx[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
 def main(argv=None):
