@@ -16,12 +16,16 @@ def _out(size, k, s, p, d=1):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
+def _out2(hw, kernel_size, stride, padding, dilation=(1, 1)):
+    """(OH, OW) of a window op over the spatial sizes hw."""
+    return tuple(_out(*a) for a in zip(hw, kernel_size, stride, padding, dilation))
+
+
 def im2col(x, kernel_size, stride, padding, dilation):
     x = _c(x)
-    N, C, H, W = x.shape
-    (KH, KW), oh, ow = kernel_size, *[_out(n, k, s, p, d) for n, k, s, p, d in
-                                      zip((H, W), kernel_size, stride, padding, dilation)]
-    col = np.empty((N * oh * ow, C * KH * KW), x.dtype)
+    N, C = x.shape[:2]
+    oh, ow = _out2(x.shape[2:], kernel_size, stride, padding, dilation)
+    col = np.empty((N * oh * ow, C * kernel_size[0] * kernel_size[1]), x.dtype)
     _C.im2col(x, col, kernel_size, stride, padding, dilation)
     return col
 
@@ -35,11 +39,8 @@ def col2im(col, input_shape, kernel_size, stride, padding, dilation):
 
 def conv2d(x, weight, bias, stride, padding, dilation, groups):
     x, weight = _c(x), _c(weight)
-    N, _, H, W = x.shape
-    K, _, KH, KW = weight.shape
-    oh = _out(H, KH, stride[0], padding[0], dilation[0])
-    ow = _out(W, KW, stride[1], padding[1], dilation[1])
-    y = np.empty((N, K, oh, ow), x.dtype)
+    K = weight.shape[0]
+    y = np.empty((x.shape[0], K) + _out2(x.shape[2:], weight.shape[2:], stride, padding, dilation), x.dtype)
     _C.conv2d_fwd(x, weight, _opt(bias), y, stride, padding, dilation, groups)
     return y
 
@@ -52,8 +53,7 @@ def conv2d_backward(dy, x, weight, stride, padding, dilation, groups):
 
 
 def _pool_out(shape, kernel_size, stride, padding):
-    N, C, H, W = shape
-    return N, C, _out(H, kernel_size[0], stride[0], padding[0]), _out(W, kernel_size[1], stride[1], padding[1])
+    return tuple(shape[:2]) + _out2(shape[2:], kernel_size, stride, padding)
 
 
 def max_pool2d(x, kernel_size, stride, padding):
