@@ -97,8 +97,8 @@ def input_shape(shape, name, ndim=4):
 # ---- per-op checks: return the normalised arguments in backend order ----
 
 def window(x_shape, kernel_size, stride, padding, dilation, what):
-    if any(d == 0 for d in x_shape[1:]):
-        raise ValueError(f"{what}: input of shape {tuple(x_shape)} is empty (only the batch may be 0)")
+    if any(d == 0 for d in x_shape):
+        raise ValueError(f"{what}: input of shape {tuple(x_shape)} is empty")
     ks = pair(kernel_size, "kernel_size", 1)
     st = pair(stride, "stride", 1)
     pd = pair(padding, "padding", 0)
@@ -155,8 +155,8 @@ def conv2d_backward(dy, x, weight, stride, padding, dilation, groups):
 
 
 def _pool(x_shape, kernel_size, stride, padding, what):
-    if any(d == 0 for d in x_shape[1:]):
-        raise ValueError(f"{what}: input of shape {tuple(x_shape)} is empty (only the batch may be 0)")
+    if any(d == 0 for d in x_shape):
+        raise ValueError(f"{what}: input of shape {tuple(x_shape)} is empty")
     ks = pair(kernel_size, "kernel_size", 1)
     st = ks if stride is None else pair(stride, "stride", 1)
     pd = pair(padding, "padding", 0)
@@ -201,8 +201,8 @@ def avg_pool2d_backward(dy, input_shape_, kernel_size, stride, padding, count_in
 
 def _channels(x, name="x"):
     array(x, name, (2, 4))
-    if any(d == 0 for d in x.shape[1:]):
-        raise ValueError(f"{name} of shape {tuple(x.shape)} is empty (only the batch may be 0)")
+    if any(d == 0 for d in x.shape):
+        raise ValueError(f"{name} of shape {tuple(x.shape)} is empty")
     return x.shape[1]
 
 
@@ -281,6 +281,8 @@ def _states(N, H, dt, **states):
 def lstm_cell(x, h, c, w_ih, w_hh, bias, gate_order):
     array(x, "x", 2)
     N, D = x.shape
+    if N == 0 or D == 0:
+        raise ValueError(f"x of shape {tuple(x.shape)} is empty")
     H = _lstm_weights(x, D, w_ih, w_hh, bias)
     _states(N, H, dtype_of(x), h=h, c=c)
     same_kind(x=x, h=h, c=c, w_ih=w_ih, w_hh=w_hh, bias=bias)
@@ -292,6 +294,8 @@ def lstm(xs, h0, c0, w_ih, w_hh, bias, gate_order):
     N, T, D = xs.shape
     if T == 0:
         raise ValueError("xs must have at least one time step, got shape " + str(tuple(xs.shape)))
+    if N == 0 or D == 0:
+        raise ValueError(f"xs of shape {tuple(xs.shape)} is empty")
     H = _lstm_weights(xs, D, w_ih, w_hh, bias)
     _states(N, H, dtype_of(xs), h0=h0, c0=c0)
     same_kind(xs=xs, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, bias=bias)

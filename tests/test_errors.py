@@ -66,6 +66,12 @@ BAD = [
     ("conv2d", "groups", 2, ValueError, "groups=2 must divide"),
     ("conv2d", "groups", 0, ValueError, "groups must be >= 1"),
     ("conv2d", "x", r(2, 3, 0, 5), ValueError, "empty"),
+    ("conv2d", "x", r(0, 3, 5, 5), ValueError, "empty"),  # zero-size batches are refused on every op
+    ("conv2d_backward", "x", r(0, 3, 5, 5), ValueError, "empty"),
+    ("max_pool2d", "x", r(0, 3, 4, 4), ValueError, "empty"),
+    ("batch_norm_backward", "x", r(0, 3), ValueError, "empty"),
+    ("lstm_cell", "x", r(0, 3), ValueError, "x of shape (0, 3) is empty"),
+    ("lstm", "xs", r(0, 3, 3), ValueError, "xs of shape (0, 3, 3) is empty"),
     ("conv2d_backward", "dy", r(2, 4, 3, 4), ValueError, "dy must have shape"),
     ("max_pool2d", "padding", 2, ValueError, "at most half the kernel"),
     ("max_pool2d", "kernel_size", 5, ValueError, "output size"),

@@ -120,3 +120,54 @@ def test_im2col_past_2_31_elements():
     back = fastnn.col2im(fastnn.im2col(x[:, :, :4, :], 3, padding=1), (1, 1, 4, W), 3, padding=1)
     np.testing.assert_allclose(back, fastnn.reference.col2im(fastnn.reference.im2col(x[:, :, :4, :], 3, 1, 1, 1),
                                                              (1, 1, 4, W), 3, 1, 1, 1), rtol=1e-5, atol=1e-5)
+
+
+LAYOUTS = {
+    "fortran": np.asfortranarray,
+    "negative_strides": lambda a: a[::-1].copy()[::-1],
+    "read_only": lambda a: _read_only(a),
+    "strided_view": lambda a: np.repeat(a, 2, axis=-1)[..., ::2],
+}
+
+
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("fn", OPS)
+def test_any_memory_layout_gives_the_same_answer(fn, layout, backend):
+    # Non-contiguous, Fortran-ordered, negatively strided and read-only inputs are accepted and copied once;
+    # running stats are updated in place, so they are left as they are.
+    kwargs = _valid(fn, backend)
+    want = getattr(fastnn, fn)(**kwargs, backend=backend)
+    moved = {k: LAYOUTS[layout](v) if isinstance(v, np.ndarray) and v.ndim > 1 and k != "indices" else v
+             for k, v in _valid(fn, backend).items()}
+    got = getattr(fastnn, fn)(**moved, backend=backend)
+    for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_read_only_running_stats_are_refused():
+    kwargs = VALID["batch_norm"]()
+    kwargs["running_var"] = _read_only(kwargs["running_var"])
+    with pytest.raises(ValueError, match="running_var is updated in place"):
+        fastnn.batch_norm(**kwargs)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_nan_and_inf_propagate_as_in_the_reference(backend):
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    x[0, 1, 2, 3], x[1, 2, 0, 0], x[1, 0, 5, 5] = np.nan, np.inf, -np.inf
+    w = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    for fn, args in [("conv2d", (x, w)), ("max_pool2d", (x, 2)), ("avg_pool2d", (x, 3, 1, 1)),
+                     ("batch_norm", (x,)), ("im2col", (x, 3))]:
+        got = getattr(fastnn, fn)(*args, backend=backend)
+        want = getattr(fastnn, fn)(*args, backend="numpy")
+        for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=fn)
+            np.testing.assert_array_equal(np.isinf(a), np.isinf(b), err_msg=fn)
