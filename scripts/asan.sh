@@ -10,12 +10,16 @@ trap 'rm -rf "$work"' EXIT
 cp -r "$src/setup.py" "$src/pyproject.toml" "$src/csrc" "$src/fastnn" "$src/tests" "$work/"
 rm -f "$work"/fastnn/_C*.so
 cd "$work"
-FASTNN_EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1" \
-    python setup.py -q build_ext --inplace 2>&1 | grep -v -i warning || true
+if ! FASTNN_EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1" \
+    python setup.py -q build_ext --inplace > build.log 2>&1; then
+    cat build.log; echo "asan.sh: the sanitizer build failed"; exit 1
+fi
 export LD_PRELOAD="$(g++ -print-file-name=libasan.so)"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export PYTHONPATH="$work"
 # ASan keeps freed memory in quarantine, so the resident-memory leak test does not apply here.
 if [ $# -eq 0 ]; then set -- -q -m "not slow and not gpu" -k "not cuda and not no_leaks" tests/; fi
+# Make sure the tests load the instrumented extension, not an installed one.
+python -c "import fastnn._C as C, sys; sys.exit(0 if C.__file__.startswith('$work') else 'asan.sh: loaded ' + C.__file__)"
 python -m pytest -p no:cacheprovider "$@"
