@@ -282,6 +282,58 @@ void gemm(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, c
     });
 }
 
+// ---- B packed once, reused by many GEMMs (gemm_packed_b) ----
+template <typename T>
+void pack_b(bool tb, i64 K, i64 N, const T* B, i64 ldb, PackedB<T>& out) {
+    packed::with_cfg<T>([&](auto cfg) {
+        using Cf = decltype(cfg);
+        out.K = K, out.N = N, out.Np = packed::round_up(N, Cf::NR), out.kb = packed::depth_block<Cf>(K);
+        out.store.resize(out.Np * std::max<i64>(K, 1) + 64 / sizeof(T));
+        T* const base = const_cast<T*>(out.panels());
+        const i64 kb = out.kb, nkb = (K + kb - 1) / kb, ncb = (N + Cf::NC - 1) / Cf::NC;
+        const packed::PackMatB<Cf> pb{B, ldb, tb};
+#pragma omp parallel for schedule(dynamic) num_threads(get_num_threads()) if (nkb * ncb > 1)
+        for (i64 b = 0; b < nkb * ncb; ++b) {
+            const i64 p0 = (b / ncb) * kb, kc = std::min(kb, K - p0), j0 = (b % ncb) * Cf::NC;
+            pb(p0, kc, j0, std::min(Cf::NC, N - j0), base + p0 * out.Np + j0 * kc);
+        }
+    });
+}
+
+// Threads take column blocks (whole NR panels) of the prepacked B; each packs its own copy of op(A) (small in the
+// LSTM: the batch rows of one step). Static blocks: the same thread reads the same B panels every call, so its
+// share of B stays in its L2 across the steps.
+template <class Cf, typename T = typename Cf::T>
+static void gemm_packed_b_cfg(bool ta, i64 M, T alpha, const T* A, i64 lda, const PackedB<T>& B, T beta, T* C,
+                              i64 ldc) {
+    const i64 N = B.N, K = B.K;
+    int nt = get_num_threads();
+    if ((double)M * N * std::max<i64>(K, 1) < 32768.0 * 8) nt = 1;
+    const i64 npan = (N + Cf::NR - 1) / Cf::NR;
+    const i64 nblk = std::min<i64>(nt, npan);
+    const T* panels = B.panels();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nblk > 1)
+    for (i64 b = 0; b < nblk; ++b) {
+        const i64 lo = npan * b / nblk * Cf::NR, hi = std::min(N, npan * (b + 1) / nblk * Cf::NR);
+        if (hi <= lo) continue;
+        packed::PackMatA<Cf> pa{A, lda, ta};
+        packed::PrepackedB<Cf> pb{panels, B.Np, K, B.kb, lo};
+        packed::gemm_blocked<Cf>(M, hi - lo, K, alpha, pa, pb, beta, C + lo, ldc);
+    }
+}
+
+template <typename T>
+void gemm_packed_b(bool ta, i64 M, T alpha, const T* A, i64 lda, const PackedB<T>& B, T beta, T* C, i64 ldc) {
+    if (M <= 0 || B.N <= 0) return;
+    packed::with_cfg<T>([&](auto cfg) { gemm_packed_b_cfg<decltype(cfg)>(ta, M, alpha, A, lda, B, beta, C, ldc); });
+}
+
+template void pack_b<float>(bool, i64, i64, const float*, i64, PackedB<float>&);
+template void pack_b<double>(bool, i64, i64, const double*, i64, PackedB<double>&);
+template void gemm_packed_b<float>(bool, i64, float, const float*, i64, const PackedB<float>&, float, float*, i64);
+template void gemm_packed_b<double>(bool, i64, double, const double*, i64, const PackedB<double>&, double, double*,
+                                    i64);
+
 template void gemm<float>(bool, bool, i64, i64, i64, float, const float*, i64, const float*, i64, float, float*, i64);
 template void gemm<double>(bool, bool, i64, i64, i64, double, const double*, i64, const double*, i64, double, double*,
                            i64);
