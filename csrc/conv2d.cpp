@@ -64,7 +64,9 @@ template <class Cf, typename T = typename Cf::T>
 struct PackPatchesT {
     const T* x;
     const ConvShape* s;
+    i64 jbase = 0;  // first tap (column) of this GEMM
     void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
+        j0 += jbase;
         constexpr i64 NR = Cf::NR, L = packed::transpose_block<T>();  // lanes per transpose block
         static_assert(NR % L == 0, "panel width must be a multiple of the transpose block");
         const i64 KK = s->KH * s->KW;
@@ -233,7 +235,13 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
     // dweight: each thread sums the images it takes (dynamic schedule: a descheduled thread on a shared machine
     // does not hold up the others) into its own buffer (thread 0: dw itself), then the buffers are added up.
     // No races; the rounding order depends on which thread took which image.
+    // Tasks are chunks of images; within one, a block of dw columns (<= 512 KiB of dw: it stays in L2) takes every
+    // image of the chunk before the next block, instead of each image passing over all of dw (> L2 on the
+    // 256-channel shapes: every microkernel call then waited for its C tile from L3).
     const i64 WS = s.K * CRS;
+    const i64 ipc = std::max<i64>(1, s.N / (4 * nt)), nchunk = (s.N + ipc - 1) / ipc;
+    const i64 jnb = std::max<i64>(1, (Kg * CRS * (i64)sizeof(T) + (512 << 10) - 1) / (512 << 10));
+    const i64 jw = packed::round_up((CRS + jnb - 1) / jnb, Cf::NR);
     // the extra threads' sums live in the calling thread's scratch buffer, kept between calls (a fresh allocation
     // per call was paid again in page faults)
     packed::Buffer<T>& partial = packed::scratch<T>(3);
@@ -247,18 +255,23 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
         T* acc = t == 0 ? dw : partial.data() + (t - 1) * WS;
         bool first = true;
 #pragma omp for schedule(dynamic)
-        for (i64 n = 0; n < s.N; ++n) {
-            for (i64 g = 0; g < G; ++g) {
-                const T* xg = x + (n * s.C + g * Cg) * HW;
-                packed::PackMatA<Cf> a{dy + (n * s.K + g * Kg) * P, P, false};
-                const T beta = first ? T(0) : T(1);
-                if (plain)
-                    packed::gemm_blocked<Cf>(Kg, CRS, P, T(1), a, packed::PackMatB<Cf>{xg, HW, true}, beta,
-                                             acc + g * Kg * CRS, CRS);
-                else
-                    packed::gemm_blocked<Cf>(Kg, CRS, P, T(1), a, PackPatchesT<Cf>{xg, &s}, beta, acc + g * Kg * CRS,
-                                             CRS);
-            }
+        for (i64 ch = 0; ch < nchunk; ++ch) {
+            const i64 n0 = ch * ipc, n1 = std::min(s.N, n0 + ipc);
+            for (i64 g = 0; g < G; ++g)
+                for (i64 j0 = 0; j0 < CRS; j0 += jw) {  // a block of dw columns, then the chunk's images into it
+                    const i64 nc = std::min(jw, CRS - j0);
+                    for (i64 n = n0; n < n1; ++n) {
+                        const T* xg = x + (n * s.C + g * Cg) * HW;
+                        packed::PackMatA<Cf> a{dy + (n * s.K + g * Kg) * P, P, false};
+                        const T beta = first && n == n0 ? T(0) : T(1);
+                        T* c = acc + g * Kg * CRS + j0;
+                        if (plain)
+                            packed::gemm_blocked<Cf>(Kg, nc, P, T(1), a, packed::PackMatB<Cf>{xg + j0 * HW, HW, true},
+                                                     beta, c, CRS);
+                        else
+                            packed::gemm_blocked<Cf>(Kg, nc, P, T(1), a, PackPatchesT<Cf>{xg, &s, j0}, beta, c, CRS);
+                    }
+                }
             first = false;
         }
         if (first) std::fill(acc, acc + WS, T(0));
