@@ -12,6 +12,8 @@
 //   conv2d_fwd__polyphase_gemm     any stride/padding/dilation/groups: per (image, group, block of output rows) the
 //                                  input rows are copied once into zero-padded polyphase planes, where every tap's
 //                                  run of output positions is contiguous: the microkernel reads B rows in place.
+//   conv2d_fwd__polyphase_packed   the same copy for a few whole small images per task, but B packed (gathered) from
+//                                  the valid output columns only: no junk columns (14x14: 196 of 224 were valid).
 //   conv2d_fwd__1x1_gemm           1x1/s1/p0: a plain GEMM on the NCHW planes.
 //   conv2d_bwd_cfg                 dbias: threads over channels (double accumulators).
 //                                  dweight: threads take images (dynamic), each summing into a private dW (no
@@ -21,11 +23,14 @@
 //                                  weights (the "full" correlation); otherwise dcol in ~1 MiB row blocks + col2im,
 //                                  threads over (image, group).
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <immintrin.h>
+
 #include "gemm_packed.h"
 #include "im2col.h"
 
@@ -106,6 +111,41 @@ inline std::vector<i64>& tap_offsets() {
     return v;
 }
 
+// B packer for conv2d_fwd__polyphase_packed: B(k, j) = base[toff[k] + col[j]] over the valid output columns only
+// (col[j] = image offset + r*Wq + ow; entries past the last column point at 0 and land in the panel's zero-use
+// padding). Per depth row: two 16-lane gathers per 32-wide float panel (AVX-512F), else a scalar loop.
+__attribute__((target("avx512f"))) static void gather_rows__avx512f_32(const float* base, const i64* toff, i64 kc,
+                                                                      const int* col, float* dst) {
+    const __m512i i0 = _mm512_loadu_si512(col), i1 = _mm512_loadu_si512(col + 16);
+    for (i64 k = 0; k < kc; ++k, dst += 32) {
+        const float* src = base + toff[k];
+        _mm512_storeu_ps(dst, _mm512_i32gather_ps(i0, src, 4));
+        _mm512_storeu_ps(dst + 16, _mm512_i32gather_ps(i1, src, 4));
+    }
+}
+template <class Cf, typename T = typename Cf::T>
+struct PackGatherCols {
+    const T* base;
+    const i64* toff;  // depth row k -> offset of its tap
+    const int* col;   // column j -> offset of its output position (round_up(N, NR) entries)
+    void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
+        constexpr i64 NR = Cf::NR;
+        for (i64 jr = 0; jr < nc; jr += NR, dst += NR * kc) {
+            const int* cj = col + j0 + jr;
+            if constexpr (std::is_same<T, float>::value && NR == 32) {
+                if (packed::has_avx512f()) {
+                    gather_rows__avx512f_32(base, toff + p0, kc, cj, dst);
+                    continue;
+                }
+            }
+            for (i64 k = 0; k < kc; ++k) {
+                const T* src = base + toff[p0 + k];
+                for (i64 c = 0; c < NR; ++c) dst[k * NR + c] = src[cj[c]];
+            }
+        }
+    }
+};
+
 }  // namespace
 
 // conv2d_fwd__polyphase_gemm: task = (image, group, block of output rows). The task copies its input rows into the
@@ -126,16 +166,35 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
     const i64 want = (4 * nt + s.N * G - 1) / (s.N * G);
     if ((s.OH + rows - 1) / rows < want) rows = std::max<i64>(1, s.OH / want);
     const i64 nblk = (s.OH + rows - 1) / rows;
+    // conv2d_fwd__polyphase_packed: small images (one row block each) whose Wq-wide rows and last partial panel
+    // waste many columns (14x14, 3x3 pad 1: 224 computed per 196 valid) take `ipt` whole images per task and pack
+    // B from the valid columns only (gathers), when the columns saved outweigh the packing (~12 FMA rows'
+    // worth per packed element, a guess from the gather rate).
+    i64 ipt = 1;
+    bool gather = false;
+    if (nblk == 1) {
+        ipt = std::max<i64>(1, std::min<i64>(512 / P, s.N / (4 * nt)));
+        const double ind_cols = (double)packed::round_up(s.OH * Wq, Cf::NR);
+        const double gat_cols = (double)packed::round_up(ipt * P, Cf::NR) / ipt;
+        const i64 img = Cg * s.sh * s.sw * (s.OH + (s.KH - 1) * s.dh / s.sh) * Wq;  // xq elements per image
+        gather = ind_cols * Kg > gat_cols * (Kg + 12) && ipt * img < (i64(1) << 30);  // int32 gather indices
+        if (!gather) ipt = 1;
+    }
+    const i64 nchunk = (s.N + ipt - 1) / ipt;
 #pragma omp parallel for schedule(dynamic)
-    for (i64 t = 0; t < s.N * G * nblk; ++t) {
-        const i64 ng = t / nblk, n = ng / G, g = ng % G, oh0 = (t % nblk) * rows, nr = std::min(rows, s.OH - oh0);
+    for (i64 t = 0; t < nchunk * G * nblk; ++t) {
+        const i64 ng = t / nblk, n = (ng / G) * ipt, g = ng % G, oh0 = (t % nblk) * rows, nr = std::min(rows, s.OH - oh0);
+        const i64 ni = std::min(ipt, s.N - n);
         const i64 Hq = nr + (s.KH - 1) * s.dh / s.sh, ncols = nr * Wq;
         const Polyphase q{Hq, Wq, Hq * Wq};
+        const i64 img = Cg * s.sh * s.sw * q.plane;  // one image's planes in xq
         // Slack past the last plane for the junk columns of the last rows (and the last panel's padding).
-        const i64 xsize = Cg * s.sh * s.sw * q.plane + 2 * Wq + s.pw + 2 * Cf::NR;
+        const i64 xsize = ni * img + 2 * Wq + s.pw + 2 * Cf::NR;
         packed::Buffer<T>& xq = packed::scratch<T>(4);
         if ((i64)xq.size() < xsize) xq.resize(xsize);
-        const T* xg = x + (n * s.C + g * Cg) * HW;
+        for (i64 i = 0; i < ni; ++i) {
+        const T* xg = x + ((n + i) * s.C + g * Cg) * HW;
+        T* const xqi = xq.data() + i * img;
         for (i64 c = 0; c < Cg; ++c)
             for (i64 a = 0; a < s.sh; ++a)
                 for (i64 r = 0; r < Hq; ++r) {
@@ -143,7 +202,7 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
                     const T* src = xg + (c * s.H + ih) * s.W;
                     const bool row_in = ih >= 0 && ih < s.H;
                     for (i64 b = 0; b < s.sw; ++b) {
-                        T* d = xq.data() + ((c * s.sh + a) * s.sw + b) * q.plane + r * Wq;
+                        T* d = xqi + ((c * s.sh + a) * s.sw + b) * q.plane + r * Wq;
                         // u with iw = u*sw + b - pw inside [0, W): [u0, u1); zeros around
                         const i64 u0 = std::min(Wq, (s.pw - b + s.sw - 1 + s.sw * Wq) / s.sw - Wq);
                         const i64 u1 = std::clamp((s.W + s.pw - b + s.sw - 1) / s.sw, u0, Wq);
@@ -157,12 +216,38 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
                         std::fill(d + u1, d + Wq, T(0));
                     }
                 }
-        std::fill(xq.data() + Cg * s.sh * s.sw * q.plane, xq.data() + xsize, T(0));
+        }
+        std::fill(xq.data() + ni * img, xq.data() + xsize, T(0));
         std::vector<i64>& toff = tap_offsets();
         toff.resize(CRS);
         for (i64 crs = 0; crs < CRS; ++crs) {
             const i64 r = crs % (s.KH * s.KW);
             toff[crs] = q.tap_offset(s, crs / (s.KH * s.KW), r / s.KW, r % s.KW);
+        }
+        if (gather) {  // columns j = (image i, oh, ow), valid ones only
+            const i64 nv = ni * P, nvp = packed::round_up(nv, Cf::NR);
+            static thread_local std::vector<int> col;
+            col.assign(nvp, 0);
+            for (i64 j = 0; j < nv; ++j) {
+                const i64 i = j / P, oh = (j % P) / s.OW, ow = j % s.OW;
+                col[j] = (int)(i * img + oh * Wq + ow);
+            }
+            packed::Buffer<T>& yt = packed::scratch<T>(5);
+            if ((i64)yt.size() < Kg * nv) yt.resize(Kg * nv);
+            packed::gemm_blocked<Cf>(Kg, nv, CRS, T(1), wp[g], PackGatherCols<Cf>{xq.data(), toff.data(), col.data()},
+                                     T(0), yt.data(), nv);
+            for (i64 i = 0; i < ni; ++i)
+                for (i64 k = 0; k < Kg; ++k) {
+                    const T* src = yt.data() + k * nv + i * P;
+                    T* d = y + ((n + i) * s.K + g * Kg + k) * P;
+                    if (bias) {
+                        const T b = bias[g * Kg + k];
+                        for (i64 j = 0; j < P; ++j) d[j] = src[j] + b;
+                    } else {
+                        std::memcpy(d, src, sizeof(T) * P);
+                    }
+                }
+            continue;
         }
         packed::Buffer<T>& yt = packed::scratch<T>(5);
         if ((i64)yt.size() < Kg * ncols) yt.resize(Kg * ncols);
