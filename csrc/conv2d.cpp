@@ -17,8 +17,9 @@
 //   conv2d_fwd__1x1_gemm           1x1/s1/p0: a plain GEMM on the NCHW planes.
 //   conv2d_bwd_cfg                 dbias: threads over channels (double accumulators).
 //                                  dweight: threads take images (dynamic), each summing into a private dW (no
-//                                  races), then the partials are added; B = patches^T packed from tap lines
-//                                  (patch_row) with SSE2 block transposes.
+//                                  races), then the partials are added; B = patches^T gathered with AVX-512 from
+//                                  a polyphase copy of the image (PackGatherCols), else packed from tap lines
+//                                  (patch_row) with SSE2 block transposes (PackPatchesT).
 //                                  dx, stride 1 and >= MR input channels: the forward of dy with flipped, transposed
 //                                  weights (the "full" correlation); otherwise dcol in ~1 MiB row blocks + col2im,
 //                                  threads over (image, group).
@@ -106,12 +107,49 @@ struct Polyphase {
     }
 };
 
+// Row length of a phase plane. With sw == 1 the rows are W + pw long, not W + 2pw: a row's right padding is the
+// next row's left padding (or the zero slack after the last plane), which halves the junk columns
+// (3x3 pad 1 on 14x14: 14 of 15 columns are valid instead of 14 of 16). It needs OW <= W + pw, i.e. pw <= dw*(KW-1).
+inline i64 polyphase_wq(const ConvShape& s) {
+    const bool shared_pad = s.sw == 1 && s.pw <= s.dw * (s.KW - 1);
+    return shared_pad ? s.W + s.pw : (s.W + 2 * s.pw + s.sw - 1) / s.sw;
+}
+
+// Channels [c0, c1) of one image's group planes xg, output rows from oh0 on, into zero-padded polyphase planes at dst
+// (channel c at (c - c0) * sh * sw * plane).
+template <typename T>
+void copy_polyphase(const T* xg, const ConvShape& s, i64 c0, i64 c1, i64 oh0, const Polyphase& q, T* dst) {
+    const i64 Wq = q.Wq;
+    for (i64 c = c0; c < c1; ++c)
+        for (i64 a = 0; a < s.sh; ++a)
+            for (i64 r = 0; r < q.Hq; ++r) {
+                const i64 ih = (oh0 + r) * s.sh + a - s.ph;
+                const T* src = xg + (c * s.H + ih) * s.W;
+                const bool row_in = ih >= 0 && ih < s.H;
+                for (i64 b = 0; b < s.sw; ++b) {
+                    T* d = dst + (((c - c0) * s.sh + a) * s.sw + b) * q.plane + r * Wq;
+                    // u with iw = u*sw + b - pw inside [0, W): [u0, u1); zeros around
+                    const i64 u0 = std::min(Wq, (s.pw - b + s.sw - 1 + s.sw * Wq) / s.sw - Wq);
+                    const i64 u1 = std::clamp((s.W + s.pw - b + s.sw - 1) / s.sw, u0, Wq);
+                    if (!row_in) {
+                        std::fill(d, d + Wq, T(0));
+                        continue;
+                    }
+                    std::fill(d, d + u0, T(0));
+                    if (s.sw == 1) std::memcpy(d + u0, src + u0 - s.pw, sizeof(T) * (u1 - u0));
+                    else for (i64 u = u0; u < u1; ++u) d[u] = src[u * s.sw + b - s.pw];
+                    std::fill(d + u1, d + Wq, T(0));
+                }
+            }
+}
+
 inline std::vector<i64>& tap_offsets() {
     static thread_local std::vector<i64> v;
     return v;
 }
 
-// B packer for conv2d_fwd__polyphase_packed: B(k, j) = base[toff[k] + col[j]] over the valid output columns only
+// B packer for conv2d_fwd__polyphase_packed (and dweight, with the roles of rows and columns swapped: toff = output
+// positions, col = taps): B(k, j) = base[toff[k] + col[j]] over the valid output columns only
 // (col[j] = image offset + r*Wq + ow; entries past the last column point at 0 and land in the panel's zero-use
 // padding). Per depth row: two 16-lane gathers per 32-wide float panel (AVX-512F), else a scalar loop.
 __attribute__((target("avx512f"))) static void gather_rows__avx512f_32(const float* base, const i64* toff, i64 kc,
@@ -155,12 +193,7 @@ template <class Cf, typename T = typename Cf::T>
 static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::PrepackedA<Cf>>& wp, const T* bias,
                                        T* y, const ConvShape& s) {
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.KH * s.KW, P = s.OH * s.OW, HW = s.H * s.W;
-    // Row length of a phase plane. With sw == 1 the rows are W + pw long, not W + 2pw: a row's right padding is
-    // the next row's left padding (or the zero slack after the last plane), which halves the junk columns
-    // (3x3 pad 1 on 14x14: 14 of 15 columns are valid instead of 14 of 16). It needs OW <= W + pw, i.e.
-    // pw <= dw*(KW-1).
-    const bool shared_pad = s.sw == 1 && s.pw <= s.dw * (s.KW - 1);
-    const i64 Wq = shared_pad ? s.W + s.pw : (s.W + 2 * s.pw + s.sw - 1) / s.sw, nt = get_num_threads();
+    const i64 Wq = polyphase_wq(s), nt = get_num_threads();
     // About 1024 GEMM columns per task (the B block stays in L2), but enough tasks to balance the threads (x4).
     i64 rows = std::max<i64>(1, std::min<i64>(s.OH, 1024 / Wq));
     const i64 want = (4 * nt + s.N * G - 1) / (s.N * G);
@@ -192,31 +225,8 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
         const i64 xsize = ni * img + 2 * Wq + s.pw + 2 * Cf::NR;
         packed::Buffer<T>& xq = packed::scratch<T>(4);
         if ((i64)xq.size() < xsize) xq.resize(xsize);
-        for (i64 i = 0; i < ni; ++i) {
-        const T* xg = x + ((n + i) * s.C + g * Cg) * HW;
-        T* const xqi = xq.data() + i * img;
-        for (i64 c = 0; c < Cg; ++c)
-            for (i64 a = 0; a < s.sh; ++a)
-                for (i64 r = 0; r < Hq; ++r) {
-                    const i64 ih = (oh0 + r) * s.sh + a - s.ph;
-                    const T* src = xg + (c * s.H + ih) * s.W;
-                    const bool row_in = ih >= 0 && ih < s.H;
-                    for (i64 b = 0; b < s.sw; ++b) {
-                        T* d = xqi + ((c * s.sh + a) * s.sw + b) * q.plane + r * Wq;
-                        // u with iw = u*sw + b - pw inside [0, W): [u0, u1); zeros around
-                        const i64 u0 = std::min(Wq, (s.pw - b + s.sw - 1 + s.sw * Wq) / s.sw - Wq);
-                        const i64 u1 = std::clamp((s.W + s.pw - b + s.sw - 1) / s.sw, u0, Wq);
-                        if (!row_in) {
-                            std::fill(d, d + Wq, T(0));
-                            continue;
-                        }
-                        std::fill(d, d + u0, T(0));
-                        if (s.sw == 1) std::memcpy(d + u0, src + u0 - s.pw, sizeof(T) * (u1 - u0));
-                        else for (i64 u = u0; u < u1; ++u) d[u] = src[u * s.sw + b - s.pw];
-                        std::fill(d + u1, d + Wq, T(0));
-                    }
-                }
-        }
+        for (i64 i = 0; i < ni; ++i)
+            copy_polyphase(x + ((n + i) * s.C + g * Cg) * HW, s, 0, Cg, oh0, q, xq.data() + i * img);
         std::fill(xq.data() + ni * img, xq.data() + xsize, T(0));
         std::vector<i64>& toff = tap_offsets();
         toff.resize(CRS);
@@ -327,6 +337,15 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
     const i64 ipc = std::max<i64>(1, s.N / (4 * nt)), nchunk = (s.N + ipc - 1) / ipc;
     const i64 jnb = std::max<i64>(1, (Kg * CRS * (i64)sizeof(T) + (512 << 10) - 1) / (512 << 10));
     const i64 jw = packed::round_up((CRS + jnb - 1) / jnb, Cf::NR);
+    // B = patches^T gathered (AVX-512): the image's channels of a column block are copied into polyphase planes
+    // (as in the forward), then depth row p (output position) of a 32-tap panel is two 16-lane gathers at offsets
+    // tap[j] from pos[p]: one pass instead of patch_row lines + 4x4 transposes.
+    const Polyphase qd{s.OH + (s.KH - 1) * s.dh / s.sh, polyphase_wq(s), (s.OH + (s.KH - 1) * s.dh / s.sh) * polyphase_wq(s)};
+    const i64 dimg = Cg * s.sh * s.sw * qd.plane, dslack = 2 * qd.Wq + s.pw + 2 * Cf::NR;
+    const bool dgather = !plain && std::is_same<T, float>::value && Cf::NR == 32 && packed::has_avx512f() &&
+                         dimg + dslack < (i64(1) << 30);
+    std::vector<i64> dpos(dgather ? P : 0);
+    for (i64 p = 0; p < (i64)dpos.size(); ++p) dpos[p] = (p / s.OW) * qd.Wq + p % s.OW;
     // the extra threads' sums live in the calling thread's scratch buffer, kept between calls (a fresh allocation
     // per call was paid again in page faults)
     packed::Buffer<T>& partial = packed::scratch<T>(3);
@@ -344,8 +363,28 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
             const i64 n0 = ch * ipc, n1 = std::min(s.N, n0 + ipc);
             for (i64 g = 0; g < G; ++g)
                 for (i64 j0 = 0; j0 < CRS; j0 += jw) {  // a block of dw columns, then the chunk's images into it
-                    const i64 nc = std::min(jw, CRS - j0);
+                    const i64 nc = std::min(jw, CRS - j0), c0 = j0 / KK, c1 = (j0 + nc - 1) / KK + 1;
+                    static thread_local std::vector<int> tap;
+                    if (dgather) {
+                        tap.assign(packed::round_up(nc, Cf::NR), 0);
+                        for (i64 j = 0; j < nc; ++j) {
+                            const i64 r = (j0 + j) % KK;
+                            tap[j] = (int)qd.tap_offset(s, (j0 + j) / KK - c0, r / s.KW, r % s.KW);
+                        }
+                    }
                     for (i64 n = n0; n < n1; ++n) {
+                        if (dgather) {
+                            packed::Buffer<T>& xq = packed::scratch<T>(4);
+                            const i64 used = (c1 - c0) * s.sh * s.sw * qd.plane;
+                            if ((i64)xq.size() < used + dslack) xq.resize(used + dslack);
+                            copy_polyphase(x + (n * s.C + g * Cg) * HW, s, c0, c1, 0, qd, xq.data());
+                            std::fill(xq.data() + used, xq.data() + used + dslack, T(0));
+                            packed::PackMatA<Cf> a{dy + (n * s.K + g * Kg) * P, P, false};
+                            packed::gemm_blocked<Cf>(Kg, nc, P, T(1), a,
+                                                     PackGatherCols<Cf>{xq.data(), dpos.data(), tap.data()},
+                                                     first && n == n0 ? T(0) : T(1), acc + g * Kg * CRS + j0, CRS);
+                            continue;
+                        }
                         const T* xg = x + (n * s.C + g * Cg) * HW;
                         packed::PackMatA<Cf> a{dy + (n * s.K + g * Kg) * P, P, false};
                         const T beta = first && n == n0 ? T(0) : T(1);
