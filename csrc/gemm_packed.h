@@ -82,7 +82,8 @@ struct Aligned64 {
     bool operator!=(const Aligned64<U>&) const { return false; }
 };
 template <typename T> using Buffer = std::vector<T, Aligned64<T>>;
-template <typename T> Buffer<T>& scratch(int which);  // per-thread buffers: 0 = A block, 1 = B block, 2..5 = caller
+template <typename T> Buffer<T>& scratch(int which);  // per-thread buffers: 0 = A block, 1 = B block, 2..5 = caller,
+                                                      // 6 = gemm()'s operand shared by its threads
 
 bool has_avx512f();  // cpu_features.cpp: CPU + OS support, and FASTNN_SIMD not set to "scalar" or "avx2"
 
@@ -225,6 +226,14 @@ struct PrepackedB {
     const T* operator()(i64 p0, i64, i64 j0, i64, T*) const {
         return data + p0 * Np + (j_base + j0) * std::min(kb, K - p0);
     }
+};
+
+// PrepackedA's layout over storage the caller owns (gemm(): op(A) packed once, shared by the threads).
+template <class C, typename T = typename C::T>
+struct PrepackedAView {
+    const T* data;
+    i64 Mp;
+    const T* operator()(i64 i0, i64, i64 p0, i64 kc, T*) const { return data + p0 * Mp + i0 * kc; }
 };
 
 // The serial blocked GEMM (one thread; callers parallelise over independent output blocks).
