@@ -346,6 +346,49 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
                          dimg + dslack < (i64(1) << 30);
     std::vector<i64> dpos(dgather ? P : 0);
     for (i64 p = 0; p < (i64)dpos.size(); ++p) dpos[p] = (p / s.OW) * qd.Wq + p % s.OW;
+    // images n0..n1 of group g into the dw columns j0..j0+nc (c: their first element, row stride CRS); the first
+    // image overwrites c when `zero`, the rest accumulate.
+    auto dw_block = [&](i64 n0, i64 n1, i64 g, i64 j0, i64 nc, T* c, bool zero) {
+        const i64 c0 = j0 / KK, c1 = (j0 + nc - 1) / KK + 1;
+        static thread_local std::vector<int> tap;
+        if (dgather) {
+            tap.assign(packed::round_up(nc, Cf::NR), 0);
+            for (i64 j = 0; j < nc; ++j) {
+                const i64 r = (j0 + j) % KK;
+                tap[j] = (int)qd.tap_offset(s, (j0 + j) / KK - c0, r / s.KW, r % s.KW);
+            }
+        }
+        for (i64 n = n0; n < n1; ++n) {
+            const T beta = zero && n == n0 ? T(0) : T(1);
+            packed::PackMatA<Cf> a{dy + (n * s.K + g * Kg) * P, P, false};
+            const T* xg = x + (n * s.C + g * Cg) * HW;
+            if (dgather) {
+                packed::Buffer<T>& xq = packed::scratch<T>(4);
+                const i64 used = (c1 - c0) * s.sh * s.sw * qd.plane;
+                if ((i64)xq.size() < used + dslack) xq.resize(used + dslack);
+                copy_polyphase(xg, s, c0, c1, 0, qd, xq.data());
+                std::fill(xq.data() + used, xq.data() + used + dslack, T(0));
+                packed::gemm_blocked<Cf>(Kg, nc, P, T(1), a, PackGatherCols<Cf>{xq.data(), dpos.data(), tap.data()},
+                                         beta, c, CRS);
+            } else if (plain) {
+                packed::gemm_blocked<Cf>(Kg, nc, P, T(1), a, packed::PackMatB<Cf>{xg + j0 * HW, HW, true}, beta, c,
+                                         CRS);
+            } else {
+                packed::gemm_blocked<Cf>(Kg, nc, P, T(1), a, PackPatchesT<Cf>{xg, &s, j0}, beta, c, CRS);
+            }
+        }
+    };
+    // Fewer images than threads (a single-image batch ran on one thread): tasks are blocks of dw columns, each
+    // taking every image, written straight into dw (no partial sums).
+    const i64 nt_all = get_num_threads(), npan = (CRS + Cf::NR - 1) / Cf::NR;
+    if (s.N < nt_all && G * npan >= 2) {
+        const i64 per = std::max<i64>(1, npan * G / (4 * nt_all)), jwc = per * Cf::NR, nbc = (CRS + jwc - 1) / jwc;
+#pragma omp parallel for schedule(dynamic)
+        for (i64 t = 0; t < G * nbc; ++t) {
+            const i64 g = t / nbc, j0 = (t % nbc) * jwc;
+            dw_block(0, s.N, g, j0, std::min(jwc, CRS - j0), dw + g * Kg * CRS + j0, true);
+        }
+    } else {
     // the extra threads' sums live in the calling thread's scratch buffer, kept between calls (a fresh allocation
     // per call was paid again in page faults)
     packed::Buffer<T>& partial = packed::scratch<T>(3);
@@ -362,40 +405,8 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
         for (i64 ch = 0; ch < nchunk; ++ch) {
             const i64 n0 = ch * ipc, n1 = std::min(s.N, n0 + ipc);
             for (i64 g = 0; g < G; ++g)
-                for (i64 j0 = 0; j0 < CRS; j0 += jw) {  // a block of dw columns, then the chunk's images into it
-                    const i64 nc = std::min(jw, CRS - j0), c0 = j0 / KK, c1 = (j0 + nc - 1) / KK + 1;
-                    static thread_local std::vector<int> tap;
-                    if (dgather) {
-                        tap.assign(packed::round_up(nc, Cf::NR), 0);
-                        for (i64 j = 0; j < nc; ++j) {
-                            const i64 r = (j0 + j) % KK;
-                            tap[j] = (int)qd.tap_offset(s, (j0 + j) / KK - c0, r / s.KW, r % s.KW);
-                        }
-                    }
-                    for (i64 n = n0; n < n1; ++n) {
-                        if (dgather) {
-                            packed::Buffer<T>& xq = packed::scratch<T>(4);
-                            const i64 used = (c1 - c0) * s.sh * s.sw * qd.plane;
-                            if ((i64)xq.size() < used + dslack) xq.resize(used + dslack);
-                            copy_polyphase(x + (n * s.C + g * Cg) * HW, s, c0, c1, 0, qd, xq.data());
-                            std::fill(xq.data() + used, xq.data() + used + dslack, T(0));
-                            packed::PackMatA<Cf> a{dy + (n * s.K + g * Kg) * P, P, false};
-                            packed::gemm_blocked<Cf>(Kg, nc, P, T(1), a,
-                                                     PackGatherCols<Cf>{xq.data(), dpos.data(), tap.data()},
-                                                     first && n == n0 ? T(0) : T(1), acc + g * Kg * CRS + j0, CRS);
-                            continue;
-                        }
-                        const T* xg = x + (n * s.C + g * Cg) * HW;
-                        packed::PackMatA<Cf> a{dy + (n * s.K + g * Kg) * P, P, false};
-                        const T beta = first && n == n0 ? T(0) : T(1);
-                        T* c = acc + g * Kg * CRS + j0;
-                        if (plain)
-                            packed::gemm_blocked<Cf>(Kg, nc, P, T(1), a, packed::PackMatB<Cf>{xg + j0 * HW, HW, true},
-                                                     beta, c, CRS);
-                        else
-                            packed::gemm_blocked<Cf>(Kg, nc, P, T(1), a, PackPatchesT<Cf>{xg, &s, j0}, beta, c, CRS);
-                    }
-                }
+                for (i64 j0 = 0; j0 < CRS; j0 += jw)  // a block of dw columns, then the chunk's images into it
+                    dw_block(n0, n1, g, j0, std::min(jw, CRS - j0), acc + g * Kg * CRS + j0, first);
             first = false;
         }
         if (first) std::fill(acc, acc + WS, T(0));
@@ -404,6 +415,7 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
 #pragma omp parallel for schedule(dynamic, 4096)
         for (i64 i = 0; i < WS; ++i)
             for (int t = 1; t < nt; ++t) dw[i] += partial[(t - 1) * WS + i];
+    }
     }
 
     // dx, stride 1 (and padding <= the dilated kernel extent - 1): a forward conv of dy with the transposed,
