@@ -207,7 +207,7 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
     i64 ipt = 1;
     bool gather = false;
     if (nblk == 1) {
-        ipt = std::max<i64>(1, std::min<i64>(512 / P, s.N / (4 * nt)));
+        ipt = std::max<i64>(1, std::min<i64>(1024 / P, s.N / (4 * nt)));
         const double ind_cols = (double)packed::round_up(s.OH * Wq, Cf::NR);
         const double gat_cols = (double)packed::round_up(ipt * P, Cf::NR) / ipt;
         const i64 img = Cg * s.sh * s.sw * (s.OH + (s.KH - 1) * s.dh / s.sh) * Wq;  // xq elements per image
