@@ -12,20 +12,26 @@
 //   conv2d_fwd__polyphase_gemm     any stride/padding/dilation/groups: per (image, group, block of output rows) the
 //                                  input rows are copied once into zero-padded polyphase planes, where every tap's
 //                                  run of output positions is contiguous: the microkernel reads B rows in place.
+//   conv2d_fwd__polyphase_packed   the same copy for a few whole small images per task, but B packed (gathered) from
+//                                  the valid output columns only: no junk columns (14x14: 196 of 224 were valid).
 //   conv2d_fwd__1x1_gemm           1x1/s1/p0: a plain GEMM on the NCHW planes.
 //   conv2d_bwd_cfg                 dbias: threads over channels (double accumulators).
 //                                  dweight: threads take images (dynamic), each summing into a private dW (no
-//                                  races), then the partials are added; B = patches^T packed from tap lines
-//                                  (patch_row) with SSE2 block transposes.
+//                                  races), then the partials are added; B = patches^T gathered with AVX-512 from
+//                                  a polyphase copy of the image (PackGatherCols), else packed from tap lines
+//                                  (patch_row) with SSE2 block transposes (PackPatchesT).
 //                                  dx, stride 1 and >= MR input channels: the forward of dy with flipped, transposed
 //                                  weights (the "full" correlation); otherwise dcol in ~1 MiB row blocks + col2im,
 //                                  threads over (image, group).
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <immintrin.h>
+
 #include "gemm_packed.h"
 #include "im2col.h"
 
@@ -64,7 +70,9 @@ template <class Cf, typename T = typename Cf::T>
 struct PackPatchesT {
     const T* x;
     const ConvShape* s;
+    i64 jbase = 0;  // first tap (column) of this GEMM
     void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
+        j0 += jbase;
         constexpr i64 NR = Cf::NR, L = packed::transpose_block<T>();  // lanes per transpose block
         static_assert(NR % L == 0, "panel width must be a multiple of the transpose block");
         const i64 KK = s->KH * s->KW;
@@ -99,10 +107,82 @@ struct Polyphase {
     }
 };
 
+// Row length of a phase plane. With sw == 1 the rows are W + pw long, not W + 2pw: a row's right padding is the
+// next row's left padding (or the zero slack after the last plane), which halves the junk columns
+// (3x3 pad 1 on 14x14: 14 of 15 columns are valid instead of 14 of 16). It needs OW <= W + pw, i.e. pw <= dw*(KW-1).
+inline i64 polyphase_wq(const ConvShape& s) {
+    const bool shared_pad = s.sw == 1 && s.pw <= s.dw * (s.KW - 1);
+    return shared_pad ? s.W + s.pw : (s.W + 2 * s.pw + s.sw - 1) / s.sw;
+}
+
+// Channels [c0, c1) of one image's group planes xg, output rows from oh0 on, into zero-padded polyphase planes at dst
+// (channel c at (c - c0) * sh * sw * plane).
+template <typename T>
+void copy_polyphase(const T* xg, const ConvShape& s, i64 c0, i64 c1, i64 oh0, const Polyphase& q, T* dst) {
+    const i64 Wq = q.Wq;
+    for (i64 c = c0; c < c1; ++c)
+        for (i64 a = 0; a < s.sh; ++a)
+            for (i64 r = 0; r < q.Hq; ++r) {
+                const i64 ih = (oh0 + r) * s.sh + a - s.ph;
+                const T* src = xg + (c * s.H + ih) * s.W;
+                const bool row_in = ih >= 0 && ih < s.H;
+                for (i64 b = 0; b < s.sw; ++b) {
+                    T* d = dst + (((c - c0) * s.sh + a) * s.sw + b) * q.plane + r * Wq;
+                    // u with iw = u*sw + b - pw inside [0, W): [u0, u1); zeros around
+                    const i64 u0 = std::min(Wq, (s.pw - b + s.sw - 1 + s.sw * Wq) / s.sw - Wq);
+                    const i64 u1 = std::clamp((s.W + s.pw - b + s.sw - 1) / s.sw, u0, Wq);
+                    if (!row_in) {
+                        std::fill(d, d + Wq, T(0));
+                        continue;
+                    }
+                    std::fill(d, d + u0, T(0));
+                    if (s.sw == 1) std::memcpy(d + u0, src + u0 - s.pw, sizeof(T) * (u1 - u0));
+                    else for (i64 u = u0; u < u1; ++u) d[u] = src[u * s.sw + b - s.pw];
+                    std::fill(d + u1, d + Wq, T(0));
+                }
+            }
+}
+
 inline std::vector<i64>& tap_offsets() {
     static thread_local std::vector<i64> v;
     return v;
 }
+
+// B packer for conv2d_fwd__polyphase_packed (and dweight, with the roles of rows and columns swapped: toff = output
+// positions, col = taps): B(k, j) = base[toff[k] + col[j]] over the valid output columns only
+// (col[j] = image offset + r*Wq + ow; entries past the last column point at 0 and land in the panel's zero-use
+// padding). Per depth row: two 16-lane gathers per 32-wide float panel (AVX-512F), else a scalar loop.
+__attribute__((target("avx512f"))) static void gather_rows__avx512f_32(const float* base, const i64* toff, i64 kc,
+                                                                      const int* col, float* dst) {
+    const __m512i i0 = _mm512_loadu_si512(col), i1 = _mm512_loadu_si512(col + 16);
+    for (i64 k = 0; k < kc; ++k, dst += 32) {
+        const float* src = base + toff[k];
+        _mm512_storeu_ps(dst, _mm512_i32gather_ps(i0, src, 4));
+        _mm512_storeu_ps(dst + 16, _mm512_i32gather_ps(i1, src, 4));
+    }
+}
+template <class Cf, typename T = typename Cf::T>
+struct PackGatherCols {
+    const T* base;
+    const i64* toff;  // depth row k -> offset of its tap
+    const int* col;   // column j -> offset of its output position (round_up(N, NR) entries)
+    void operator()(i64 p0, i64 kc, i64 j0, i64 nc, T* dst) const {
+        constexpr i64 NR = Cf::NR;
+        for (i64 jr = 0; jr < nc; jr += NR, dst += NR * kc) {
+            const int* cj = col + j0 + jr;
+            if constexpr (std::is_same<T, float>::value && NR == 32) {
+                if (packed::has_avx512f()) {
+                    gather_rows__avx512f_32(base, toff + p0, kc, cj, dst);
+                    continue;
+                }
+            }
+            for (i64 k = 0; k < kc; ++k) {
+                const T* src = base + toff[p0 + k];
+                for (i64 c = 0; c < NR; ++c) dst[k * NR + c] = src[cj[c]];
+            }
+        }
+    }
+};
 
 }  // namespace
 
@@ -113,54 +193,72 @@ template <class Cf, typename T = typename Cf::T>
 static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::PrepackedA<Cf>>& wp, const T* bias,
                                        T* y, const ConvShape& s) {
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.KH * s.KW, P = s.OH * s.OW, HW = s.H * s.W;
-    // Row length of a phase plane. With sw == 1 the rows are W + pw long, not W + 2pw: a row's right padding is
-    // the next row's left padding (or the zero slack after the last plane), which halves the junk columns
-    // (3x3 pad 1 on 14x14: 14 of 15 columns are valid instead of 14 of 16). It needs OW <= W + pw, i.e.
-    // pw <= dw*(KW-1).
-    const bool shared_pad = s.sw == 1 && s.pw <= s.dw * (s.KW - 1);
-    const i64 Wq = shared_pad ? s.W + s.pw : (s.W + 2 * s.pw + s.sw - 1) / s.sw, nt = get_num_threads();
-    // About 1024 GEMM columns per task (the B block stays in L2), but enough tasks to balance the threads (x4).
-    i64 rows = std::max<i64>(1, std::min<i64>(s.OH, 1024 / Wq));
+    const i64 Wq = polyphase_wq(s), nt = get_num_threads();
+    // About 4096 GEMM columns per task (input copy + output tile ~1.7 MB on 64x56x56: L2 is 2 MB here; 1024 was
+    // 4-7% slower on 64x56x56 and 7x7/2 on 224x224), but enough tasks to balance the threads (x4).
+    i64 rows = std::max<i64>(1, std::min<i64>(s.OH, 4096 / Wq));
     const i64 want = (4 * nt + s.N * G - 1) / (s.N * G);
     if ((s.OH + rows - 1) / rows < want) rows = std::max<i64>(1, s.OH / want);
     const i64 nblk = (s.OH + rows - 1) / rows;
+    // conv2d_fwd__polyphase_packed: small images (one row block each) whose Wq-wide rows and last partial panel
+    // waste many columns (14x14, 3x3 pad 1: 224 computed per 196 valid) take `ipt` whole images per task and pack
+    // B from the valid columns only (gathers), when the columns saved outweigh the packing (~12 FMA rows'
+    // worth per packed element, a guess from the gather rate).
+    i64 ipt = 1;
+    bool gather = false;
+    if (nblk == 1) {
+        ipt = std::max<i64>(1, std::min<i64>(1024 / P, s.N / (4 * nt)));
+        const double ind_cols = (double)packed::round_up(s.OH * Wq, Cf::NR);
+        const double gat_cols = (double)packed::round_up(ipt * P, Cf::NR) / ipt;
+        const i64 img = Cg * s.sh * s.sw * (s.OH + (s.KH - 1) * s.dh / s.sh) * Wq;  // xq elements per image
+        gather = ind_cols * Kg > gat_cols * (Kg + 12) && ipt * img < (i64(1) << 30);  // int32 gather indices
+        if (!gather) ipt = 1;
+    }
+    const i64 nchunk = (s.N + ipt - 1) / ipt;
 #pragma omp parallel for schedule(dynamic)
-    for (i64 t = 0; t < s.N * G * nblk; ++t) {
-        const i64 ng = t / nblk, n = ng / G, g = ng % G, oh0 = (t % nblk) * rows, nr = std::min(rows, s.OH - oh0);
+    for (i64 t = 0; t < nchunk * G * nblk; ++t) {
+        const i64 ng = t / nblk, n = (ng / G) * ipt, g = ng % G, oh0 = (t % nblk) * rows, nr = std::min(rows, s.OH - oh0);
+        const i64 ni = std::min(ipt, s.N - n);
         const i64 Hq = nr + (s.KH - 1) * s.dh / s.sh, ncols = nr * Wq;
         const Polyphase q{Hq, Wq, Hq * Wq};
+        const i64 img = Cg * s.sh * s.sw * q.plane;  // one image's planes in xq
         // Slack past the last plane for the junk columns of the last rows (and the last panel's padding).
-        const i64 xsize = Cg * s.sh * s.sw * q.plane + 2 * Wq + s.pw + 2 * Cf::NR;
+        const i64 xsize = ni * img + 2 * Wq + s.pw + 2 * Cf::NR;
         packed::Buffer<T>& xq = packed::scratch<T>(4);
         if ((i64)xq.size() < xsize) xq.resize(xsize);
-        const T* xg = x + (n * s.C + g * Cg) * HW;
-        for (i64 c = 0; c < Cg; ++c)
-            for (i64 a = 0; a < s.sh; ++a)
-                for (i64 r = 0; r < Hq; ++r) {
-                    const i64 ih = (oh0 + r) * s.sh + a - s.ph;
-                    const T* src = xg + (c * s.H + ih) * s.W;
-                    const bool row_in = ih >= 0 && ih < s.H;
-                    for (i64 b = 0; b < s.sw; ++b) {
-                        T* d = xq.data() + ((c * s.sh + a) * s.sw + b) * q.plane + r * Wq;
-                        // u with iw = u*sw + b - pw inside [0, W): [u0, u1); zeros around
-                        const i64 u0 = std::min(Wq, (s.pw - b + s.sw - 1 + s.sw * Wq) / s.sw - Wq);
-                        const i64 u1 = std::clamp((s.W + s.pw - b + s.sw - 1) / s.sw, u0, Wq);
-                        if (!row_in) {
-                            std::fill(d, d + Wq, T(0));
-                            continue;
-                        }
-                        std::fill(d, d + u0, T(0));
-                        if (s.sw == 1) std::memcpy(d + u0, src + u0 - s.pw, sizeof(T) * (u1 - u0));
-                        else for (i64 u = u0; u < u1; ++u) d[u] = src[u * s.sw + b - s.pw];
-                        std::fill(d + u1, d + Wq, T(0));
-                    }
-                }
-        std::fill(xq.data() + Cg * s.sh * s.sw * q.plane, xq.data() + xsize, T(0));
+        for (i64 i = 0; i < ni; ++i)
+            copy_polyphase(x + ((n + i) * s.C + g * Cg) * HW, s, 0, Cg, oh0, q, xq.data() + i * img);
+        std::fill(xq.data() + ni * img, xq.data() + xsize, T(0));
         std::vector<i64>& toff = tap_offsets();
         toff.resize(CRS);
         for (i64 crs = 0; crs < CRS; ++crs) {
             const i64 r = crs % (s.KH * s.KW);
             toff[crs] = q.tap_offset(s, crs / (s.KH * s.KW), r / s.KW, r % s.KW);
+        }
+        if (gather) {  // columns j = (image i, oh, ow), valid ones only
+            const i64 nv = ni * P, nvp = packed::round_up(nv, Cf::NR);
+            static thread_local std::vector<int> col;
+            col.assign(nvp, 0);
+            for (i64 j = 0; j < nv; ++j) {
+                const i64 i = j / P, oh = (j % P) / s.OW, ow = j % s.OW;
+                col[j] = (int)(i * img + oh * Wq + ow);
+            }
+            packed::Buffer<T>& yt = packed::scratch<T>(5);
+            if ((i64)yt.size() < Kg * nv) yt.resize(Kg * nv);
+            packed::gemm_blocked<Cf>(Kg, nv, CRS, T(1), wp[g], PackGatherCols<Cf>{xq.data(), toff.data(), col.data()},
+                                     T(0), yt.data(), nv);
+            for (i64 i = 0; i < ni; ++i)
+                for (i64 k = 0; k < Kg; ++k) {
+                    const T* src = yt.data() + k * nv + i * P;
+                    T* d = y + ((n + i) * s.K + g * Kg + k) * P;
+                    if (bias) {
+                        const T b = bias[g * Kg + k];
+                        for (i64 j = 0; j < P; ++j) d[j] = src[j] + b;
+                    } else {
+                        std::memcpy(d, src, sizeof(T) * P);
+                    }
+                }
+            continue;
         }
         packed::Buffer<T>& yt = packed::scratch<T>(5);
         if ((i64)yt.size() < Kg * ncols) yt.resize(Kg * ncols);
@@ -214,22 +312,88 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
     const bool plain = is_1x1_s1_p0(s);
     const int nt = (int)std::max<i64>(1, std::min<i64>(get_num_threads(), s.N));
 
-    // dbias: one channel per iteration, accumulated in double (N*P terms).
+    // dbias: one channel per iteration, accumulated in double (N*P terms) in 8 independent partial sums: one
+    // chain of dependent double adds ran at 4 cycles per element (10 ms of a 150 ms backward on 32x64x56x56);
+    // independent lanes need no reassociation, so the compiler vectorises them without fast-math.
 #pragma omp parallel for schedule(dynamic, 8)
     for (i64 k = 0; k < s.K; ++k) {
-        double acc = 0;
+        double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tail = 0;
         for (i64 n = 0; n < s.N; ++n) {
             const T* d = dy + (n * s.K + k) * P;
-            for (i64 j = 0; j < P; ++j) acc += d[j];
+            i64 j = 0;
+            for (; j + 8 <= P; j += 8)
+                for (int l = 0; l < 8; ++l) acc[l] += double(d[j + l]);
+            for (; j < P; ++j) tail += double(d[j]);
         }
-        db[k] = T(acc);
+        db[k] = T(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail);
     }
 
     // dweight: each thread sums the images it takes (dynamic schedule: a descheduled thread on a shared machine
     // does not hold up the others) into its own buffer (thread 0: dw itself), then the buffers are added up.
     // No races; the rounding order depends on which thread took which image.
+    // Tasks are chunks of images; within one, a block of dw columns (<= 512 KiB of dw: it stays in L2) takes every
+    // image of the chunk before the next block, instead of each image passing over all of dw (> L2 on the
+    // 256-channel shapes: every microkernel call then waited for its C tile from L3).
     const i64 WS = s.K * CRS;
-    std::vector<T> partial((size_t)(nt - 1) * WS);
+    const i64 ipc = std::max<i64>(1, s.N / (4 * nt)), nchunk = (s.N + ipc - 1) / ipc;
+    const i64 jnb = std::max<i64>(1, (Kg * CRS * (i64)sizeof(T) + (512 << 10) - 1) / (512 << 10));
+    const i64 jw = packed::round_up((CRS + jnb - 1) / jnb, Cf::NR);
+    // B = patches^T gathered (AVX-512): the image's channels of a column block are copied into polyphase planes
+    // (as in the forward), then depth row p (output position) of a 32-tap panel is two 16-lane gathers at offsets
+    // tap[j] from pos[p]: one pass instead of patch_row lines + 4x4 transposes.
+    const Polyphase qd{s.OH + (s.KH - 1) * s.dh / s.sh, polyphase_wq(s), (s.OH + (s.KH - 1) * s.dh / s.sh) * polyphase_wq(s)};
+    const i64 dimg = Cg * s.sh * s.sw * qd.plane, dslack = 2 * qd.Wq + s.pw + 2 * Cf::NR;
+    const bool dgather = !plain && std::is_same<T, float>::value && Cf::NR == 32 && packed::has_avx512f() &&
+                         dimg + dslack < (i64(1) << 30);
+    std::vector<i64> dpos(dgather ? P : 0);
+    for (i64 p = 0; p < (i64)dpos.size(); ++p) dpos[p] = (p / s.OW) * qd.Wq + p % s.OW;
+    // images n0..n1 of group g into the dw columns j0..j0+nc (c: their first element, row stride CRS); the first
+    // image overwrites c when `zero`, the rest accumulate.
+    auto dw_block = [&](i64 n0, i64 n1, i64 g, i64 j0, i64 nc, T* c, bool zero) {
+        const i64 c0 = j0 / KK, c1 = (j0 + nc - 1) / KK + 1;
+        static thread_local std::vector<int> tap;
+        if (dgather) {
+            tap.assign(packed::round_up(nc, Cf::NR), 0);
+            for (i64 j = 0; j < nc; ++j) {
+                const i64 r = (j0 + j) % KK;
+                tap[j] = (int)qd.tap_offset(s, (j0 + j) / KK - c0, r / s.KW, r % s.KW);
+            }
+        }
+        for (i64 n = n0; n < n1; ++n) {
+            const T beta = zero && n == n0 ? T(0) : T(1);
+            packed::PackMatA<Cf> a{dy + (n * s.K + g * Kg) * P, P, false};
+            const T* xg = x + (n * s.C + g * Cg) * HW;
+            if (dgather) {
+                packed::Buffer<T>& xq = packed::scratch<T>(4);
+                const i64 used = (c1 - c0) * s.sh * s.sw * qd.plane;
+                if ((i64)xq.size() < used + dslack) xq.resize(used + dslack);
+                copy_polyphase(xg, s, c0, c1, 0, qd, xq.data());
+                std::fill(xq.data() + used, xq.data() + used + dslack, T(0));
+                packed::gemm_blocked<Cf>(Kg, nc, P, T(1), a, PackGatherCols<Cf>{xq.data(), dpos.data(), tap.data()},
+                                         beta, c, CRS);
+            } else if (plain) {
+                packed::gemm_blocked<Cf>(Kg, nc, P, T(1), a, packed::PackMatB<Cf>{xg + j0 * HW, HW, true}, beta, c,
+                                         CRS);
+            } else {
+                packed::gemm_blocked<Cf>(Kg, nc, P, T(1), a, PackPatchesT<Cf>{xg, &s, j0}, beta, c, CRS);
+            }
+        }
+    };
+    // Fewer images than threads (a single-image batch ran on one thread): tasks are blocks of dw columns, each
+    // taking every image, written straight into dw (no partial sums).
+    const i64 nt_all = get_num_threads(), npan = (CRS + Cf::NR - 1) / Cf::NR;
+    if (s.N < nt_all && G * npan >= 2) {
+        const i64 per = std::max<i64>(1, npan * G / (4 * nt_all)), jwc = per * Cf::NR, nbc = (CRS + jwc - 1) / jwc;
+#pragma omp parallel for schedule(dynamic)
+        for (i64 t = 0; t < G * nbc; ++t) {
+            const i64 g = t / nbc, j0 = (t % nbc) * jwc;
+            dw_block(0, s.N, g, j0, std::min(jwc, CRS - j0), dw + g * Kg * CRS + j0, true);
+        }
+    } else {
+    // the extra threads' sums live in the calling thread's scratch buffer, kept between calls (a fresh allocation
+    // per call was paid again in page faults)
+    packed::Buffer<T>& partial = packed::scratch<T>(3);
+    if ((i64)partial.size() < (nt - 1) * WS) partial.resize((nt - 1) * WS);
 #pragma omp parallel num_threads(nt)
     {
         int t = 0;
@@ -239,18 +403,11 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
         T* acc = t == 0 ? dw : partial.data() + (t - 1) * WS;
         bool first = true;
 #pragma omp for schedule(dynamic)
-        for (i64 n = 0; n < s.N; ++n) {
-            for (i64 g = 0; g < G; ++g) {
-                const T* xg = x + (n * s.C + g * Cg) * HW;
-                packed::PackMatA<Cf> a{dy + (n * s.K + g * Kg) * P, P, false};
-                const T beta = first ? T(0) : T(1);
-                if (plain)
-                    packed::gemm_blocked<Cf>(Kg, CRS, P, T(1), a, packed::PackMatB<Cf>{xg, HW, true}, beta,
-                                             acc + g * Kg * CRS, CRS);
-                else
-                    packed::gemm_blocked<Cf>(Kg, CRS, P, T(1), a, PackPatchesT<Cf>{xg, &s}, beta, acc + g * Kg * CRS,
-                                             CRS);
-            }
+        for (i64 ch = 0; ch < nchunk; ++ch) {
+            const i64 n0 = ch * ipc, n1 = std::min(s.N, n0 + ipc);
+            for (i64 g = 0; g < G; ++g)
+                for (i64 j0 = 0; j0 < CRS; j0 += jw)  // a block of dw columns, then the chunk's images into it
+                    dw_block(n0, n1, g, j0, std::min(jw, CRS - j0), acc + g * Kg * CRS + j0, first);
             first = false;
         }
         if (first) std::fill(acc, acc + WS, T(0));
@@ -259,6 +416,7 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
 #pragma omp parallel for schedule(dynamic, 4096)
         for (i64 i = 0; i < WS; ++i)
             for (int t = 1; t < nt; ++t) dw[i] += partial[(t - 1) * WS + i];
+    }
     }
 
     // dx, stride 1 (and padding <= the dilated kernel extent - 1): a forward conv of dy with the transposed,

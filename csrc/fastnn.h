@@ -3,6 +3,7 @@
 // Index arithmetic is 64-bit throughout (i64).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace fastnn {
 using i64 = std::int64_t;
@@ -18,6 +19,21 @@ int get_num_threads();
 template <typename T>
 void gemm(bool trans_a, bool trans_b, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda,
           const T* B, i64 ldb, T beta, T* C, i64 ldc);
+// op(B) (K x N) packed once into the microkernel's panels, for many GEMMs with the same B (LSTM: w_hh across the
+// T steps, forward and backward). The layout belongs to the configuration chosen at load time.
+template <typename T>
+struct PackedB {
+    i64 K = 0, N = 0, Np = 0, kb = 0;
+    std::vector<T> store;  // the panels start at the first 64-byte boundary in it
+    const T* panels() const {
+        const auto a = reinterpret_cast<std::uintptr_t>(store.data());
+        return reinterpret_cast<const T*>((a + 63) & ~std::uintptr_t(63));
+    }
+};
+template <typename T> void pack_b(bool trans_b, i64 K, i64 N, const T* B, i64 ldb, PackedB<T>& out);
+// C = alpha * op(A) @ B + beta * C with B from pack_b (op(A) is M x B.K; C is M x B.N).
+template <typename T>
+void gemm_packed_b(bool trans_a, i64 M, T alpha, const T* A, i64 lda, const PackedB<T>& B, T beta, T* C, i64 ldc);
 
 // ---- im2col.cpp / conv2d.cpp ----
 struct ConvShape {

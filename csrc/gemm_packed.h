@@ -82,7 +82,8 @@ struct Aligned64 {
     bool operator!=(const Aligned64<U>&) const { return false; }
 };
 template <typename T> using Buffer = std::vector<T, Aligned64<T>>;
-template <typename T> Buffer<T>& scratch(int which);  // per-thread buffers: 0 = A block, 1 = B block, 2..5 = caller
+template <typename T> Buffer<T>& scratch(int which);  // per-thread buffers: 0 = A block, 1 = B block, 2..5 = caller,
+                                                      // 6 = gemm()'s operand shared by its threads
 
 bool has_avx512f();  // cpu_features.cpp: CPU + OS support, and FASTNN_SIMD not set to "scalar" or "avx2"
 
@@ -214,6 +215,27 @@ struct PrepackedA {
     const T* operator()(i64 i0, i64, i64 p0, i64 kc, T*) const { return buf.data() + p0 * Mp + i0 * kc; }
 };
 
+// B packed once up front and reused by many GEMMs (LSTM: w_hh across the T steps): block (p0, j0) of the whole
+// K x N matrix lives at p0 * round_up(N, NR) + j0 * kc (j0 a multiple of NR), where packing each depth block of all
+// N columns puts it. `data` points into storage the caller keeps alive (fastnn::PackedB).
+template <class C, typename T = typename C::T>
+struct PrepackedB {
+    const T* data;
+    i64 Np, K, kb;  // kb: the depth block the panels were packed with (depth_block<C>(K))
+    i64 j_base;     // first column of this GEMM within the packed matrix (a multiple of NR)
+    const T* operator()(i64 p0, i64, i64 j0, i64, T*) const {
+        return data + p0 * Np + (j_base + j0) * std::min(kb, K - p0);
+    }
+};
+
+// PrepackedA's layout over storage the caller owns (gemm(): op(A) packed once, shared by the threads).
+template <class C, typename T = typename C::T>
+struct PrepackedAView {
+    const T* data;
+    i64 Mp;
+    const T* operator()(i64 i0, i64, i64 p0, i64 kc, T*) const { return data + p0 * Mp + i0 * kc; }
+};
+
 // The serial blocked GEMM (one thread; callers parallelise over independent output blocks).
 // packA(i0, mc, p0, kc, buf) -> const T* packed block; packB(p0, kc, j0, nc, buf) fills buf.
 template <class P, class PackA, class PackB, typename T = typename P::T>
@@ -235,14 +257,19 @@ void gemm_blocked(i64 M, i64 N, i64 K, T alpha, const PackA& packA, const PackB&
         for (i64 pc = 0; pc < K; pc += kb) {
             const i64 kc = std::min(kb, K - pc);
             const T b_ = pc == 0 ? beta : T(1);  // later depth blocks accumulate onto the first
-            packB(pc, kc, jc, nc, bbuf.data());
+            // a packer that returns a pointer may hand out its own (prepacked) block instead of filling bbuf
+            const T* bp = bbuf.data();
+            if constexpr (std::is_void<decltype(packB(pc, kc, jc, nc, bbuf.data()))>::value)
+                packB(pc, kc, jc, nc, bbuf.data());
+            else
+                bp = packB(pc, kc, jc, nc, bbuf.data());
             for (i64 ic = 0; ic < M; ic += P::MC) {
                 const i64 mc = std::min(P::MC, M - ic);
                 const T* ap = packA(ic, mc, pc, kc, abuf.data());
                 // jr outer: one B micro-panel stays in L1 while the A block streams from L2.
                 for (i64 jr = 0; jr < nc; jr += P::NR)
                     for (i64 ir = 0; ir < mc; ir += P::MR)
-                        uk(kc, ap + ir * kc, bbuf.data() + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, alpha, b_,
+                        uk(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, alpha, b_,
                            std::min(P::MR, mc - ir), std::min(P::NR, nc - jr));
             }
         }

@@ -1,7 +1,9 @@
 // lstm.cpp: an LSTM over T steps (the cell is T == 1); the 4H gate axis holds blocks in gate order (s.pos).
-// Forward:  gates = xs @ w_ih for all N*T rows in one GEMM; per step gates[:,t] += h_{t-1} @ w_hh (strided C), then
+// Forward:  gates = xs @ w_ih for all N*T rows in one GEMM; per step gates[:,t] += h_{t-1} @ w_hh (strided C; w_hh
+//           packed into microkernel panels once per call, gemm_packed_b), then
 //           one fused pointwise pass per row (bias, sigmoid/tanh in place, c, h).
-// Backward: per step (t = T-1 .. 0) one fused pointwise pass -> dgates[:,t], then dh_{t-1} = dgates[:,t] @ w_hh^T;
+// Backward: per step (t = T-1 .. 0) one fused pointwise pass -> dgates[:,t], then dh_{t-1} = dgates[:,t] @ w_hh^T
+//           (w_hh^T packed once per call);
 //           after the loop one GEMM each for dxs, dw_ih and dw_hh (over a copy of the states entering each step),
 //           and dbias = column sums of dgates. No weight copies; the GEMMs read strided rows in place.
 // The activations run over contiguous H-long blocks: an AVX2 float version (Cephes-style exp) and the
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "fastnn.h"
+#include "gemm_packed.h"
 
 namespace fastnn {
 namespace {
@@ -143,11 +146,14 @@ void lstm_fwd(const T* xs, const T* h0, const T* c0, const T* w_ih, const T* w_h
     if (N == 0) return;
     gemm<T>(false, false, N * TT, G, D, T(1), xs, D, w_ih, G, T(0), gates, G);  // every step's x @ w_ih at once
     const std::vector<T> zeros(H, T(0));  // stands for a missing c0 (keeps the pointwise loops branch-free)
+    PackedB<T> whh;  // w_hh packed once for the T steps (a single step packs inside gemm as before)
+    if (TT > 1) pack_b<T>(false, H, G, w_hh, G, whh);
     for (i64 t = 0; t < TT; ++t) {
         T* gt = gates + t * G;  // row n at gt + n*TT*G
         const T* h_prev = t ? hs + (t - 1) * H : h0;
         const i64 ldh = t ? TT * H : H;
-        if (h_prev) gemm<T>(false, false, N, G, H, T(1), h_prev, ldh, w_hh, G, T(1), gt, TT * G);
+        if (h_prev && TT > 1) gemm_packed_b<T>(false, N, T(1), h_prev, ldh, whh, T(1), gt, TT * G);
+        else if (h_prev) gemm<T>(false, false, N, G, H, T(1), h_prev, ldh, w_hh, G, T(1), gt, TT * G);
 #pragma omp parallel for schedule(static)
         for (i64 n = 0; n < N; ++n) {
             T* a = gt + n * TT * G;
@@ -173,13 +179,22 @@ void lstm_bwd(const T* dhs, const T* dh_n, const T* dc_n, const T* xs, const T* 
     // dh0/dc0 carry dh and dc backwards through the steps; they end up holding the gradients of h0/c0.
     if (dh_n) std::memcpy(dh0, dh_n, sizeof(T) * N * H); else std::fill(dh0, dh0 + N * H, T(0));
     if (dc_n) std::memcpy(dc0, dc_n, sizeof(T) * N * H); else std::fill(dc0, dc0 + N * H, T(0));
-    std::unique_ptr<T[]> dgates(new T[N * TT * G]), tc_buf(new T[N * H]);
+    // dgates and the states entering each step live in this thread's scratch buffers, kept between calls: a fresh
+    // 16 MB allocation per call (B64 T32 H512) cost ~5% of the backward in page faults.
+    packed::Buffer<T>& dg_buf = packed::scratch<T>(3);
+    packed::Buffer<T>& hp_buf = packed::scratch<T>(2);
+    if ((i64)dg_buf.size() < N * TT * G) dg_buf.resize(N * TT * G);
+    if ((i64)hp_buf.size() < N * TT * H) hp_buf.resize(N * TT * H);
+    T* const dgates = dg_buf.data();
+    std::unique_ptr<T[]> tc_buf(new T[N * H]);
     const std::vector<T> zeros(H, T(0));  // stands for a missing c0 or dhs
+    PackedB<T> whhT;  // w_hh^T (4H x H) packed once for the T steps
+    if (TT > 1) pack_b<T>(true, G, H, w_hh, G, whhT);
     for (i64 t = TT - 1; t >= 0; --t) {
 #pragma omp parallel for schedule(static)
         for (i64 n = 0; n < N; ++n) {
             const T* a = gates + (n * TT + t) * G;
-            T* da = dgates.get() + (n * TT + t) * G;
+            T* da = dgates + (n * TT + t) * G;
             T* tc = tc_buf.get() + n * H;
             const T* c_prev = t ? cs + (n * TT + t - 1) * H : (c0 ? c0 + n * H : zeros.data());
             act_rows(Act::tanh, tc, cs + (n * TT + t) * H, (const T*)nullptr, H);
@@ -187,20 +202,21 @@ void lstm_bwd(const T* dhs, const T* dh_n, const T* dc_n, const T* xs, const T* 
                  dhs ? dhs + (n * TT + t) * H : zeros.data(), dc0 + n * H, da + pi, da + pf, da + pg, da + po, H);
         }
         // dh_{t-1} = dgates[:,t] @ w_hh^T (overwrites the dh just consumed)
-        gemm<T>(false, true, N, H, G, T(1), dgates.get() + t * G, TT * G, w_hh, G, T(0), dh0, H);
+        if (TT > 1) gemm_packed_b<T>(false, N, T(1), dgates + t * G, TT * G, whhT, T(0), dh0, H);
+        else gemm<T>(false, true, N, H, G, T(1), dgates + t * G, TT * G, w_hh, G, T(0), dh0, H);
     }
     const i64 R = N * TT;  // every (n, t) row at once
-    gemm<T>(false, true, R, D, G, T(1), dgates.get(), G, w_ih, G, T(0), dxs, D);
-    gemm<T>(true, false, D, G, R, T(1), xs, D, dgates.get(), G, T(0), dw_ih, G);
+    gemm<T>(false, true, R, D, G, T(1), dgates, G, w_ih, G, T(0), dxs, D);
+    gemm<T>(true, false, D, G, R, T(1), xs, D, dgates, G, T(0), dw_ih, G);
     // The state entering each step: h0 (or 0) at t = 0, hs[:, t-1] after.
-    std::unique_ptr<T[]> h_prev(new T[R * H]);
+    T* const h_prev = hp_buf.data();
 #pragma omp parallel for schedule(static)
     for (i64 n = 0; n < N; ++n) {
-        T* dst = h_prev.get() + n * TT * H;
+        T* dst = h_prev + n * TT * H;
         if (h0) std::memcpy(dst, h0 + n * H, sizeof(T) * H); else std::fill(dst, dst + H, T(0));
         std::memcpy(dst + H, hs + n * TT * H, sizeof(T) * (TT - 1) * H);
     }
-    gemm<T>(true, false, H, G, R, T(1), h_prev.get(), H, dgates.get(), G, T(0), dw_hh, G);
+    gemm<T>(true, false, H, G, R, T(1), h_prev, H, dgates, G, T(0), dw_hh, G);
     // dbias: column sums in double, split over column ranges (no reduction across threads).
     const i64 parts = std::max<i64>(1, std::min<i64>(get_num_threads(), G / 64));
 #pragma omp parallel for schedule(static)
