@@ -1,5 +1,5 @@
-# Builds the one C++ extension, fastnn._C, from csrc/. No -march=native and no fast-math: the AVX2/FMA kernels
-# carry function-level target attributes and are chosen at run time (csrc/cpu_features.cpp).
+# Builds the one C++ extension, fastnn._C, from csrc/. Portable flags only (no native-arch, no fast-math):
+# the AVX2/AVX-512 kernels carry function-level target attributes and are chosen at run time (cpu_features.cpp).
 import os
 import sys
 import tempfile
