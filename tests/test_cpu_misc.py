@@ -278,6 +278,9 @@ LSTM_CASES = [  # N, T, D, H, gate order, with states/bias/dhs
     (4, 3, 17, 16, "fgio", True),    # H a multiple of 8 (no SIMD tail)
     (2, 4, 5, 3, "ifgo", False),
     (2, 6, 1, 11, "goif", True),     # D = 1, another order
+    # big enough for the threaded per-step GEMM (op(A) packed once, shared): batch past one MC row block and not a
+    # multiple of the MR rows, backward depth 4H = 320 in two depth blocks
+    (197, 3, 5, 80, "ifgo", True),
 ]
 
 
