@@ -32,7 +32,6 @@ import argparse
 import importlib
 import os
 import re
-import statistics
 import sys
 import time
 import traceback
@@ -44,6 +43,7 @@ sys.path.insert(0, ".")
 C = importlib.import_module("fastnn.cuda.conv2d")
 gemm = importlib.import_module("fastnn.cuda.gemm")
 from numba import cuda  # noqa: E402
+from _cuda_events import bench  # noqa: E402
 
 torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -54,21 +54,6 @@ SHAPES = [  # N, C, H, W, K, R, S, stride, pad
     (32, 128, 28, 28, 128, 3, 3, 1, 1),
     (32, 256, 14, 14, 256, 3, 3, 1, 1),
 ]
-
-
-def bench(fn, reps, warm=3):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b) * 1e-3)
-    return statistics.median(ts)
 
 
 def poison():

@@ -21,7 +21,6 @@ import argparse
 import importlib
 import importlib.metadata
 import os
-import statistics
 import sys
 import time
 import traceback
@@ -32,27 +31,13 @@ import torch.nn.functional as F
 sys.path.insert(0, ".")
 P, B, L = (importlib.import_module("fastnn.cuda." + m) for m in ("pool2d", "batch_norm", "lstm"))
 from numba import cuda  # noqa: E402
+from _cuda_events import bench  # noqa: E402
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 torch.backends.cudnn.benchmark = True
 dev = torch.device("cuda")
 aten = torch.ops.aten
-
-
-def bench(fn, reps, warm=3):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b) * 1e-3)
-    return statistics.median(ts)
 
 
 def bench_loop(fn, n=20):
