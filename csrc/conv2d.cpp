@@ -152,13 +152,14 @@ inline std::vector<i64>& tap_offsets() {
 // positions, col = taps): B(k, j) = base[toff[k] + col[j]] over the valid output columns only
 // (col[j] = image offset + r*Wq + ow; entries past the last column point at 0 and land in the panel's zero-use
 // padding). Per depth row: two 16-lane gathers per 32-wide float panel (AVX-512F), else a scalar loop.
-__attribute__((target("avx512f"))) static void gather_rows__avx512f_32(const float* base, const i64* toff, i64 kc,
-                                                                      const int* col, float* dst) {
-    const __m512i i0 = _mm512_loadu_si512(col), i1 = _mm512_loadu_si512(col + 16);
-    for (i64 k = 0; k < kc; ++k, dst += 32) {
+template <int NV>
+__attribute__((target("avx512f"))) static void gather_rows__avx512f(const float* base, const i64* toff, i64 kc,
+                                                                   const int* col, float* dst) {
+    __m512i ix[NV];
+    for (int v = 0; v < NV; ++v) ix[v] = _mm512_loadu_si512(col + 16 * v);
+    for (i64 k = 0; k < kc; ++k, dst += 16 * NV) {
         const float* src = base + toff[k];
-        _mm512_storeu_ps(dst, _mm512_i32gather_ps(i0, src, 4));
-        _mm512_storeu_ps(dst + 16, _mm512_i32gather_ps(i1, src, 4));
+        for (int v = 0; v < NV; ++v) _mm512_storeu_ps(dst + 16 * v, _mm512_i32gather_ps(ix[v], src, 4));
     }
 }
 template <class Cf, typename T = typename Cf::T>
@@ -170,9 +171,9 @@ struct PackGatherCols {
         constexpr i64 NR = Cf::NR;
         for (i64 jr = 0; jr < nc; jr += NR, dst += NR * kc) {
             const int* cj = col + j0 + jr;
-            if constexpr (std::is_same<T, float>::value && NR == 32) {
+            if constexpr (std::is_same<T, float>::value && NR % 16 == 0) {
                 if (packed::has_avx512f()) {
-                    gather_rows__avx512f_32(base, toff + p0, kc, cj, dst);
+                    gather_rows__avx512f<NR / 16>(base, toff + p0, kc, cj, dst);
                     continue;
                 }
             }
@@ -343,7 +344,7 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
     // tap[j] from pos[p]: one pass instead of patch_row lines + 4x4 transposes.
     const Polyphase qd{s.OH + (s.KH - 1) * s.dh / s.sh, polyphase_wq(s), (s.OH + (s.KH - 1) * s.dh / s.sh) * polyphase_wq(s)};
     const i64 dimg = Cg * s.sh * s.sw * qd.plane, dslack = 2 * qd.Wq + s.pw + 2 * Cf::NR;
-    const bool dgather = !plain && std::is_same<T, float>::value && Cf::NR == 32 && packed::has_avx512f() &&
+    const bool dgather = !plain && std::is_same<T, float>::value && Cf::NR % 16 == 0 && packed::has_avx512f() &&
                          dimg + dslack < (i64(1) << 30);
     std::vector<i64> dpos(dgather ? P : 0);
     for (i64 p = 0; p < (i64)dpos.size(); ++p) dpos[p] = (p / s.OW) * qd.Wq + p % s.OW;

@@ -36,8 +36,8 @@ struct Cfg {
 // AVX2/FMA: 6x16 floats (6x8 doubles) = 12 ymm accumulators; the scalar fallback uses the same tile.
 using Avx2F32 = Cfg<float, 6, 16, 144>;
 using Avx2F64 = Cfg<double, 6, 8, 96>;
-// AVX-512F: 8x32 floats (8x16 doubles) = 16 zmm accumulators.
-using Avx512F32 = Cfg<float, 8, 32, 192>;
+// AVX-512F: 8x48 floats = 24 zmm accumulators (8x16 doubles = 16); M stays a multiple of 8 (channel counts).
+using Avx512F32 = Cfg<float, 8, 48, 192>;
 using Avx512F64 = Cfg<double, 8, 16, 96>;
 
 inline i64 round_up(i64 a, i64 b) { return (a + b - 1) / b * b; }
