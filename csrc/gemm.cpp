@@ -309,8 +309,10 @@ static void gemm_packed(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T*
     if ((double)M * N * std::max<i64>(K, 1) < 32768.0 * 8) nt = 1;
     const bool split_n = N >= M;
     const i64 dim = split_n ? N : M, unit = split_n ? Cf::NR : Cf::MR;
-    // 4 blocks per thread, taken dynamically: on a shared machine a descheduled thread does not hold up the rest.
-    const i64 nblk = std::min<i64>(nt == 1 ? 1 : 4 * nt, (dim + unit - 1) / unit);
+    // 2 blocks per thread, taken dynamically: on a shared machine a descheduled thread does not hold up the rest.
+    // (4 per thread made each block's A block serve too few B panels: 2048x2048x512 ran 296-302 GFLOP/s against
+    // 324-345 with 2, and the LSTM forward and backward, made of such GEMMs, 6 % slower.)
+    const i64 nblk = std::min<i64>(nt == 1 ? 1 : 2 * nt, (dim + unit - 1) / unit);
     const i64 step = packed::round_up((dim + nblk - 1) / nblk, unit);
     // (up to 2^21 elements: a larger shared operand no longer stays in cache between the blocks that read it;
     // 2048^3 ran ~3% slower shared, the LSTM's 4 MB operands 5-12% faster)
