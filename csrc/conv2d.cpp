@@ -115,6 +115,21 @@ inline i64 polyphase_wq(const ConvShape& s) {
     return shared_pad ? s.W + s.pw : (s.W + 2 * s.pw + s.sw - 1) / s.sw;
 }
 
+// d[i] = s[2*i] for i < n: a stride-2 phase row (the 7x7/2 stem's input copy), 16 lanes from two loads.
+__attribute__((target("avx512f"))) static void every_other__avx512f(const float* s, float* d, i64 n) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    i64 i = 0;
+    for (; i + 17 <= n; i += 16)  // the second load ends at s[2i + 31]: keep it before s[2n - 2], the last one read
+        _mm512_storeu_ps(d + i, _mm512_permutex2var_ps(_mm512_loadu_ps(s + 2 * i), even, _mm512_loadu_ps(s + 2 * i + 16)));
+    for (; i < n; ++i) d[i] = s[2 * i];
+}
+template <typename T>
+inline void strided_row(const T* s, i64 stride, T* d, i64 n) {
+    if constexpr (std::is_same<T, float>::value)
+        if (stride == 2 && packed::has_avx512f()) return every_other__avx512f(s, d, n);
+    for (i64 i = 0; i < n; ++i) d[i] = s[i * stride];
+}
+
 // Channels [c0, c1) of one image's group planes xg, output rows from oh0 on, into zero-padded polyphase planes at dst
 // (channel c at (c - c0) * sh * sw * plane).
 template <typename T>
@@ -137,7 +152,7 @@ void copy_polyphase(const T* xg, const ConvShape& s, i64 c0, i64 c1, i64 oh0, co
                     }
                     std::fill(d, d + u0, T(0));
                     if (s.sw == 1) std::memcpy(d + u0, src + u0 - s.pw, sizeof(T) * (u1 - u0));
-                    else for (i64 u = u0; u < u1; ++u) d[u] = src[u * s.sw + b - s.pw];
+                    else strided_row(src + u0 * s.sw + b - s.pw, s.sw, d + u0, u1 - u0);
                     std::fill(d + u1, d + Wq, T(0));
                 }
             }

@@ -142,6 +142,7 @@ CASES = [
     (17, 8, 6, 6, 40, 3, 3, (1, 1), (1, 1), (1, 1), 1),    # small images, many channels: gathered B, 2 images/task
     (16, 6, 8, 8, 80, 3, 3, (2, 2), (1, 1), (1, 1), 2),    # the same strided, groups
     (19, 10, 7, 7, 12, 1, 1, (1, 1), (0, 0), (1, 1), 2),   # 1x1 on small planes: B gathered over images, groups
+    (2, 3, 41, 47, 8, 7, 7, (2, 2), (3, 3), (1, 1), 1),    # stem-like 7x7/2: rows long enough for the vector copy
 ]
 IDS = [f"N{c[0]}C{c[1]}H{c[2]}W{c[3]}K{c[4]}k{c[5]}x{c[6]}s{c[7][0]}{c[7][1]}p{c[8][0]}{c[8][1]}d{c[9][0]}g{c[10]}"
        for c in CASES]
