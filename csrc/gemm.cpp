@@ -107,7 +107,9 @@ static void gemm__scalar_ind(i64 kc, const T* a, const T* const* brow, i64 boff,
     }
 #define FASTNN_SPILL_ROW(i) STOREU(t + NV * W * i, c##i##0); STOREU(t + NV * W * i + W, c##i##1); \
     if constexpr (NV > 2) STOREU(t + NV * W * i + 2 * W, c##i##2);
-#define FASTNN_PREFETCH_ROW(i) _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0); \
+#define FASTNN_PREFETCH_ROW(i)                                                                   \
+    for (i64 l = 0; l < NV * W * (i64)sizeof(T); l += 64)                                          \
+        _mm_prefetch((const char*)(c + i * ldc) + l, _MM_HINT_T0);                                 \
     _mm_prefetch((const char*)(c + i * ldc + NV * W - 1), _MM_HINT_T0);
 #define FASTNN_UKERNEL_BODY(MR, BK)                                         \
     ROWS(FASTNN_PREFETCH_ROW) /* C is touched only after the loop: start fetching it now */ \
