@@ -166,7 +166,7 @@ inline std::vector<i64>& tap_offsets() {
 // B packer for conv2d_fwd__polyphase_packed (and dweight, with the roles of rows and columns swapped: toff = output
 // positions, col = taps): B(k, j) = base[toff[k] + col[j]] over the valid output columns only
 // (col[j] = image offset + r*Wq + ow; entries past the last column point at 0 and land in the panel's zero-use
-// padding). Per depth row: two 16-lane gathers per 32-wide float panel (AVX-512F), else a scalar loop.
+// padding). Per depth row: NR/16 16-lane gathers per float panel (AVX-512F), else a scalar loop.
 template <int NV>
 __attribute__((target("avx512f"))) static void gather_rows__avx512f(const float* base, const i64* toff, i64 kc,
                                                                    const int* col, float* dst) {
@@ -386,8 +386,8 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
     const i64 jnb = std::max<i64>(1, (Kg * CRS * (i64)sizeof(T) + (512 << 10) - 1) / (512 << 10));
     const i64 jw = packed::round_up((CRS + jnb - 1) / jnb, Cf::NR);
     // B = patches^T gathered (AVX-512): the image's channels of a column block are copied into polyphase planes
-    // (as in the forward), then depth row p (output position) of a 32-tap panel is two 16-lane gathers at offsets
-    // tap[j] from pos[p]: one pass instead of patch_row lines + 4x4 transposes.
+    // (as in the forward), then depth row p (output position) of an NR-tap panel is NR/16 16-lane gathers at
+    // offsets tap[j] from pos[p]: one pass instead of patch_row lines + 4x4 transposes.
     const Polyphase qd{s.OH + (s.KH - 1) * s.dh / s.sh, polyphase_wq(s), (s.OH + (s.KH - 1) * s.dh / s.sh) * polyphase_wq(s)};
     const i64 dimg = Cg * s.sh * s.sw * qd.plane, dslack = 2 * qd.Wq + s.pw + 2 * Cf::NR;
     const bool dgather = !plain && std::is_same<T, float>::value && Cf::NR % 16 == 0 && packed::has_avx512f() &&
