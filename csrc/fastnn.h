@@ -31,9 +31,11 @@ struct PackedB {
     }
 };
 template <typename T> void pack_b(bool trans_b, i64 K, i64 N, const T* B, i64 ldb, PackedB<T>& out);
-// C = alpha * op(A) @ B + beta * C with B from pack_b (op(A) is M x B.K; C is M x B.N).
+// C = alpha * op(A) @ B + beta * C with B from pack_b (op(A) is M x B.K; C is M x B.N), on `threads` OpenMP
+// threads (0: get_num_threads(); 1: the calling thread only, e.g. inside a parallel region).
 template <typename T>
-void gemm_packed_b(bool trans_a, i64 M, T alpha, const T* A, i64 lda, const PackedB<T>& B, T beta, T* C, i64 ldc);
+void gemm_packed_b(bool trans_a, i64 M, T alpha, const T* A, i64 lda, const PackedB<T>& B, T beta, T* C, i64 ldc,
+                   int threads = 0);
 
 // ---- im2col.cpp / conv2d.cpp ----
 struct ConvShape {

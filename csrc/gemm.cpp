@@ -368,9 +368,8 @@ void pack_b(bool tb, i64 K, i64 N, const T* B, i64 ldb, PackedB<T>& out) {
 // share of B stays in its L2 across the steps.
 template <class Cf, typename T = typename Cf::T>
 static void gemm_packed_b_cfg(bool ta, i64 M, T alpha, const T* A, i64 lda, const PackedB<T>& B, T beta, T* C,
-                              i64 ldc) {
+                              i64 ldc, int nt) {
     const i64 N = B.N, K = B.K;
-    int nt = get_num_threads();
     if ((double)M * N * std::max<i64>(K, 1) < 32768.0 * 8) nt = 1;
     const i64 npan = (N + Cf::NR - 1) / Cf::NR;
     const i64 nblk = std::min<i64>(nt, npan);
@@ -386,16 +385,19 @@ static void gemm_packed_b_cfg(bool ta, i64 M, T alpha, const T* A, i64 lda, cons
 }
 
 template <typename T>
-void gemm_packed_b(bool ta, i64 M, T alpha, const T* A, i64 lda, const PackedB<T>& B, T beta, T* C, i64 ldc) {
+void gemm_packed_b(bool ta, i64 M, T alpha, const T* A, i64 lda, const PackedB<T>& B, T beta, T* C, i64 ldc,
+                   int threads) {
     if (M <= 0 || B.N <= 0) return;
-    packed::with_cfg<T>([&](auto cfg) { gemm_packed_b_cfg<decltype(cfg)>(ta, M, alpha, A, lda, B, beta, C, ldc); });
+    const int nt = threads > 0 ? threads : get_num_threads();
+    packed::with_cfg<T>([&](auto cfg) { gemm_packed_b_cfg<decltype(cfg)>(ta, M, alpha, A, lda, B, beta, C, ldc, nt); });
 }
 
 template void pack_b<float>(bool, i64, i64, const float*, i64, PackedB<float>&);
 template void pack_b<double>(bool, i64, i64, const double*, i64, PackedB<double>&);
-template void gemm_packed_b<float>(bool, i64, float, const float*, i64, const PackedB<float>&, float, float*, i64);
+template void gemm_packed_b<float>(bool, i64, float, const float*, i64, const PackedB<float>&, float, float*, i64,
+                                   int);
 template void gemm_packed_b<double>(bool, i64, double, const double*, i64, const PackedB<double>&, double, double*,
-                                    i64);
+                                    i64, int);
 
 template void gemm<float>(bool, bool, i64, i64, i64, float, const float*, i64, const float*, i64, float, float*, i64);
 template void gemm<double>(bool, bool, i64, i64, i64, double, const double*, i64, const double*, i64, double, double*,

@@ -15,7 +15,12 @@
 #include <cstring>
 #include <memory>
 #include <type_traits>
+#include <utility>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "fastnn.h"
 #include "gemm_packed.h"
@@ -136,6 +141,21 @@ SIMD_DISPATCH(cell)
 SIMD_DISPATCH(mul)
 SIMD_DISPATCH(grad)
 
+// The batch rows are independent through the recurrence: row n of step t needs only row n of step t-1 (h, c,
+// and in the backward dh, dc). With enough rows per thread, each thread takes its own rows through all T steps:
+// no barrier per step (two fork/joins per step before), and each pointwise pass reads the gates its own GEMM has
+// just written. Below 16 rows per thread the threads share each step's GEMM by column panels instead.
+bool rows_per_thread(i64 N, i64 TT, int nt) { return TT > 1 && nt > 1 && N >= 16 * i64(nt); }
+// This thread's rows [n0, n1) of N inside a parallel region.
+std::pair<i64, i64> my_rows(i64 N) {
+#ifdef _OPENMP
+    const i64 t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    const i64 t = 0, nt = 1;
+#endif
+    return {N * t / nt, N * (t + 1) / nt};
+}
+
 }  // namespace
 
 template <typename T>
@@ -148,25 +168,42 @@ void lstm_fwd(const T* xs, const T* h0, const T* c0, const T* w_ih, const T* w_h
     const std::vector<T> zeros(H, T(0));  // stands for a missing c0 (keeps the pointwise loops branch-free)
     PackedB<T> whh;  // w_hh packed once for the T steps (a single step packs inside gemm as before)
     if (TT > 1) pack_b<T>(false, H, G, w_hh, G, whh);
-    for (i64 t = 0; t < TT; ++t) {
-        T* gt = gates + t * G;  // row n at gt + n*TT*G
-        const T* h_prev = t ? hs + (t - 1) * H : h0;
+    // gates[rows n0..n1, t] += h_{t-1} @ w_hh, on `threads` threads
+    auto recur = [&](i64 t, i64 n0, i64 n1, int threads) {
+        T* gt = gates + (n0 * TT + t) * G;  // row n at gt + (n - n0)*TT*G
+        const T* h_prev = t ? hs + (n0 * TT + t - 1) * H : (h0 ? h0 + n0 * H : nullptr);
         const i64 ldh = t ? TT * H : H;
-        if (h_prev && TT > 1) gemm_packed_b<T>(false, N, T(1), h_prev, ldh, whh, T(1), gt, TT * G);
-        else if (h_prev) gemm<T>(false, false, N, G, H, T(1), h_prev, ldh, w_hh, G, T(1), gt, TT * G);
-#pragma omp parallel for schedule(static)
-        for (i64 n = 0; n < N; ++n) {
-            T* a = gt + n * TT * G;
-            const T* c_prev = t ? cs + (n * TT + t - 1) * H : (c0 ? c0 + n * H : zeros.data());
-            T *c = cs + (n * TT + t) * H, *h = hs + (n * TT + t) * H;
-            act_rows(Act::sigmoid, a + pi, a + pi, bias ? bias + pi : nullptr, H);
-            act_rows(Act::sigmoid, a + pf, a + pf, bias ? bias + pf : nullptr, H);
-            act_rows(Act::tanh, a + pg, a + pg, bias ? bias + pg : nullptr, H);
-            act_rows(Act::sigmoid, a + po, a + po, bias ? bias + po : nullptr, H);
-            cell(a + pi, a + pf, a + pg, c_prev, c, h, H);
-            act_rows(Act::tanh, h, h, (const T*)nullptr, H);
-            mul(h, (const T*)(a + po), H);
+        if (h_prev && TT > 1) gemm_packed_b<T>(false, n1 - n0, T(1), h_prev, ldh, whh, T(1), gt, TT * G, threads);
+        else if (h_prev) gemm<T>(false, false, n1 - n0, G, H, T(1), h_prev, ldh, w_hh, G, T(1), gt, TT * G);
+    };
+    auto pointwise = [&](i64 t, i64 n) {
+        T* a = gates + (n * TT + t) * G;
+        const T* c_prev = t ? cs + (n * TT + t - 1) * H : (c0 ? c0 + n * H : zeros.data());
+        T *c = cs + (n * TT + t) * H, *h = hs + (n * TT + t) * H;
+        act_rows(Act::sigmoid, a + pi, a + pi, bias ? bias + pi : nullptr, H);
+        act_rows(Act::sigmoid, a + pf, a + pf, bias ? bias + pf : nullptr, H);
+        act_rows(Act::tanh, a + pg, a + pg, bias ? bias + pg : nullptr, H);
+        act_rows(Act::sigmoid, a + po, a + po, bias ? bias + po : nullptr, H);
+        cell(a + pi, a + pf, a + pg, c_prev, c, h, H);
+        act_rows(Act::tanh, h, h, (const T*)nullptr, H);
+        mul(h, (const T*)(a + po), H);
+    };
+    const int nt = get_num_threads();
+    if (rows_per_thread(N, TT, nt)) {
+#pragma omp parallel num_threads(nt)
+        {
+            const auto [n0, n1] = my_rows(N);
+            for (i64 t = 0; t < TT; ++t) {
+                recur(t, n0, n1, 1);
+                for (i64 n = n0; n < n1; ++n) pointwise(t, n);
+            }
         }
+        return;
+    }
+    for (i64 t = 0; t < TT; ++t) {
+        recur(t, 0, N, 0);
+#pragma omp parallel for schedule(static)
+        for (i64 n = 0; n < N; ++n) pointwise(t, n);
     }
 }
 
@@ -190,20 +227,37 @@ void lstm_bwd(const T* dhs, const T* dh_n, const T* dc_n, const T* xs, const T* 
     const std::vector<T> zeros(H, T(0));  // stands for a missing c0 or dhs
     PackedB<T> whhT;  // w_hh^T (4H x H) packed once for the T steps
     if (TT > 1) pack_b<T>(true, G, H, w_hh, G, whhT);
-    for (i64 t = TT - 1; t >= 0; --t) {
-#pragma omp parallel for schedule(static)
-        for (i64 n = 0; n < N; ++n) {
-            const T* a = gates + (n * TT + t) * G;
-            T* da = dgates + (n * TT + t) * G;
-            T* tc = tc_buf.get() + n * H;
-            const T* c_prev = t ? cs + (n * TT + t - 1) * H : (c0 ? c0 + n * H : zeros.data());
-            act_rows(Act::tanh, tc, cs + (n * TT + t) * H, (const T*)nullptr, H);
-            grad(a + pi, a + pf, a + pg, a + po, (const T*)tc, c_prev, (const T*)(dh0 + n * H),
-                 dhs ? dhs + (n * TT + t) * H : zeros.data(), dc0 + n * H, da + pi, da + pf, da + pg, da + po, H);
+    auto pointwise = [&](i64 t, i64 n) {
+        const T* a = gates + (n * TT + t) * G;
+        T* da = dgates + (n * TT + t) * G;
+        T* tc = tc_buf.get() + n * H;
+        const T* c_prev = t ? cs + (n * TT + t - 1) * H : (c0 ? c0 + n * H : zeros.data());
+        act_rows(Act::tanh, tc, cs + (n * TT + t) * H, (const T*)nullptr, H);
+        grad(a + pi, a + pf, a + pg, a + po, (const T*)tc, c_prev, (const T*)(dh0 + n * H),
+             dhs ? dhs + (n * TT + t) * H : zeros.data(), dc0 + n * H, da + pi, da + pf, da + pg, da + po, H);
+    };
+    // dh_{t-1}[rows n0..n1] = dgates[rows, t] @ w_hh^T (overwrites the dh just consumed), on `threads` threads
+    auto recur = [&](i64 t, i64 n0, i64 n1, int threads) {
+        const T* dg = dgates + (n0 * TT + t) * G;
+        if (TT > 1) gemm_packed_b<T>(false, n1 - n0, T(1), dg, TT * G, whhT, T(0), dh0 + n0 * H, H, threads);
+        else gemm<T>(false, true, n1 - n0, H, G, T(1), dg, TT * G, w_hh, G, T(0), dh0 + n0 * H, H);
+    };
+    const int nt = get_num_threads();
+    if (rows_per_thread(N, TT, nt)) {
+#pragma omp parallel num_threads(nt)
+        {
+            const auto [n0, n1] = my_rows(N);
+            for (i64 t = TT - 1; t >= 0; --t) {
+                for (i64 n = n0; n < n1; ++n) pointwise(t, n);
+                recur(t, n0, n1, 1);
+            }
         }
-        // dh_{t-1} = dgates[:,t] @ w_hh^T (overwrites the dh just consumed)
-        if (TT > 1) gemm_packed_b<T>(false, N, T(1), dgates + t * G, TT * G, whhT, T(0), dh0, H);
-        else gemm<T>(false, true, N, H, G, T(1), dgates + t * G, TT * G, w_hh, G, T(0), dh0, H);
+    } else {
+        for (i64 t = TT - 1; t >= 0; --t) {
+#pragma omp parallel for schedule(static)
+            for (i64 n = 0; n < N; ++n) pointwise(t, n);
+            recur(t, 0, N, 0);
+        }
     }
     const i64 R = N * TT;  // every (n, t) row at once
     gemm<T>(false, true, R, D, G, T(1), dgates, G, w_ih, G, T(0), dxs, D);

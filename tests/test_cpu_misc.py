@@ -318,6 +318,27 @@ def test_lstm(N, T, D, H, order, full, dtype):
         close(o, rr, tol * 10, w)
 
 
+def test_lstm_same_bits_on_any_thread_count():
+    """With 16+ batch rows per thread each thread runs its own rows through every step (csrc/lstm.cpp); with fewer
+    the threads split each step's GEMM by columns. Neither reorders any sum, so 1, 2 and 3 threads agree bitwise."""
+    rng = np.random.default_rng(8)
+    N, T, D, H = 50, 4, 6, 20
+    xs, h0, c0 = (rng.standard_normal(s).astype(np.float32) for s in ((N, T, D), (N, H), (N, H)))
+    w_ih, w_hh = (rng.standard_normal(s).astype(np.float32) * 0.3 for s in ((D, 4 * H), (H, 4 * H)))
+    bias, dhs = rng.standard_normal(4 * H).astype(np.float32), rng.standard_normal((N, T, H)).astype(np.float32)
+    old, runs = _C.get_num_threads(), []
+    try:
+        for threads in (1, 2, 3):  # 2 and 3 threads: by rows (50 >= 16 * 3); 1 thread: the plain loop
+            _C.set_num_threads(threads)
+            out = _cpu.lstm(xs, h0, c0, w_ih, w_hh, bias, "ifgo")
+            runs.append(out[:3] + tuple(_cpu.lstm_backward(dhs, None, None, out[3])))
+    finally:
+        _C.set_num_threads(old)
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_agrees_with_fastnn_reference():
     """The same kernels against the project's NumPy spec, one case per op."""
     rng = np.random.default_rng(6)
