@@ -3,7 +3,8 @@
 //           packed into microkernel panels once per call, gemm_packed_b), then
 //           one fused pointwise pass per row (bias, sigmoid/tanh in place, c, h).
 // Backward: per step (t = T-1 .. 0) one fused pointwise pass -> dgates[:,t], then dh_{t-1} = dgates[:,t] @ w_hh^T
-//           (w_hh^T packed once per call);
+//           (w_hh^T packed once per call); both recurrences run by batch rows, a block of rows per thread, when
+//           there are enough rows (rows_per_thread);
 //           after the loop one GEMM each for dxs, dw_ih and dw_hh (over a copy of the states entering each step),
 //           and dbias = column sums of dgates. No weight copies; the GEMMs read strided rows in place.
 // The activations run over contiguous H-long blocks: an AVX2 float version (Cephes-style exp) and the
