@@ -140,9 +140,13 @@ struct PackMatA {
         T* const out = dst;
         for (i64 ir = 0; ir < mc; ir += MR, dst += MR * kc) {
             const i64 m = std::min(MR, mc - ir);
-            if (trans) {
+            if (trans) {  // op(A)'s panel rows are runs of A's rows: a copy per depth step (zero-padded at the edge)
                 for (i64 k = 0; k < kc; ++k) {
                     const T* src = A + (p0 + k) * lda + i0 + ir;
+                    if (m == MR) {
+                        std::memcpy(dst + k * MR, src, sizeof(T) * MR);
+                        continue;
+                    }
                     for (i64 r = 0; r < MR; ++r) dst[k * MR + r] = r < m ? src[r] : T(0);
                 }
             } else {
