@@ -394,9 +394,14 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
                          dimg + dslack < (i64(1) << 30);
     std::vector<i64> dpos(dgather ? P : 0);
     for (i64 p = 0; p < (i64)dpos.size(); ++p) dpos[p] = (p / s.OW) * qd.Wq + p % s.OW;
-    // images n0..n1 of group g into the dw columns j0..j0+nc (c: their first element, row stride CRS); the first
-    // image overwrites c when `zero`, the rest accumulate.
-    auto dw_block = [&](i64 n0, i64 n1, i64 g, i64 j0, i64 nc, T* c, bool zero) {
+    // dy[n, g] (Kg x P) in A panels, packed once per image and reused by every block of dw columns (it was packed
+    // again for each of them: 5 times per image on the 256-channel 3x3 shape)
+    auto pack_dy = [&](i64 n, i64 g, packed::PrepackedA<Cf>& a) {
+        a.pack(Kg, P, packed::PackMatA<Cf>{dy + (n * s.K + g * Kg) * P, P, false});
+    };
+    // images n0..n1 of group g (their packed dy: dya[n - n0]) into the dw columns j0..j0+nc (c: their first
+    // element, row stride CRS); the first image overwrites c when `zero`, the rest accumulate.
+    auto dw_block = [&](i64 n0, i64 n1, i64 g, i64 j0, i64 nc, T* c, bool zero, const packed::PrepackedA<Cf>* dya) {
         const i64 c0 = j0 / KK, c1 = (j0 + nc - 1) / KK + 1;
         static thread_local std::vector<int> tap;
         if (dgather) {
@@ -408,7 +413,7 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
         }
         for (i64 n = n0; n < n1; ++n) {
             const T beta = zero && n == n0 ? T(0) : T(1);
-            packed::PackMatA<Cf> a{dy + (n * s.K + g * Kg) * P, P, false};
+            const packed::PrepackedA<Cf>& a = dya[n - n0];
             const T* xg = x + (n * s.C + g * Cg) * HW;
             if (dgather) {
                 packed::Buffer<T>& xq = packed::scratch<T>(4);
@@ -431,10 +436,13 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
     const i64 nt_all = get_num_threads(), npan = (CRS + Cf::NR - 1) / Cf::NR;
     if (s.N < nt_all && G * npan >= 2) {
         const i64 per = std::max<i64>(1, npan * G / (4 * nt_all)), jwc = per * Cf::NR, nbc = (CRS + jwc - 1) / jwc;
+        std::vector<packed::PrepackedA<Cf>> dya(G * s.N);  // dy[n, g] at g*N + n, shared by the tasks
+#pragma omp parallel for schedule(static)
+        for (i64 t = 0; t < G * s.N; ++t) pack_dy(t % s.N, t / s.N, dya[t]);
 #pragma omp parallel for schedule(dynamic)
         for (i64 t = 0; t < G * nbc; ++t) {
             const i64 g = t / nbc, j0 = (t % nbc) * jwc;
-            dw_block(0, s.N, g, j0, std::min(jwc, CRS - j0), dw + g * Kg * CRS + j0, true);
+            dw_block(0, s.N, g, j0, std::min(jwc, CRS - j0), dw + g * Kg * CRS + j0, true, dya.data() + g * s.N);
         }
     } else {
     // the extra threads' sums live in the calling thread's scratch buffer, kept between calls (a fresh allocation
@@ -449,12 +457,15 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
 #endif
         T* acc = t == 0 ? dw : partial.data() + (t - 1) * WS;
         bool first = true;
+        std::vector<packed::PrepackedA<Cf>> dya(ipc);
 #pragma omp for schedule(dynamic)
         for (i64 ch = 0; ch < nchunk; ++ch) {
             const i64 n0 = ch * ipc, n1 = std::min(s.N, n0 + ipc);
-            for (i64 g = 0; g < G; ++g)
+            for (i64 g = 0; g < G; ++g) {
+                for (i64 n = n0; n < n1; ++n) pack_dy(n, g, dya[n - n0]);
                 for (i64 j0 = 0; j0 < CRS; j0 += jw)  // a block of dw columns, then the chunk's images into it
-                    dw_block(n0, n1, g, j0, std::min(jw, CRS - j0), acc + g * Kg * CRS + j0, first);
+                    dw_block(n0, n1, g, j0, std::min(jw, CRS - j0), acc + g * Kg * CRS + j0, first, dya.data());
+            }
             first = false;
         }
         if (first) std::fill(acc, acc + WS, T(0));
