@@ -115,33 +115,6 @@ inline i64 polyphase_wq(const ConvShape& s) {
     return shared_pad ? s.W + s.pw : (s.W + 2 * s.pw + s.sw - 1) / s.sw;
 }
 
-// d[i] = s[2*i] for i < n: a stride-2 phase row (the 7x7/2 stem's input copy), 16 lanes from two loads.
-__attribute__((target("avx512f"))) static void every_other__avx512f(const float* s, float* d, i64 n) {
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    i64 i = 0;
-    for (; i + 17 <= n; i += 16)  // the second load ends at s[2i + 31]: keep it before s[2n - 2], the last one read
-        _mm512_storeu_ps(d + i, _mm512_permutex2var_ps(_mm512_loadu_ps(s + 2 * i), even, _mm512_loadu_ps(s + 2 * i + 16)));
-    for (; i < n; ++i) d[i] = s[2 * i];
-}
-// d[i] = s[i] for i < n: 16 lanes and a masked tail, no library call (the 14-float rows of a 14x14 plane went
-// through memmove, 3 % of the 256-channel conv).
-__attribute__((target("avx512f"))) static void copy_row__avx512f(const float* s, float* d, i64 n) {
-    i64 i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, _mm512_loadu_ps(s + i));
-    const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(d + i, m, _mm512_maskz_loadu_ps(m, s + i));
-}
-template <typename T>
-inline void strided_row(const T* s, i64 stride, T* d, i64 n) {
-    if constexpr (std::is_same<T, float>::value)
-        if (packed::has_avx512f()) {
-            if (stride == 1) return copy_row__avx512f(s, d, n);
-            if (stride == 2) return every_other__avx512f(s, d, n);
-        }
-    if (stride == 1) return (void)std::memcpy(d, s, sizeof(T) * n);
-    for (i64 i = 0; i < n; ++i) d[i] = s[i * stride];
-}
-
 // Channels [c0, c1) of one image's group planes xg, output rows from oh0 on, into zero-padded polyphase planes at dst
 // (channel c at (c - c0) * sh * sw * plane).
 template <typename T>
@@ -163,7 +136,8 @@ void copy_polyphase(const T* xg, const ConvShape& s, i64 c0, i64 c1, i64 oh0, co
                         continue;
                     }
                     std::fill(d, d + u0, T(0));
-                    strided_row(src + u0 * s.sw + b - s.pw, s.sw, d + u0, u1 - u0);
+                    if (s.sw == 1) copy_run(src + u0 - s.pw, d + u0, u1 - u0);
+                    else strided_row(src + u0 * s.sw + b - s.pw, s.sw, d + u0, u1 - u0);
                     std::fill(d + u1, d + Wq, T(0));
                 }
             }
