@@ -580,8 +580,10 @@ def measure(op, shape, cfg, device, torch=None):
     # fastnn and PyTorch in two alternating rounds, the best of each kept: a transient at the start of one cell
     # (NumPy's BLAS threads still spinning after the reference made fastnn's first CPU row 6x slower in 2 of 4
     # runs) does not decide its ratio.
+    fast_out = None
     for _ in range(2):
-        fast_out = cell(cfg.backend, "fastnn", cfg.budget, cfg.repeat, device.sync)
+        got = cell(cfg.backend, "fastnn", cfg.budget, cfg.repeat, device.sync)
+        fast_out = got if got is not None else fast_out
         if torch is not None and op.torch is not None:
             cell("torch", "torch", cfg.budget, cfg.repeat,
                  torch.cuda.synchronize if device.name == "cuda" else CPU().sync)
