@@ -19,6 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cpu_conv_dev  # noqa: E402
 from cpu_conv_dev import SHAPES, best  # noqa: E402
+from cpu_misc_dev import lstm_case  # noqa: E402
 
 from fastnn import _C, _cpu  # noqa: E402
 
@@ -99,57 +100,9 @@ def main():
         line(f"conv bwd {(N, Cc, H, W, K, R, S, st, pd)}", *t, 2 * flop)
 
     for name, Tn in [("lstm_cell fwd+bwd B64 D=H=512", 0), ("lstm fwd+bwd B64 T32 D=H=512", 32)]:
-        Bn, D, Hh = 64, 512, 512
-        w_ih = rng.standard_normal((D, 4 * Hh), dtype=np.float32) * 0.05
-        w_hh = rng.standard_normal((Hh, 4 * Hh), dtype=np.float32) * 0.05
-        bias = rng.standard_normal(4 * Hh, dtype=np.float32) * 0.1
-        h0, c0 = rng.standard_normal((Bn, Hh), dtype=np.float32), rng.standard_normal((Bn, Hh), dtype=np.float32)
-        T1 = max(Tn, 1)
-        flop = 3 * 2.0 * Bn * T1 * (D + Hh) * 4 * Hh
-        if Tn == 0:
-            xin = rng.standard_normal((Bn, D), dtype=np.float32)
-            dh, dc = rng.standard_normal((Bn, Hh), dtype=np.float32), rng.standard_normal((Bn, Hh), dtype=np.float32)
-
-            def mk(cpu):
-                def f():
-                    _, _, cache = cpu.lstm_cell(xin, h0, c0, w_ih, w_hh, bias, "ifgo")
-                    cpu.lstm_cell_backward(dh, dc, cache)
-                return f
-            mod = torch.nn.LSTMCell(D, Hh)
-            sfx = ""
-        else:
-            xin = rng.standard_normal((Bn, Tn, D), dtype=np.float32)
-            dhs = rng.standard_normal((Bn, Tn, Hh), dtype=np.float32)
-
-            def mk(cpu):
-                def f():
-                    _, _, _, cache = cpu.lstm(xin, h0, c0, w_ih, w_hh, bias, "ifgo")
-                    cpu.lstm_backward(dhs, None, None, cache)
-                return f
-            mod = torch.nn.LSTM(D, Hh, batch_first=True)
-            sfx = "_l0"
-        with torch.no_grad():
-            getattr(mod, "weight_ih" + sfx).copy_(torch.from_numpy(w_ih.T.copy()))
-            getattr(mod, "weight_hh" + sfx).copy_(torch.from_numpy(w_hh.T.copy()))
-            getattr(mod, "bias_ih" + sfx).copy_(torch.from_numpy(bias))
-            getattr(mod, "bias_hh" + sfx).zero_()
-        txin = torch.from_numpy(xin).requires_grad_()
-        th0, tc0 = torch.from_numpy(h0).requires_grad_(), torch.from_numpy(c0).requires_grad_()
-        if Tn == 0:
-            tdh, tdc = torch.from_numpy(dh), torch.from_numpy(dc)
-
-            def slow():
-                h, c = mod(txin, (th0, tc0))
-                torch.autograd.backward([h, c], [tdh, tdc])
-        else:
-            tdhs = torch.from_numpy(dhs)
-
-            def slow():
-                hs, _ = mod(txin, (th0[None], tc0[None]))
-                hs.backward(tdhs)
+        mk, slow, flop = lstm_case(rng, Tn, torch)
         t = best([mk(bcpu), mk(_cpu), slow], max(args.reps, 7))
         line(name, *t, flop)
-
 
 if __name__ == "__main__":
     main()

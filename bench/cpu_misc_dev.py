@@ -43,6 +43,60 @@ def row(name, f_fast, f_torch, nbytes, reps):
     print(f"{name:<34} {a * 1e3:9.3f} {b * 1e3:9.3f} {b / a:7.2f}x {gbs}", flush=True)
 
 
+def lstm_case(rng, Tn, torch):
+    """LSTM forward + backward at B64 D=H=512: the cell (Tn == 0) or Tn steps. Returns (make(cpu) -> callable
+    running it on a `_cpu`-like module, the PyTorch equivalent or None, its FLOPs: 3 x 2*B*T*(D+H)*4H)."""
+    B, D, H = 64, 512, 512
+    w_ih = rng.standard_normal((D, 4 * H), dtype=np.float32) * 0.05
+    w_hh = rng.standard_normal((H, 4 * H), dtype=np.float32) * 0.05
+    bias = rng.standard_normal(4 * H, dtype=np.float32) * 0.1
+    h0, c0 = rng.standard_normal((B, H), dtype=np.float32), rng.standard_normal((B, H), dtype=np.float32)
+    flop = 3 * 2.0 * B * max(Tn, 1) * (D + H) * 4 * H
+    if Tn == 0:
+        xin = rng.standard_normal((B, D), dtype=np.float32)
+        dh, dc = rng.standard_normal((B, H), dtype=np.float32), rng.standard_normal((B, H), dtype=np.float32)
+
+        def make(cpu):
+            def f():
+                _, _, cache = cpu.lstm_cell(xin, h0, c0, w_ih, w_hh, bias, "ifgo")
+                cpu.lstm_cell_backward(dh, dc, cache)
+            return f
+    else:
+        xin = rng.standard_normal((B, Tn, D), dtype=np.float32)
+        dhs = rng.standard_normal((B, Tn, H), dtype=np.float32)
+
+        def make(cpu):
+            def f():
+                _, _, _, cache = cpu.lstm(xin, h0, c0, w_ih, w_hh, bias, "ifgo")
+                cpu.lstm_backward(dhs, None, None, cache)
+            return f
+    if not torch:
+        return make, None, flop
+    # PyTorch keeps (4H, D) weights and two biases: converted once, outside the timing
+    mod = torch.nn.LSTMCell(D, H) if Tn == 0 else torch.nn.LSTM(D, H, batch_first=True)
+    sfx = "" if Tn == 0 else "_l0"
+    with torch.no_grad():
+        getattr(mod, "weight_ih" + sfx).copy_(torch.from_numpy(w_ih.T.copy()))
+        getattr(mod, "weight_hh" + sfx).copy_(torch.from_numpy(w_hh.T.copy()))
+        getattr(mod, "bias_ih" + sfx).copy_(torch.from_numpy(bias))
+        getattr(mod, "bias_hh" + sfx).zero_()
+    txin = torch.from_numpy(xin).requires_grad_()
+    th0, tc0 = torch.from_numpy(h0).requires_grad_(), torch.from_numpy(c0).requires_grad_()
+    if Tn == 0:
+        tdh, tdc = torch.from_numpy(dh), torch.from_numpy(dc)
+
+        def slow():
+            h, c = mod(txin, (th0, tc0))
+            torch.autograd.backward([h, c], [tdh, tdc])
+    else:
+        tdhs = torch.from_numpy(dhs)
+
+        def slow():
+            hs, _ = mod(txin, (th0[None], tc0[None]))
+            hs.backward(tdhs)
+    return make, slow, flop
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=7)
@@ -104,51 +158,8 @@ def main():
 
     if "lstm" in only:
         for name, Tn in [("lstm_cell fwd+bwd B64 D=H=512", 0), ("lstm fwd+bwd B64 T32 D=H=512", 32)]:
-            B, D, H = 64, 512, 512
-            w_ih = (rng.standard_normal((D, 4 * H), dtype=np.float32) * 0.05)
-            w_hh = (rng.standard_normal((H, 4 * H), dtype=np.float32) * 0.05)
-            bias = rng.standard_normal(4 * H, dtype=np.float32) * 0.1
-            h0, c0 = rng.standard_normal((B, H), dtype=np.float32), rng.standard_normal((B, H), dtype=np.float32)
-            if Tn == 0:
-                xin = rng.standard_normal((B, D), dtype=np.float32)
-                dh, dc = rng.standard_normal((B, H), dtype=np.float32), rng.standard_normal((B, H), dtype=np.float32)
-
-                def fast():
-                    _, _, cache = _cpu.lstm_cell(xin, h0, c0, w_ih, w_hh, bias, "ifgo")
-                    _cpu.lstm_cell_backward(dh, dc, cache)
-            else:
-                xin = rng.standard_normal((B, Tn, D), dtype=np.float32)
-                dhs = rng.standard_normal((B, Tn, H), dtype=np.float32)
-
-                def fast():
-                    _, _, _, cache = _cpu.lstm(xin, h0, c0, w_ih, w_hh, bias, "ifgo")
-                    _cpu.lstm_backward(dhs, None, None, cache)
-            slow = None
-            if torch:  # PyTorch keeps (4H, D) weights and two biases: converted once, outside the timing
-                mod = torch.nn.LSTMCell(D, H) if Tn == 0 else torch.nn.LSTM(D, H, batch_first=True)
-                sfx = "" if Tn == 0 else "_l0"
-                with torch.no_grad():
-                    getattr(mod, "weight_ih" + sfx).copy_(torch.from_numpy(w_ih.T.copy()))
-                    getattr(mod, "weight_hh" + sfx).copy_(torch.from_numpy(w_hh.T.copy()))
-                    getattr(mod, "bias_ih" + sfx).copy_(torch.from_numpy(bias))
-                    getattr(mod, "bias_hh" + sfx).zero_()
-                txin = torch.from_numpy(xin).requires_grad_()
-                th0 = torch.from_numpy(h0).requires_grad_()
-                tc0 = torch.from_numpy(c0).requires_grad_()
-                if Tn == 0:
-                    tdh, tdc = torch.from_numpy(dh), torch.from_numpy(dc)
-
-                    def slow():
-                        h, c = mod(txin, (th0, tc0))
-                        torch.autograd.backward([h, c], [tdh, tdc])
-                else:
-                    tdhs = torch.from_numpy(dhs)
-
-                    def slow():
-                        hs, _ = mod(txin, (th0[None], tc0[None]))
-                        hs.backward(tdhs)
-            row(name, fast, slow, 0, reps)
-
+            fast, slow, _ = lstm_case(rng, Tn, torch)
+            row(name, fast(_cpu), slow, 0, reps)
 
 if __name__ == "__main__":
     main()

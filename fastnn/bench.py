@@ -542,8 +542,9 @@ def _cell(row, column, make_fn, budget, repeat, sync, slow_once=False):
         else:
             best, median, runs = timeit(fn, budget, repeat, sync, warmup=0)
     except Exception as e:  # noqa: BLE001 - report every failure in the table and carry on
-        if f"{column}: {_reason(e)}" not in row.notes:
-            row.notes.append(f"{column}: {_reason(e)}")
+        note = f"{column}: {_reason(e)}"
+        if note not in row.notes:  # the second round fails the same way
+            row.notes.append(note)
         return None
     prev = getattr(row, f"{column}_ms")
     if prev is None or best < prev:  # a later round of the same cell keeps the better time
