@@ -143,6 +143,16 @@ CASES = [
     (16, 6, 8, 8, 80, 3, 3, (2, 2), (1, 1), (1, 1), 2),    # the same strided, groups
     (19, 10, 7, 7, 12, 1, 1, (1, 1), (0, 0), (1, 1), 2),   # 1x1 on small planes: B gathered over images, groups
     (2, 3, 41, 47, 8, 7, 7, (2, 2), (3, 3), (1, 1), 1),    # stem-like 7x7/2: rows long enough for the vector copy
+    # the direct AVX-512 path (float32: 32-channel output blocks, OW within 10 % of a multiple of 14)
+    (2, 5, 14, 14, 32, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # one channel chunk, one tile per row
+    (1, 35, 13, 28, 64, 3, 3, (1, 1), (1, 1), (1, 1), 1),  # batch 1: 3 channel chunks (16+16+3), 2 output blocks
+    (2, 6, 13, 15, 32, 3, 3, (1, 1), (1, 0), (1, 1), 1),   # OW 13: a partial tile
+    (2, 4, 27, 27, 32, 3, 3, (2, 2), (1, 1), (1, 1), 1),   # stride 2
+    (2, 3, 55, 55, 32, 7, 7, (2, 2), (3, 3), (1, 1), 1),   # stem-like 7x7/2, 2 tiles per row
+    (2, 8, 14, 14, 64, 3, 3, (1, 1), (2, 2), (2, 2), 2),   # dilation 2, groups 2
+    (2, 4, 10, 28, 32, 3, 5, (1, 1), (1, 2), (1, 1), 1),   # 3x5 kernel (KW not unrolled)
+    (2, 3, 9, 27, 32, 3, 3, (3, 2), (1, 1), (1, 1), 1),    # stride 3 down, 2 across
+    (2, 32, 14, 14, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # dx of the backward (32 input channels) on the path
 ]
 IDS = [f"N{c[0]}C{c[1]}H{c[2]}W{c[3]}K{c[4]}k{c[5]}x{c[6]}s{c[7][0]}{c[7][1]}p{c[8][0]}{c[8][1]}d{c[9][0]}g{c[10]}"
        for c in CASES]
