@@ -153,6 +153,7 @@ CASES = [
     (2, 4, 10, 28, 32, 3, 5, (1, 1), (1, 2), (1, 1), 1),   # 3x5 kernel (KW not unrolled)
     (2, 3, 9, 27, 32, 3, 3, (3, 2), (1, 1), (1, 1), 1),    # stride 3 down, 2 across
     (2, 32, 14, 14, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # dx of the backward (32 input channels) on the path
+    (2, 4, 12, 14, 32, 3, 3, (1, 1), (2, 1), (2, 1), 1),   # row dilation 2 (dweight's direct path: columns at 1)
 ]
 IDS = [f"N{c[0]}C{c[1]}H{c[2]}W{c[3]}K{c[4]}k{c[5]}x{c[6]}s{c[7][0]}{c[7][1]}p{c[8][0]}{c[8][1]}d{c[9][0]}g{c[10]}"
        for c in CASES]
