@@ -490,8 +490,8 @@ __attribute__((target("avx512f"))) static void dw_tile3x3__avx512f(const float* 
 static void conv2d_dw__direct(const float* dy, const float* x, float* dw, const ConvShape& s) {
     constexpr i64 OCB = kDirectOc, TB = 9 * OCB;  // one tile
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, nob = Kg / OCB, P = s.OH * s.OW, HW = s.H * s.W;
-    const i64 Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw + 2, plane = Hp * Wp, WS = s.K * Cg * 9;  // +2: the
-    // stride-1 loop's broadcasts run up to two columns past the last tap
+    // (the stride-1 loop reads up to column OW + 1 = W + 2pw - 1: inside the padded row)
+    const i64 Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp, WS = s.K * Cg * 9;
     const int nt = (int)std::max<i64>(1, std::min<i64>(get_num_threads(), s.N));
     packed::Buffer<float>& part = packed::scratch<float>(3);  // the caller's; the threads see it through pp
     if ((i64)part.size() < nt * WS) part.resize(nt * WS);
