@@ -486,30 +486,33 @@ __attribute__((target("avx512f"))) static void dw_tile3x3__avx512f(const float* 
 }
 
 // Threads take images (dynamic) and sum them into their own tile-major buffer ([g][32-channel block][c][tap][32]),
-// added up into dw's layout at the end.
+// added up into dw's layout at the end. With fewer images than threads (batch 1) they split the tiles instead,
+// each going through every image, into one shared buffer.
 static void conv2d_dw__direct(const float* dy, const float* x, float* dw, const ConvShape& s) {
     constexpr i64 OCB = kDirectOc, TB = 9 * OCB;  // one tile
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, nob = Kg / OCB, P = s.OH * s.OW, HW = s.H * s.W;
     // (the stride-1 loop reads up to column OW + 1 = W + 2pw - 1: inside the padded row)
-    const i64 Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp, WS = s.K * Cg * 9;
-    const int nt = (int)std::max<i64>(1, std::min<i64>(get_num_threads(), s.N));
+    const i64 Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp, WS = s.K * Cg * 9, ntl = G * nob * Cg;
+    const int nth = get_num_threads();
+    const bool by_tiles = s.N < nth;
+    const int nbuf = by_tiles ? 1 : nth;
     packed::Buffer<float>& part = packed::scratch<float>(3);  // the caller's; the threads see it through pp
-    if ((i64)part.size() < nt * WS) part.resize(nt * WS);
+    if ((i64)part.size() < nbuf * WS) part.resize(nbuf * WS);
     float* const pp = part.data();
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nth)
     {
-        int tid = 0;
+        int tid = 0, team = 1;
 #ifdef _OPENMP
-        tid = omp_get_thread_num();
+        tid = omp_get_thread_num(), team = omp_get_num_threads();
 #endif
-        float* const acc = pp + tid * WS;
-        std::fill(acc, acc + WS, 0.f);
+        float* const acc = pp + (by_tiles ? 0 : tid * WS);
+        const i64 tl0 = by_tiles ? ntl * tid / team : 0, tl1 = by_tiles ? ntl * (tid + 1) / team : ntl;
+        std::fill(acc + tl0 * TB, acc + tl1 * TB, 0.f);
         packed::Buffer<float>& xp = packed::scratch<float>(4);
         packed::Buffer<float>& dyt = packed::scratch<float>(5);
         if ((i64)xp.size() < s.C * plane) xp.resize(s.C * plane);
         if ((i64)dyt.size() < P * s.K) dyt.resize(P * s.K);
-#pragma omp for schedule(dynamic)
-        for (i64 n = 0; n < s.N; ++n) {
+        auto image = [&](i64 n) {
             // dy[n] (K x P) -> dyt (P x K), 4 channels at a time through SSE transposes
             for (i64 k = 0; k < s.K; k += 4)
                 packed::transpose_lines(dy + (n * s.K + k) * P, P, P, dyt.data() + k, s.K);
@@ -520,21 +523,27 @@ static void conv2d_dw__direct(const float* dy, const float* x, float* dw, const 
                     std::fill(d, d + Wp, 0.f);
                     if (ih >= 0 && ih < s.H) copy_run(x + (n * s.C + c) * HW + ih * s.W, d + s.pw, s.W);
                 }
-            for (i64 g = 0; g < G; ++g)
-                for (i64 ob = 0; ob < nob; ++ob)
-                    for (i64 c = 0; c < Cg; ++c)
-                        dw_tile3x3__avx512f(dyt.data() + g * Kg + ob * OCB, s.K, xp.data() + (g * Cg + c) * plane, Wp,
-                                            s.dh, s.sh, s.sw, s.OH, s.OW, acc + ((g * nob + ob) * Cg + c) * TB);
+            for (i64 tl = tl0; tl < tl1; ++tl) {  // tile tl = (g * nob + ob) * Cg + c
+                const i64 gb = tl / Cg, g = gb / nob, c = tl % Cg;
+                dw_tile3x3__avx512f(dyt.data() + gb * OCB, s.K, xp.data() + (g * Cg + c) * plane, Wp, s.dh, s.sh,
+                                    s.sw, s.OH, s.OW, acc + tl * TB);
+            }
+        };
+        if (by_tiles) {
+            for (i64 n = 0; n < s.N; ++n) image(n);
+        } else {
+#pragma omp for schedule(dynamic)
+            for (i64 n = 0; n < s.N; ++n) image(n);
         }
     }
-    // dw[k][c][tap] = the threads' tiles, added in thread order
+    // dw[k][c][tap] = the buffers' tiles, added in buffer order
 #pragma omp parallel for schedule(static)
     for (i64 k = 0; k < s.K; ++k) {
         const i64 j = k % OCB, gb = k / OCB;  // gb = g * nob + ob
         for (i64 c = 0; c < Cg; ++c)
             for (i64 t = 0; t < 9; ++t) {
                 float v = 0.f;
-                for (int th = 0; th < nt; ++th) v += pp[th * WS + (gb * Cg + c) * TB + t * OCB + j];
+                for (int th = 0; th < nbuf; ++th) v += pp[th * WS + (gb * Cg + c) * TB + t * OCB + j];
                 dw[(k * Cg + c) * 9 + t] = v;
             }
     }

@@ -231,6 +231,34 @@ def test_thread_counts(threads):
     assert_close(dw, rdw, np.float64, 30)
 
 
+@pytest.mark.parametrize("case", [(2, 5, 14, 14, 32, 3, 3, (1, 1), (1, 1), (1, 1), 1),
+                                  (1, 35, 13, 28, 64, 3, 3, (1, 1), (1, 1), (1, 1), 1),
+                                  (2, 3, 9, 27, 32, 3, 3, (3, 2), (1, 1), (1, 1), 1)],
+                         ids=["N2C5K32", "N1C35K64", "N2C3K32s32"])
+def test_direct_paths_thread_counts(case):
+    """The direct AVX-512 paths split work by row blocks (forward) and by images, or by tiles when there are fewer
+    images than threads (dweight): every split must give the reference's results."""
+    N, C, H, W, K, KH, KW, s, p, d, g = case
+    x, w, b = make(case, np.float32)
+    OH, OW = out_size(H, KH, s[0], p[0], d[0]), out_size(W, KW, s[1], p[1], d[1])
+    dy = np.random.default_rng(3).standard_normal((N, K, OH, OW)).astype(np.float32)
+    ref = ref_conv(x, w, b, s, p, d, g)
+    rdx, rdw, _ = ref_conv_bwd(dy, x, w, s, p, d, g)
+    old = _C.get_num_threads()
+    try:
+        for threads in (1, 2, 3, 5):
+            _C.set_num_threads(threads)
+            y = np.full(ref.shape, np.nan, np.float32)
+            _C.conv2d_fwd(x, w, b, y, s, p, d, g)
+            assert_close(y, ref, np.float32, scale=np.sqrt(C * KH * KW / g))
+            dx, dw, db = np.full(x.shape, np.nan, np.float32), np.full(w.shape, np.nan, np.float32), np.empty(K, np.float32)
+            _C.conv2d_bwd(dy, x, w, dx, dw, db, s, p, d, g)
+            assert_close(dx, rdx, np.float32, scale=np.sqrt(K))
+            assert_close(dw, rdw, np.float32, scale=np.sqrt(N * OH * OW))
+    finally:
+        _C.set_num_threads(old)
+
+
 SCALAR_SCRIPT = r"""
 import sys, numpy as np
 sys.path.insert(0, {tests!r})
