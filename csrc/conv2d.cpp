@@ -332,17 +332,43 @@ __attribute__((target("avx512f"))) static void direct_tile__avx512f(const float*
 }
 #undef FASTNN_DP
 
-// y rows from a finished tile: output channel j is tile column j, gathered, plus bias[j], stored masked to the
-// np (<= 14) valid positions at y + j*ystride.
+// out[j][i] = r[i][j] for a 16 x 16 block of floats: 64 in-register shuffles (4 stages: 32-bit and 64-bit
+// interleaves within 128-bit lanes, then two rounds of lane shuffles).
+__attribute__((target("avx512f"))) static inline void transpose16x16__avx512f(const __m512 r[16], __m512 out[16]) {
+    __m512 t[16], u[16], w[16];
+    for (int i = 0; i < 16; i += 2) t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    for (int b = 0; b < 4; ++b) {  // u[4b + c], lane L: column 4L + c of rows 4b .. 4b + 3
+        const __m512d t0 = _mm512_castps_pd(t[4 * b]), t1 = _mm512_castps_pd(t[4 * b + 1]);
+        const __m512d t2 = _mm512_castps_pd(t[4 * b + 2]), t3 = _mm512_castps_pd(t[4 * b + 3]);
+        u[4 * b] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2)), u[4 * b + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        u[4 * b + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3)), u[4 * b + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    for (int c = 0; c < 4; ++c) {
+        w[4 * c] = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), w[4 * c + 1] = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+        w[4 * c + 2] = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
+        w[4 * c + 3] = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+        out[c] = _mm512_shuffle_f32x4(w[4 * c], w[4 * c + 2], 0x88);
+        out[4 + c] = _mm512_shuffle_f32x4(w[4 * c], w[4 * c + 2], 0xDD);
+        out[8 + c] = _mm512_shuffle_f32x4(w[4 * c + 1], w[4 * c + 3], 0x88);
+        out[12 + c] = _mm512_shuffle_f32x4(w[4 * c + 1], w[4 * c + 3], 0xDD);
+    }
+}
+
+// y rows from a finished tile: each 16-channel half of the 14 x 32 tile is transposed in registers (gathers cost
+// 12 % of the 7x7/2 stem), then output channel j gets its positions plus bias[j], stored masked to the np (<= 14)
+// valid positions at y + j*ystride.
 __attribute__((target("avx512f"))) static void direct_store__avx512f(const float* tile, i64 np, const float* bias,
                                                                     float* y, i64 ystride) {
-    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32(kDirectOc));
     const __mmask16 m = (__mmask16)((1u << std::min(np, kDirectPos)) - 1);
-    for (int j = 0; j < kDirectOc; ++j) {
-        __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, tile + j, 4);
-        if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[j]));
-        _mm512_mask_storeu_ps(y + j * ystride, m, v);
+    for (int h = 0; h < kDirectOc / 16; ++h) {
+        __m512 r[16], out[16];
+        for (int p = 0; p < 16; ++p) r[p] = p < kDirectPos ? _mm512_loadu_ps(tile + p * kDirectOc + 16 * h) : _mm512_setzero_ps();
+        transpose16x16__avx512f(r, out);
+        for (int j = 0; j < 16; ++j) {
+            __m512 v = out[j];
+            if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[16 * h + j]));
+            _mm512_mask_storeu_ps(y + (16 * h + j) * ystride, m, v);
+        }
     }
 }
 
