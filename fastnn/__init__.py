@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 __all__ = [
     "im2col", "col2im", "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
     "avg_pool2d_backward", "batch_norm", "batch_norm_backward", "lstm_cell", "lstm_cell_backward", "lstm",
-    "lstm_backward", "LSTMCache", "backends", "show_config", "set_num_threads", "get_num_threads",
+    "lstm_backward", "LSTMCache", "backends", "show_config", "set_num_threads", "get_num_threads", "empty_cache",
 ]
 
 
@@ -127,13 +127,22 @@ def get_num_threads():
     return _C.get_num_threads()
 
 
+def empty_cache():
+    """Free the output buffers the cpu backend keeps for reuse.
+
+    Outputs of 1 MiB and more come from a cache of freed ones of the same size, so a training loop does not pay
+    the kernel's page faults for fresh memory every step. At most FASTNN_CACHE_MB (default 512) MiB are kept."""
+    from . import _C
+    _C.empty_cache()
+
+
 def show_config(file=None):
     """Print (and return) what runs here: version, backends, compiler, SIMD variant, threads, GPU."""
     import numpy as np
     cfg = {"fastnn": __version__, "numpy": np.__version__, "backends": backends()}
     try:
         from . import _C
-        cfg["cpu"] = dict(_C.config(), threads=_C.get_num_threads())
+        cfg["cpu"] = dict(_C.config(), threads=_C.get_num_threads(), buffer_cache=_C.buffer_cache_info())
     except ImportError as e:
         cfg["cpu"] = f"unavailable ({e})"
     try:

@@ -12,6 +12,23 @@ def _opt(a):
     return None if a is None else _c(a)
 
 
+_CACHED_MIN = 1 << 20
+
+
+def _empty(shape, dtype):
+    """An uninitialised output: from _C's buffer cache from 1 MiB on (freed outputs are reused, no page faults on
+    the next call of the same size), else np.empty."""
+    dtype = np.dtype(dtype)
+    shape = tuple(int(d) for d in (shape if isinstance(shape, tuple) else (shape,)))
+    if dtype.itemsize * int(np.prod(shape, dtype=np.int64)) >= _CACHED_MIN:
+        return _C.empty(shape, dtype)
+    return np.empty(shape, dtype)
+
+
+def _empty_like(a):
+    return _empty(a.shape, a.dtype)
+
+
 def _out(size, k, s, p, d=1):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
@@ -25,14 +42,14 @@ def im2col(x, kernel_size, stride, padding, dilation):
     x = _c(x)
     N, C = x.shape[:2]
     oh, ow = _out2(x.shape[2:], kernel_size, stride, padding, dilation)
-    col = np.empty((N * oh * ow, C * kernel_size[0] * kernel_size[1]), x.dtype)
+    col = _empty((N * oh * ow, C * kernel_size[0] * kernel_size[1]), x.dtype)
     _C.im2col(x, col, kernel_size, stride, padding, dilation)
     return col
 
 
 def col2im(col, input_shape, kernel_size, stride, padding, dilation):
     col = _c(col)
-    x = np.empty(input_shape, col.dtype)
+    x = _empty(input_shape, col.dtype)
     _C.col2im(col, x, kernel_size, stride, padding, dilation)
     return x
 
@@ -40,14 +57,14 @@ def col2im(col, input_shape, kernel_size, stride, padding, dilation):
 def conv2d(x, weight, bias, stride, padding, dilation, groups):
     x, weight = _c(x), _c(weight)
     K = weight.shape[0]
-    y = np.empty((x.shape[0], K) + _out2(x.shape[2:], weight.shape[2:], stride, padding, dilation), x.dtype)
+    y = _empty((x.shape[0], K) + _out2(x.shape[2:], weight.shape[2:], stride, padding, dilation), x.dtype)
     _C.conv2d_fwd(x, weight, _opt(bias), y, stride, padding, dilation, groups)
     return y
 
 
 def conv2d_backward(dy, x, weight, stride, padding, dilation, groups):
     dy, x, weight = _c(dy), _c(x), _c(weight)
-    dx, dw, db = np.empty_like(x), np.empty_like(weight), np.empty(weight.shape[0], x.dtype)
+    dx, dw, db = _empty_like(x), _empty_like(weight), _empty(weight.shape[0], x.dtype)
     _C.conv2d_bwd(dy, x, weight, dx, dw, db, stride, padding, dilation, groups)
     return dx, dw, db
 
@@ -59,27 +76,27 @@ def _pool_out(shape, kernel_size, stride, padding):
 def max_pool2d(x, kernel_size, stride, padding):
     x = _c(x)
     shape = _pool_out(x.shape, kernel_size, stride, padding)
-    y, idx = np.empty(shape, x.dtype), np.empty(shape, np.int64)
+    y, idx = _empty(shape, x.dtype), _empty(shape, np.int64)
     _C.max_pool2d_fwd(x, y, idx, kernel_size, stride, padding)
     return y, idx
 
 
 def max_pool2d_backward(dy, indices, input_shape):
-    dx = np.empty(input_shape, dy.dtype)
+    dx = _empty(input_shape, dy.dtype)
     _C.max_pool2d_bwd(_c(dy), _c(indices), dx)  # scatters by index: the window geometry is not needed
     return dx
 
 
 def avg_pool2d(x, kernel_size, stride, padding, count_include_pad):
     x = _c(x)
-    y = np.empty(_pool_out(x.shape, kernel_size, stride, padding), x.dtype)
+    y = _empty(_pool_out(x.shape, kernel_size, stride, padding), x.dtype)
     _C.avg_pool2d_fwd(x, y, kernel_size, stride, padding, count_include_pad)
     return y
 
 
 def avg_pool2d_backward(dy, input_shape, kernel_size, stride, padding, count_include_pad):
     dy = _c(dy)
-    dx = np.empty(input_shape, dy.dtype)
+    dx = _empty(input_shape, dy.dtype)
     _C.avg_pool2d_bwd(dy, dx, kernel_size, stride, padding, count_include_pad)
     return dx
 
@@ -92,9 +109,9 @@ def _ncl(x):
 def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps):
     x = _c(x)
     N, C, L = _ncl(x)
-    y = np.empty_like(x)
+    y = _empty_like(x)
     if training:
-        mean, invstd = np.empty(C, x.dtype), np.empty(C, x.dtype)
+        mean, invstd = _empty(C, x.dtype), _empty(C, x.dtype)
     else:
         mean = np.array(running_mean, dtype=x.dtype)
         invstd = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(x.dtype)
@@ -107,7 +124,7 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, ep
 def batch_norm_backward(dy, x, gamma, mean, invstd, training):
     dy, x = _c(dy), _c(x)
     N, C, L = _ncl(x)
-    dx, dgamma, dbeta = np.empty_like(x), np.empty(C, x.dtype), np.empty(C, x.dtype)
+    dx, dgamma, dbeta = _empty_like(x), _empty(C, x.dtype), _empty(C, x.dtype)
     _C.batch_norm_bwd(dy, x, _opt(gamma), _c(mean), _c(invstd), dx, dgamma, dbeta, N, C, L, training)
     return dx, dgamma, dbeta
 
@@ -120,7 +137,7 @@ def _lstm_fwd(xs, h0, c0, w_ih, w_hh, bias, gate_order):
     xs, w_ih, w_hh = _c(xs), _c(w_ih), _c(w_hh)
     N, T, _ = xs.shape
     H = w_hh.shape[0]
-    hs, cs, gates = np.empty((N, T, H), xs.dtype), np.empty((N, T, H), xs.dtype), np.empty((N, T, 4 * H), xs.dtype)
+    hs, cs, gates = _empty((N, T, H), xs.dtype), _empty((N, T, H), xs.dtype), _empty((N, T, 4 * H), xs.dtype)
     h0 = np.zeros((N, H), xs.dtype) if h0 is None else _c(h0)
     c0 = np.zeros((N, H), xs.dtype) if c0 is None else _c(c0)
     _C.lstm_fwd(xs, h0, c0, w_ih, w_hh, _opt(bias), hs, cs, gates, H, _positions(gate_order))
@@ -130,10 +147,10 @@ def _lstm_fwd(xs, h0, c0, w_ih, w_hh, bias, gate_order):
 def _lstm_bwd(dhs, dh_n, dc_n, cache):
     xs = cache.x if cache.x.ndim == 3 else cache.x[:, None, :]
     gates, hs, cs = (a if a.ndim == 3 else a[:, None, :] for a in (cache.gates, cache.hs, cache.cs))
-    dxs = np.empty_like(xs)
-    dh0, dc0 = np.empty_like(cache.h), np.empty_like(cache.c)
-    dw_ih, dw_hh = np.empty_like(cache.w_ih), np.empty_like(cache.w_hh)
-    dbias = np.empty(cache.w_hh.shape[1], xs.dtype)
+    dxs = _empty_like(xs)
+    dh0, dc0 = _empty_like(cache.h), _empty_like(cache.c)
+    dw_ih, dw_hh = _empty_like(cache.w_ih), _empty_like(cache.w_hh)
+    dbias = _empty(cache.w_hh.shape[1], xs.dtype)
     _C.lstm_bwd(_opt(dhs), _opt(dh_n), _opt(dc_n), xs, cache.h, cache.c, cache.w_ih, cache.w_hh, gates, hs, cs,
                 dxs, dh0, dc0, dw_ih, dw_hh, dbias, cache.w_hh.shape[0], _positions(cache.gate_order))
     return dxs, dh0, dc0, dw_ih, dw_hh, dbias

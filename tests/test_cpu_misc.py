@@ -367,3 +367,63 @@ def test_scalar_fallback_subprocess():
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
                         "-k", "not subprocess"], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------------------- buffer cache
+@pytest.fixture
+def fresh_cache():
+    """An empty buffer cache with the default limit; restored (and emptied) afterwards."""
+    limit = _C.buffer_cache_info()["limit_bytes"]
+    _C.empty_cache()
+    yield
+    _C.set_buffer_cache_limit(limit)
+    _C.empty_cache()
+
+
+def test_buffer_cache_reuses_freed_outputs(fresh_cache):
+    a = _C.empty((512, 1024), np.dtype(np.float32))
+    assert a.shape == (512, 1024) and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
+    addr = a.ctypes.data
+    a[:] = 7
+    v = a[3:5]  # a view keeps the block alive
+    del a
+    assert _C.buffer_cache_info()["cached_bytes"] == 0
+    del v
+    assert _C.buffer_cache_info()["cached_bytes"] == 512 * 1024 * 4
+    other = _C.empty((1024, 1024), np.dtype(np.float32))  # another size does not take it
+    assert other.ctypes.data != addr
+    b = _C.empty((1024, 512), np.dtype(np.float32))  # the same size does
+    assert b.ctypes.data == addr and _C.buffer_cache_info()["cached_bytes"] == 0
+    c = _C.empty((1024, 512), np.dtype(np.float32))  # while b lives, a new block
+    assert c.ctypes.data != addr
+
+
+def test_buffer_cache_limit_and_empty_cache(fresh_cache):
+    import fastnn
+    _C.set_buffer_cache_limit(3 << 20)
+    blocks = [_C.empty((1 << 20,), np.dtype(np.uint8)) for _ in range(5)]
+    del blocks
+    assert _C.buffer_cache_info()["cached_bytes"] == 3 << 20  # three 1 MiB blocks kept, two freed
+    fastnn.empty_cache()
+    assert _C.buffer_cache_info()["cached_bytes"] == 0
+    _C.set_buffer_cache_limit(0)
+    a = _C.empty((1 << 20,), np.dtype(np.uint8))
+    del a
+    assert _C.buffer_cache_info()["cached_bytes"] == 0
+
+
+def test_ops_outputs_from_the_cache_are_independent(fresh_cache):
+    # Outputs of >= 1 MiB come from the cache: two live results must not share memory, and a reused block must
+    # hold the new result, not the old one.
+    rng = np.random.default_rng(0)
+    x1, x2 = (rng.standard_normal((4, 16, 64, 64)).astype(np.float32) for _ in range(2))
+    y1 = _cpu.max_pool2d(x1, (1, 1), (1, 1), (0, 0))[0]
+    y2 = _cpu.max_pool2d(x2, (1, 1), (1, 1), (0, 0))[0]
+    assert y1.nbytes >= 1 << 20 and not np.shares_memory(y1, y2)
+    np.testing.assert_array_equal(y1, x1)
+    np.testing.assert_array_equal(y2, x2)
+    addr = y1.ctypes.data
+    del y1
+    y3 = _cpu.max_pool2d(x2, (1, 1), (1, 1), (0, 0))[0]
+    assert y3.ctypes.data == addr
+    np.testing.assert_array_equal(y3, x2)
