@@ -381,7 +381,7 @@ static bool direct_fits(const ConvShape& s) {
 
 // Task = (image, group, block of output rows): the block's input rows are copied into zero-padded planes (the
 // broadcasts then need no bounds test), then per 32-channel output block the tiles accumulate over chunks of
-// kDirectCb input channels, whose weights (16 x 9 taps x 32 x 4 B = 18 KB on 3x3) stay in L1 across the block's
+// CB = 16 input channels, whose weights (16 x 9 taps x 32 x 4 B = 18 KB on 3x3) stay in L1 across the block's
 // tiles; a tile is written to y (with its bias) after its last chunk.
 static void conv2d_fwd__direct(const float* x, const float* w, const float* bias, float* y, const ConvShape& s) {
     constexpr i64 NP = kDirectPos, OCB = kDirectOc, TS = NP * OCB, CB = 16;
@@ -525,12 +525,14 @@ static void conv2d_dw__direct(const float* dy, const float* x, float* dw, const 
     packed::Buffer<float>& part = packed::scratch<float>(3);  // the caller's; the threads see it through pp
     if ((i64)part.size() < nbuf * WS) part.resize(nbuf * WS);
     float* const pp = part.data();
+    int used = 1;  // the team OpenMP actually gave (it may give fewer threads than asked)
 #pragma omp parallel num_threads(nth)
     {
         int tid = 0, team = 1;
 #ifdef _OPENMP
         tid = omp_get_thread_num(), team = omp_get_num_threads();
 #endif
+        if (tid == 0) used = team;
         float* const acc = pp + (by_tiles ? 0 : tid * WS);
         const i64 tl0 = by_tiles ? ntl * tid / team : 0, tl1 = by_tiles ? ntl * (tid + 1) / team : ntl;
         std::fill(acc + tl0 * TB, acc + tl1 * TB, 0.f);
@@ -569,7 +571,7 @@ static void conv2d_dw__direct(const float* dy, const float* x, float* dw, const 
         for (i64 c = 0; c < Cg; ++c)
             for (i64 t = 0; t < 9; ++t) {
                 float v = 0.f;
-                for (int th = 0; th < nbuf; ++th) v += pp[th * WS + (gb * Cg + c) * TB + t * OCB + j];
+                for (int th = 0; th < (by_tiles ? 1 : used); ++th) v += pp[th * WS + (gb * Cg + c) * TB + t * OCB + j];
                 dw[(k * Cg + c) * 9 + t] = v;
             }
     }
@@ -713,11 +715,13 @@ static void conv2d_dw__gemm(const T* dy, const T* x, T* dw, const ConvShape& s) 
     // per call was paid again in page faults)
     packed::Buffer<T>& partial = packed::scratch<T>(3);
     if ((i64)partial.size() < (nt - 1) * WS) partial.resize((nt - 1) * WS);
+    int used = 1;  // the team OpenMP actually gave: with OMP_DYNAMIC it may be smaller than nt
 #pragma omp parallel num_threads(nt)
     {
         int t = 0;
 #ifdef _OPENMP
         t = omp_get_thread_num();
+        if (t == 0) used = omp_get_num_threads();
 #endif
         T* acc = t == 0 ? dw : partial.data() + (t - 1) * WS;
         bool first = true;
@@ -734,10 +738,10 @@ static void conv2d_dw__gemm(const T* dy, const T* x, T* dw, const ConvShape& s) 
         }
         if (first) std::fill(acc, acc + WS, T(0));
     }
-    if (nt > 1) {
+    if (used > 1) {
 #pragma omp parallel for schedule(dynamic, 4096)
         for (i64 i = 0; i < WS; ++i)
-            for (int t = 1; t < nt; ++t) dw[i] += partial[(t - 1) * WS + i];
+            for (int t = 1; t < used; ++t) dw[i] += partial[(t - 1) * WS + i];
     }
 }
 

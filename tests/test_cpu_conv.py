@@ -285,3 +285,4 @@ def test_fallback_kernels(simd):
                                   simd="scalar" if simd == "scalar" else "avx2_fma")
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "fallback ok" in r.stdout, r.stdout + r.stderr
+
