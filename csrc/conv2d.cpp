@@ -290,6 +290,17 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
     }
 }
 
+// Zero-padded input rows for the direct kernels: dst row r of channel c (row stride Wp, channel stride nrows*Wp)
+// holds input row ih0 + r of plane xc + c*H*W shifted right by pw, zeros elsewhere (rows outside the image too).
+static void copy_padded_rows(const float* xc, const ConvShape& s, i64 nch, i64 ih0, i64 nrows, i64 Wp, float* dst) {
+    for (i64 c = 0; c < nch; ++c)
+        for (i64 r = 0; r < nrows; ++r, dst += Wp) {
+            const i64 ih = ih0 + r;
+            std::fill(dst, dst + Wp, 0.f);
+            if (ih >= 0 && ih < s.H) copy_run(xc + (c * s.H + ih) * s.W, dst + s.pw, s.W);
+        }
+}
+
 // conv2d_fwd__direct (AVX-512, float, stride 1 or 2): nothing packed per call but the weights. The accumulator
 // tile is 14 output positions of one output row x 32 output channels (28 zmm): per tap (c, kh, kw) two weight
 // vectors are loaded and each position's input value is broadcast straight from a zero-padded copy of the input
@@ -410,14 +421,7 @@ static void conv2d_fwd__direct(const float* x, const float* w, const float* bias
         const i64 Hq = (nr - 1) * s.sh + (s.KH - 1) * s.dh + 1, plane = Hq * Wp;  // padded input rows of the block
         packed::Buffer<float>& xp = packed::scratch<float>(4);
         if ((i64)xp.size() < Cg * plane) xp.resize(Cg * plane);
-        const float* xg = x + (n * s.C + g * Cg) * HW;
-        for (i64 c = 0; c < Cg; ++c)
-            for (i64 r = 0; r < Hq; ++r) {
-                float* d = xp.data() + c * plane + r * Wp;
-                const i64 ih = oh0 * s.sh + r - s.ph;
-                std::fill(d, d + Wp, 0.f);
-                if (ih >= 0 && ih < s.H) copy_run(xg + (c * s.H + ih) * s.W, d + s.pw, s.W);
-            }
+        copy_padded_rows(x + (n * s.C + g * Cg) * HW, s, Cg, oh0 * s.sh - s.ph, Hq, Wp, xp.data());
         packed::Buffer<float>& acc = packed::scratch<float>(5);
         const i64 nacc = ncb > 1 ? nr * ntile : 1;  // one tile's worth unless tiles must wait for later chunks
         if ((i64)acc.size() < nacc * TS) acc.resize(nacc * TS);
@@ -544,13 +548,7 @@ static void conv2d_dw__direct(const float* dy, const float* x, float* dw, const 
             // dy[n] (K x P) -> dyt (P x K), 4 channels at a time through SSE transposes
             for (i64 k = 0; k < s.K; k += 4)
                 packed::transpose_lines(dy + (n * s.K + k) * P, P, P, dyt.data() + k, s.K);
-            for (i64 c = 0; c < s.C; ++c)
-                for (i64 r = 0; r < Hp; ++r) {
-                    float* d = xp.data() + c * plane + r * Wp;
-                    const i64 ih = r - s.ph;
-                    std::fill(d, d + Wp, 0.f);
-                    if (ih >= 0 && ih < s.H) copy_run(x + (n * s.C + c) * HW + ih * s.W, d + s.pw, s.W);
-                }
+            copy_padded_rows(x + n * s.C * HW, s, s.C, -s.ph, Hp, Wp, xp.data());
             for (i64 tl = tl0; tl < tl1; ++tl) {  // tile tl = (g * nob + ob) * Cg + c
                 const i64 gb = tl / Cg, g = gb / nob, c = tl % Cg;
                 dw_tile3x3__avx512f(dyt.data() + gb * OCB, s.K, xp.data() + (g * Cg + c) * plane, Wp, s.dh, s.sh,

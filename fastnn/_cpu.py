@@ -1,5 +1,7 @@
 """The `cpu` backend: allocates outputs and calls the C++ kernels in fastnn._C (which release the GIL).
 Same functions and argument order as fastnn.reference (see docs/internals.md); arguments are already validated."""
+import math
+
 import numpy as np
 
 from . import _C
@@ -19,8 +21,8 @@ def _empty(shape, dtype):
     """An uninitialised output: from _C's buffer cache from 1 MiB on (freed outputs are reused, no page faults on
     the next call of the same size), else np.empty."""
     dtype = np.dtype(dtype)
-    shape = tuple(int(d) for d in (shape if isinstance(shape, tuple) else (shape,)))
-    if dtype.itemsize * int(np.prod(shape, dtype=np.int64)) >= _CACHED_MIN:
+    shape = shape if isinstance(shape, tuple) else (shape,)
+    if dtype.itemsize * math.prod(shape) >= _CACHED_MIN:
         return _C.empty(shape, dtype)
     return np.empty(shape, dtype)
 
