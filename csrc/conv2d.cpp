@@ -17,6 +17,8 @@
 //   conv2d_fwd__direct             AVX-512 float, stride 1 or 2, 32-channel output blocks, OW near a multiple of 14:
 //                                  a direct convolution (weight vectors x broadcast input values), no GEMM operand
 //                                  packed per call but the weights; the conv shapes of the README table but two.
+//   conv2d_fwd__winograd           AVX-512 float, 3x3 stride 1, one group, >= 64 channels in and out: Winograd
+//                                  F(2x2, 3x3), 16 GEMMs over the channels per block of 96 tiles (below).
 //   conv2d_fwd__1x1_gemm           1x1/s1/p0: a plain GEMM on the NCHW planes.
 //   conv2d_bwd_cfg                 dbias: threads over channels (double accumulators).
 //                                  dweight, 3x3 (column dilation 1), 32-channel output blocks, AVX-512 float:
@@ -575,7 +577,187 @@ static void conv2d_dw__direct(const float* dy, const float* x, float* dw, const 
     }
 }
 
-// The forward for one kernel configuration: the direct convolution where it fits, else weights prepacked once
+// conv2d_fwd__winograd: Winograd F(2x2, 3x3) (Lavin & Gray, 2015) for 3x3 stride-1 convs with one group and
+// enough channels. Each 2x2 block of outputs ("tile") comes from a 4x4 input patch d and the 3x3 filter g as
+//   y = A^T [ (G g G^T) .* (B^T d B) ] A,
+// so the 9 x 4 = 36 multiplies per tile and channel pair become 16, done as 16 GEMMs over the channels:
+//   M[e] (K x tiles) = U[e] (K x C) . V[e] (C x tiles),  U = G g G^T per (k, c),  V = B^T d B per (c, tile).
+// The transforms only add and subtract (G has halves: exact in binary), so the result differs from a direct sum
+// by float rounding of a few extra additions. U is packed once per call as the 16 GEMMs' A operands; the tiles
+// go in blocks of kWinoTiles (all images' tiles in one sequence, so small planes fill whole B panels), a block per
+// task: input transform -> V block, 16 GEMMs -> M block, output transform -> y (+ bias).
+constexpr i64 kWinoTiles = 96;
+
+// V for n tiles: ev[i][t], od[i][t] are the even/odd columns of the tile row's input row i (tile t's 4 columns:
+// ev[t], od[t], ev[t+1], od[t+1]); V[e] of tile t goes to v[e*ve + t]. 16 tiles per vector, the last masked.
+__attribute__((target("avx512f"))) static void wino_in__avx512f(float* const ev[4], float* const od[4], i64 n,
+                                                                float* v, i64 ve) {
+    for (i64 t = 0; t < n; t += 16) {
+        const __mmask16 k = n - t >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - t)) - 1);
+        __m512 d[4][4];
+        for (int i = 0; i < 4; ++i) {
+            d[i][0] = _mm512_maskz_loadu_ps(k, ev[i] + t), d[i][1] = _mm512_maskz_loadu_ps(k, od[i] + t);
+            d[i][2] = _mm512_maskz_loadu_ps(k, ev[i] + t + 1), d[i][3] = _mm512_maskz_loadu_ps(k, od[i] + t + 1);
+        }
+        __m512 w[4][4];  // B^T d
+        for (int j = 0; j < 4; ++j) {
+            w[0][j] = _mm512_sub_ps(d[0][j], d[2][j]), w[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+            w[2][j] = _mm512_sub_ps(d[2][j], d[1][j]), w[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+        }
+        for (int i = 0; i < 4; ++i) {
+            float* vi = v + 4 * i * ve + t;
+            _mm512_mask_storeu_ps(vi, k, _mm512_sub_ps(w[i][0], w[i][2]));
+            _mm512_mask_storeu_ps(vi + ve, k, _mm512_add_ps(w[i][1], w[i][2]));
+            _mm512_mask_storeu_ps(vi + 2 * ve, k, _mm512_sub_ps(w[i][2], w[i][1]));
+            _mm512_mask_storeu_ps(vi + 3 * ve, k, _mm512_sub_ps(w[i][1], w[i][3]));
+        }
+    }
+}
+
+// Output rows of n tiles: tile t's M[e] at m[e*me + t]; its 2x2 outputs (+ bias) go to o0[2t..2t+1] and
+// o1[2t..2t+1], interleaved in registers.
+__attribute__((target("avx512f"))) static void wino_out__avx512f(const float* m, i64 me, i64 n, float bias,
+                                                                 float* o0, float* o1) {
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    const __m512 b = _mm512_set1_ps(bias);
+    for (i64 t = 0; t < n; t += 16) {
+        const i64 r = std::min<i64>(16, n - t);
+        const __mmask16 k = r == 16 ? __mmask16(0xFFFF) : __mmask16((1u << r) - 1);
+        const __mmask16 klo = r >= 8 ? __mmask16(0xFFFF) : __mmask16((1u << (2 * r)) - 1);
+        const __mmask16 khi = r == 16 ? __mmask16(0xFFFF) : r > 8 ? __mmask16((1u << (2 * (r - 8))) - 1) : 0;
+        __m512 u[2][4];  // A^T m
+        for (int j = 0; j < 4; ++j) {
+            const __m512 m0 = _mm512_maskz_loadu_ps(k, m + j * me + t), m1 = _mm512_maskz_loadu_ps(k, m + (4 + j) * me + t);
+            const __m512 m2 = _mm512_maskz_loadu_ps(k, m + (8 + j) * me + t), m3 = _mm512_maskz_loadu_ps(k, m + (12 + j) * me + t);
+            u[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2), u[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+        }
+        float* o[2] = {o0 + 2 * t, o1 + 2 * t};
+        for (int i = 0; i < 2; ++i) {
+            const __m512 y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(u[i][0], u[i][1]), u[i][2]), b);
+            const __m512 y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(u[i][1], u[i][2]), u[i][3]), b);
+            _mm512_mask_storeu_ps(o[i], klo, _mm512_permutex2var_ps(y0, lo, y1));
+            _mm512_mask_storeu_ps(o[i] + 16, khi, _mm512_permutex2var_ps(y0, hi, y1));
+        }
+    }
+}
+static bool winograd_fits(const ConvShape& s) {
+    return packed::has_avx512f() && s.KH == 3 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&
+           s.groups == 1 && s.C >= 64 && s.K >= 64;
+}
+
+template <class Cf>
+static void conv2d_fwd__winograd(const float* x, const float* w, const float* bias, float* y, const ConvShape& s) {
+    using T = float;
+    const i64 C = s.C, K = s.K, TH = (s.OH + 1) / 2, TW = (s.OW + 1) / 2, TT = TH * TW, P = s.N * TT;
+    const i64 Wq = 2 * TW + 2;  // an input row's even + odd halves (TW + 1 each), an output row (2 TW)
+    // U[e][k][c]: G g G^T with G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], 16 filters at a time (lanes: vectorised).
+    std::vector<T> u((size_t)(16 * K * C));
+    const i64 KC = K * C;
+#pragma omp parallel for schedule(static)
+    for (i64 f0 = 0; f0 < KC; f0 += 16) {
+        const i64 nf = std::min<i64>(16, KC - f0);
+        T g[9][16] = {}, a[4][3][16];
+        for (i64 l = 0; l < nf; ++l)
+            for (int t = 0; t < 9; ++t) g[t][l] = w[(f0 + l) * 9 + t];
+        for (int j = 0; j < 3; ++j)
+#pragma omp simd
+            for (int l = 0; l < 16; ++l) {
+                a[0][j][l] = g[j][l], a[3][j][l] = g[6 + j][l];
+                a[1][j][l] = T(0.5) * (g[j][l] + g[3 + j][l] + g[6 + j][l]);
+                a[2][j][l] = T(0.5) * (g[j][l] - g[3 + j][l] + g[6 + j][l]);
+            }
+        for (int i = 0; i < 4; ++i) {
+            T* ui = u.data() + 4 * i * KC + f0;
+#pragma omp simd
+            for (i64 l = 0; l < nf; ++l) {
+                ui[l] = a[i][0][l], ui[3 * KC + l] = a[i][2][l];
+                ui[KC + l] = T(0.5) * (a[i][0][l] + a[i][1][l] + a[i][2][l]);
+                ui[2 * KC + l] = T(0.5) * (a[i][0][l] - a[i][1][l] + a[i][2][l]);
+            }
+        }
+    }
+    std::vector<packed::PrepackedA<Cf>> U(16);
+#pragma omp parallel for schedule(static)
+    for (int e = 0; e < 16; ++e) U[e].pack(K, C, packed::PackMatA<Cf>{u.data() + e * K * C, C, false});
+
+    constexpr i64 NR = Cf::NR;
+    static_assert(kWinoTiles % NR == 0, "a block of tiles is whole B panels");
+    const i64 kb = packed::depth_block<Cf>(C), nblk = (P + kWinoTiles - 1) / kWinoTiles;
+#pragma omp parallel for schedule(dynamic)
+    for (i64 b = 0; b < nblk; ++b) {
+        const i64 p0 = b * kWinoTiles, np = std::min(kWinoTiles, P - p0);
+        packed::Buffer<T>& vbuf = packed::scratch<T>(4);
+        packed::Buffer<T>& mbuf = packed::scratch<T>(5);
+        if ((i64)vbuf.size() < 16 * C * kWinoTiles + 4 * Wq) vbuf.resize(16 * C * kWinoTiles + 4 * Wq);
+        if ((i64)mbuf.size() < 16 * K * kWinoTiles + 2 * Wq) mbuf.resize(16 * K * kWinoTiles + 2 * Wq);
+        T *V = vbuf.data(), *rows = V + 16 * C * kWinoTiles, *M = mbuf.data(), *out = M + 16 * K * kWinoTiles;
+        // f(n, th, tw0, tw1, q): the tile-row segments of the block; q = the segment's first column in the block
+        auto segments = [&](auto&& f) {
+            for (i64 p = p0; p < p0 + np;) {
+                const i64 n = p / TT, th = p % TT / TW, tw0 = p % TW, tw1 = std::min(TW, tw0 + (p0 + np - p));
+                f(n, th, tw0, tw1, p - p0);
+                p += tw1 - tw0;
+            }
+        };
+        // V[e] (C x block columns) = (B^T d B)[e], B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], written
+        // straight into the GEMM's packed B layout (PrepackedB: depth blocks of kb rows, NR-column panels).
+        // Channel by channel, so each input plane is read in order. Each of a tile row's 4 input rows is split into
+        // its even and odd columns first: tile t's columns are then ev[t], od[t], ev[t+1], od[t+1].
+        const i64 VE = C * kWinoTiles;  // one e apart
+        for (i64 c = 0; c < C; ++c) {
+            const i64 cb = c / kb * kb, kcur = std::min(kb, C - cb);
+            T* vc = V + cb * kWinoTiles + (c - cb) * NR;  // + (col / NR) * NR * kcur + col % NR
+            if (np < kWinoTiles)  // the last block: zero columns, not stale values, into the unused GEMM columns
+                for (i64 col = np; col < packed::round_up(np, NR); ++col)
+                    for (int e = 0; e < 16; ++e) vc[e * VE + col / NR * NR * kcur + col % NR] = T(0);
+            segments([&](i64 n, i64 th, i64 tw0, i64 tw1, i64 q) {
+                const T* xc = x + (n * C + c) * s.H * s.W;
+                T *ev[4], *od[4];
+                // tiles [ta, tb) read columns 2t - pw .. 2t + 1 - pw inside the row: no bounds to check there
+                const i64 ta = std::clamp<i64>((s.pw + 1) / 2, tw0, tw1 + 1), tb = std::clamp<i64>((s.W + s.pw - 1) / 2, ta, tw1 + 1);
+                for (i64 i = 0; i < 4; ++i) {
+                    const i64 ih = 2 * th - s.ph + i;
+                    ev[i] = rows + i * Wq, od[i] = ev[i] + Wq / 2;
+                    if (ih < 0 || ih >= s.H) {
+                        std::fill(ev[i] + tw0, ev[i] + tw1 + 1, T(0)), std::fill(od[i] + tw0, od[i] + tw1 + 1, T(0));
+                        continue;
+                    }
+                    const T* xr = xc + ih * s.W - s.pw;
+                    auto at = [&](i64 col) { return col >= s.pw && col < s.W + s.pw ? xr[col] : T(0); };
+                    for (i64 t = tw0; t < ta; ++t) ev[i][t] = at(2 * t), od[i][t] = at(2 * t + 1);
+#pragma omp simd
+                    for (i64 t = ta; t < tb; ++t) ev[i][t] = xr[2 * t], od[i][t] = xr[2 * t + 1];
+                    for (i64 t = tb; t <= tw1; ++t) ev[i][t] = at(2 * t), od[i][t] = at(2 * t + 1);
+                }
+                for (i64 t0 = tw0; t0 < tw1;) {  // runs of tiles inside one NR-column panel
+                    const i64 col = q + t0 - tw0, t1 = std::min(tw1, t0 + NR - col % NR);
+                    T *e[4], *o[4];
+                    for (int i = 0; i < 4; ++i) e[i] = ev[i] + t0, o[i] = od[i] + t0;
+                    wino_in__avx512f(e, o, t1 - t0, vc + col / NR * NR * kcur + col % NR, VE);
+                    t0 = t1;
+                }
+            });
+        }
+        for (int e = 0; e < 16; ++e)
+            packed::gemm_blocked<Cf>(K, np, C, T(1), U[e], packed::PrepackedB<Cf>{V + e * VE, kWinoTiles, C, kb, 0},
+                                     T(0), M + e * K * kWinoTiles, kWinoTiles);
+        // y = A^T m A (+ bias), A^T = [1 1 1 0; 0 1 -1 -1]: two output rows per tile row, odd edges cut.
+        segments([&](i64 n, i64 th, i64 tw0, i64 tw1, i64 q) {
+            const i64 oh = 2 * th, ow0 = 2 * tw0, ow1 = std::min(2 * tw1, s.OW);
+            for (i64 k = 0; k < K; ++k) {
+                T *o0 = out, *o1 = out + Wq;
+                wino_out__avx512f(M + k * kWinoTiles + q, K * kWinoTiles, tw1 - tw0, bias ? bias[k] : T(0),
+                                  o0 + 2 * tw0, o1 + 2 * tw0);
+                T* yk = y + ((n * K + k) * s.OH + oh) * s.OW;
+                std::copy(o0 + ow0, o0 + ow1, yk + ow0);
+                if (oh + 1 < s.OH) std::copy(o1 + ow0, o1 + ow1, yk + s.OW + ow0);
+            }
+        });
+    }
+}
+
+// The forward for one kernel configuration: Winograd or the direct convolution where they fit, else weights prepacked once
 // (shared read-only by all threads), then the polyphase implicit GEMM, or for 1x1/s1/p0 convs a plain GEMM on the
 // input planes (conv2d_fwd__1x1_gemm).
 template <class Cf, typename T = typename Cf::T>
@@ -583,8 +765,10 @@ static void conv2d_fwd_cfg(const T* x, const T* w, const T* bias, T* y, const Co
     constexpr i64 NR = Cf::NR;
     if (s.N == 0) return;
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.KH * s.KW, P = s.OH * s.OW, HW = s.H * s.W;
-    if constexpr (std::is_same<T, float>::value)
+    if constexpr (std::is_same<T, float>::value) {
+        if (winograd_fits(s)) return conv2d_fwd__winograd<Cf>(x, w, bias, y, s);
         if (!is_1x1_s1_p0(s) && direct_fits(s)) return conv2d_fwd__direct(x, w, bias, y, s);
+    }
     std::vector<packed::PrepackedA<Cf>> wp(G);
     for (i64 g = 0; g < G; ++g) wp[g].pack(Kg, CRS, packed::PackMatA<Cf>{w + g * Kg * CRS, CRS, false});
     if (!is_1x1_s1_p0(s)) return conv2d_fwd__polyphase_gemm<Cf>(x, wp, bias, y, s);
