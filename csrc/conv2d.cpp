@@ -588,16 +588,32 @@ static void conv2d_dw__direct(const float* dy, const float* x, float* dw, const 
 // task: input transform -> V block, 16 GEMMs -> M block, output transform -> y (+ bias).
 constexpr i64 kWinoTiles = 96;
 
-// V for n tiles: ev[i][t], od[i][t] are the even/odd columns of the tile row's input row i (tile t's 4 columns:
-// ev[t], od[t], ev[t+1], od[t+1]); V[e] of tile t goes to v[e*ve + t]. 16 tiles per vector, the last masked.
-__attribute__((target("avx512f"))) static void wino_in__avx512f(float* const ev[4], float* const od[4], i64 n,
-                                                                float* v, i64 ve) {
+// Lanes j of a 16-float load at padded column c that lie in [lo, hi): the row's real columns (masked loads read
+// nothing outside them, and give zeros for the padding).
+__attribute__((target("avx512f"))) static inline __mmask16 cols_in(i64 c, i64 lo, i64 hi) {
+    const i64 a = std::max<i64>(0, lo - c), b = std::min<i64>(16, hi - c);
+    return b <= a ? __mmask16(0) : __mmask16(((1u << b) - 1) & ~((1u << a) - 1));
+}
+
+// V of a tile row's tiles t0 .. t0+n-1: x[i] points at padded column 0 of input row i of the tile row (nullptr:
+// a padding row), whose real columns are [lo, hi); tile t covers padded columns 2t .. 2t+3. V[e] of tile t0+t
+// goes to v[e*ve + t]. 16 tiles per vector: even/odd columns split with two-source permutes, the last masked.
+__attribute__((target("avx512f"))) static void wino_in__avx512f(const float* const x[4], i64 t0, i64 n, i64 lo,
+                                                                i64 hi, float* v, i64 ve) {
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     for (i64 t = 0; t < n; t += 16) {
         const __mmask16 k = n - t >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - t)) - 1);
+        const i64 c = 2 * (t0 + t);  // first padded column of the 16 tiles
         __m512 d[4][4];
         for (int i = 0; i < 4; ++i) {
-            d[i][0] = _mm512_maskz_loadu_ps(k, ev[i] + t), d[i][1] = _mm512_maskz_loadu_ps(k, od[i] + t);
-            d[i][2] = _mm512_maskz_loadu_ps(k, ev[i] + t + 1), d[i][3] = _mm512_maskz_loadu_ps(k, od[i] + t + 1);
+            __m512 a[4];  // columns c .. c+15, c+16 .. c+31, c+2 .. c+17, c+18 .. c+33
+            for (int h = 0; h < 4; ++h) {
+                const i64 ch = c + (h & 1) * 16 + (h >> 1) * 2;
+                a[h] = x[i] ? _mm512_maskz_loadu_ps(cols_in(ch, lo, hi), x[i] + ch) : _mm512_setzero_ps();
+            }
+            d[i][0] = _mm512_permutex2var_ps(a[0], even, a[1]), d[i][1] = _mm512_permutex2var_ps(a[0], odd, a[1]);
+            d[i][2] = _mm512_permutex2var_ps(a[2], even, a[3]), d[i][3] = _mm512_permutex2var_ps(a[2], odd, a[3]);
         }
         __m512 w[4][4];  // B^T d
         for (int j = 0; j < 4; ++j) {
@@ -614,33 +630,34 @@ __attribute__((target("avx512f"))) static void wino_in__avx512f(float* const ev[
     }
 }
 
-// Output rows of n tiles: tile t's M[e] at m[e*me + t]; its 2x2 outputs (+ bias) go to o0[2t..2t+1] and
-// o1[2t..2t+1], interleaved in registers.
-__attribute__((target("avx512f"))) static void wino_out__avx512f(const float* m, i64 me, i64 n, float bias,
-                                                                 float* o0, float* o1) {
+// Output of n tiles of a tile row: tile t's M[e] at m[e*me + t]; its 2x2 outputs (+ bias) go to y0[2t..2t+1] and
+// y1[2t..2t+1] (y1 nullptr: past the last output row), interleaved in registers; columns from ncols on are not
+// stored (an odd output width cuts the last tile).
+__attribute__((target("avx512f"))) static void wino_out__avx512f(const float* m, i64 me, i64 n, i64 ncols,
+                                                                 float bias, float* y0, float* y1) {
     const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     const __m512 b = _mm512_set1_ps(bias);
     for (i64 t = 0; t < n; t += 16) {
-        const i64 r = std::min<i64>(16, n - t);
-        const __mmask16 k = r == 16 ? __mmask16(0xFFFF) : __mmask16((1u << r) - 1);
-        const __mmask16 klo = r >= 8 ? __mmask16(0xFFFF) : __mmask16((1u << (2 * r)) - 1);
-        const __mmask16 khi = r == 16 ? __mmask16(0xFFFF) : r > 8 ? __mmask16((1u << (2 * (r - 8))) - 1) : 0;
+        const __mmask16 k = n - t >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - t)) - 1);
+        const i64 w = std::min(ncols, 2 * n);  // the columns of these tiles that exist
+        const __mmask16 klo = cols_in(2 * t, 0, w), khi = cols_in(2 * t + 16, 0, w);
         __m512 u[2][4];  // A^T m
         for (int j = 0; j < 4; ++j) {
             const __m512 m0 = _mm512_maskz_loadu_ps(k, m + j * me + t), m1 = _mm512_maskz_loadu_ps(k, m + (4 + j) * me + t);
             const __m512 m2 = _mm512_maskz_loadu_ps(k, m + (8 + j) * me + t), m3 = _mm512_maskz_loadu_ps(k, m + (12 + j) * me + t);
             u[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2), u[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
         }
-        float* o[2] = {o0 + 2 * t, o1 + 2 * t};
-        for (int i = 0; i < 2; ++i) {
-            const __m512 y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(u[i][0], u[i][1]), u[i][2]), b);
-            const __m512 y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(u[i][1], u[i][2]), u[i][3]), b);
-            _mm512_mask_storeu_ps(o[i], klo, _mm512_permutex2var_ps(y0, lo, y1));
-            _mm512_mask_storeu_ps(o[i] + 16, khi, _mm512_permutex2var_ps(y0, hi, y1));
+        float* y[2] = {y0, y1};
+        for (int i = 0; i < 2 && y[i]; ++i) {
+            const __m512 e = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(u[i][0], u[i][1]), u[i][2]), b);
+            const __m512 o = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(u[i][1], u[i][2]), u[i][3]), b);
+            _mm512_mask_storeu_ps(y[i] + 2 * t, klo, _mm512_permutex2var_ps(e, lo, o));
+            _mm512_mask_storeu_ps(y[i] + 2 * t + 16, khi, _mm512_permutex2var_ps(e, hi, o));
         }
     }
 }
+
 static bool winograd_fits(const ConvShape& s) {
     return packed::has_avx512f() && s.KH == 3 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&
            s.groups == 1 && s.C >= 64 && s.K >= 64;
@@ -650,7 +667,6 @@ template <class Cf>
 static void conv2d_fwd__winograd(const float* x, const float* w, const float* bias, float* y, const ConvShape& s) {
     using T = float;
     const i64 C = s.C, K = s.K, TH = (s.OH + 1) / 2, TW = (s.OW + 1) / 2, TT = TH * TW, P = s.N * TT;
-    const i64 Wq = 2 * TW + 2;  // an input row's even + odd halves (TW + 1 each), an output row (2 TW)
     // U[e][k][c]: G g G^T with G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], 16 filters at a time (lanes: vectorised).
     std::vector<T> u((size_t)(16 * K * C));
     const i64 KC = K * C;
@@ -689,9 +705,9 @@ static void conv2d_fwd__winograd(const float* x, const float* w, const float* bi
         const i64 p0 = b * kWinoTiles, np = std::min(kWinoTiles, P - p0);
         packed::Buffer<T>& vbuf = packed::scratch<T>(4);
         packed::Buffer<T>& mbuf = packed::scratch<T>(5);
-        if ((i64)vbuf.size() < 16 * C * kWinoTiles + 4 * Wq) vbuf.resize(16 * C * kWinoTiles + 4 * Wq);
-        if ((i64)mbuf.size() < 16 * K * kWinoTiles + 2 * Wq) mbuf.resize(16 * K * kWinoTiles + 2 * Wq);
-        T *V = vbuf.data(), *rows = V + 16 * C * kWinoTiles, *M = mbuf.data(), *out = M + 16 * K * kWinoTiles;
+        if ((i64)vbuf.size() < 16 * C * kWinoTiles) vbuf.resize(16 * C * kWinoTiles);
+        if ((i64)mbuf.size() < 16 * K * kWinoTiles) mbuf.resize(16 * K * kWinoTiles);
+        T *V = vbuf.data(), *M = mbuf.data();
         // f(n, th, tw0, tw1, q): the tile-row segments of the block; q = the segment's first column in the block
         auto segments = [&](auto&& f) {
             for (i64 p = p0; p < p0 + np;) {
@@ -702,8 +718,7 @@ static void conv2d_fwd__winograd(const float* x, const float* w, const float* bi
         };
         // V[e] (C x block columns) = (B^T d B)[e], B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], written
         // straight into the GEMM's packed B layout (PrepackedB: depth blocks of kb rows, NR-column panels).
-        // Channel by channel, so each input plane is read in order. Each of a tile row's 4 input rows is split into
-        // its even and odd columns first: tile t's columns are then ev[t], od[t], ev[t+1], od[t+1].
+        // Channel by channel, so each input plane is read in order.
         const i64 VE = C * kWinoTiles;  // one e apart
         for (i64 c = 0; c < C; ++c) {
             const i64 cb = c / kb * kb, kcur = std::min(kb, C - cb);
@@ -712,29 +727,14 @@ static void conv2d_fwd__winograd(const float* x, const float* w, const float* bi
                 for (i64 col = np; col < packed::round_up(np, NR); ++col)
                     for (int e = 0; e < 16; ++e) vc[e * VE + col / NR * NR * kcur + col % NR] = T(0);
             segments([&](i64 n, i64 th, i64 tw0, i64 tw1, i64 q) {
-                const T* xc = x + (n * C + c) * s.H * s.W;
-                T *ev[4], *od[4];
-                // tiles [ta, tb) read columns 2t - pw .. 2t + 1 - pw inside the row: no bounds to check there
-                const i64 ta = std::clamp<i64>((s.pw + 1) / 2, tw0, tw1 + 1), tb = std::clamp<i64>((s.W + s.pw - 1) / 2, ta, tw1 + 1);
+                const T* xr[4];  // padded column 0 of the tile row's 4 input rows
                 for (i64 i = 0; i < 4; ++i) {
                     const i64 ih = 2 * th - s.ph + i;
-                    ev[i] = rows + i * Wq, od[i] = ev[i] + Wq / 2;
-                    if (ih < 0 || ih >= s.H) {
-                        std::fill(ev[i] + tw0, ev[i] + tw1 + 1, T(0)), std::fill(od[i] + tw0, od[i] + tw1 + 1, T(0));
-                        continue;
-                    }
-                    const T* xr = xc + ih * s.W - s.pw;
-                    auto at = [&](i64 col) { return col >= s.pw && col < s.W + s.pw ? xr[col] : T(0); };
-                    for (i64 t = tw0; t < ta; ++t) ev[i][t] = at(2 * t), od[i][t] = at(2 * t + 1);
-#pragma omp simd
-                    for (i64 t = ta; t < tb; ++t) ev[i][t] = xr[2 * t], od[i][t] = xr[2 * t + 1];
-                    for (i64 t = tb; t <= tw1; ++t) ev[i][t] = at(2 * t), od[i][t] = at(2 * t + 1);
+                    xr[i] = ih >= 0 && ih < s.H ? x + ((n * C + c) * s.H + ih) * s.W - s.pw : nullptr;
                 }
                 for (i64 t0 = tw0; t0 < tw1;) {  // runs of tiles inside one NR-column panel
                     const i64 col = q + t0 - tw0, t1 = std::min(tw1, t0 + NR - col % NR);
-                    T *e[4], *o[4];
-                    for (int i = 0; i < 4; ++i) e[i] = ev[i] + t0, o[i] = od[i] + t0;
-                    wino_in__avx512f(e, o, t1 - t0, vc + col / NR * NR * kcur + col % NR, VE);
+                    wino_in__avx512f(xr, t0, t1 - t0, s.pw, s.W + s.pw, vc + col / NR * NR * kcur + col % NR, VE);
                     t0 = t1;
                 }
             });
@@ -744,14 +744,11 @@ static void conv2d_fwd__winograd(const float* x, const float* w, const float* bi
                                      T(0), M + e * K * kWinoTiles, kWinoTiles);
         // y = A^T m A (+ bias), A^T = [1 1 1 0; 0 1 -1 -1]: two output rows per tile row, odd edges cut.
         segments([&](i64 n, i64 th, i64 tw0, i64 tw1, i64 q) {
-            const i64 oh = 2 * th, ow0 = 2 * tw0, ow1 = std::min(2 * tw1, s.OW);
+            const i64 oh = 2 * th;
             for (i64 k = 0; k < K; ++k) {
-                T *o0 = out, *o1 = out + Wq;
-                wino_out__avx512f(M + k * kWinoTiles + q, K * kWinoTiles, tw1 - tw0, bias ? bias[k] : T(0),
-                                  o0 + 2 * tw0, o1 + 2 * tw0);
-                T* yk = y + ((n * K + k) * s.OH + oh) * s.OW;
-                std::copy(o0 + ow0, o0 + ow1, yk + ow0);
-                if (oh + 1 < s.OH) std::copy(o1 + ow0, o1 + ow1, yk + s.OW + ow0);
+                T* yk = y + ((n * K + k) * s.OH + oh) * s.OW + 2 * tw0;
+                wino_out__avx512f(M + k * kWinoTiles + q, K * kWinoTiles, tw1 - tw0, s.OW - 2 * tw0,
+                                  bias ? bias[k] : T(0), yk, oh + 1 < s.OH ? yk + s.OW : nullptr);
             }
         });
     }
