@@ -17,7 +17,7 @@
 //   conv2d_fwd__direct             AVX-512 float, stride 1 or 2, 32-channel output blocks, OW near a multiple of 14:
 //                                  a direct convolution (weight vectors x broadcast input values), no GEMM operand
 //                                  packed per call but the weights; the conv shapes of the README table but two.
-//   conv2d_fwd__winograd           AVX-512 float, 3x3 stride 1, one group, >= 64 channels in and out: Winograd
+//   conv2d_fwd__winograd           AVX-512 float, 3x3 stride 1, one group, >= 32 channels in and out: Winograd
 //                                  F(2x2, 3x3), 16 GEMMs over the channels per block of 96 tiles (below).
 //   conv2d_fwd__1x1_gemm           1x1/s1/p0: a plain GEMM on the NCHW planes.
 //   conv2d_bwd_cfg                 dbias: threads over channels (double accumulators).
@@ -660,7 +660,7 @@ __attribute__((target("avx512f"))) static void wino_out__avx512f(const float* m,
 
 static bool winograd_fits(const ConvShape& s) {
     return packed::has_avx512f() && s.KH == 3 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&
-           s.groups == 1 && s.C >= 64 && s.K >= 64;
+           s.groups == 1 && s.C >= 32 && s.K >= 32;
 }
 
 template <class Cf>

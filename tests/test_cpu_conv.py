@@ -154,7 +154,7 @@ CASES = [
     (2, 3, 9, 27, 32, 3, 3, (3, 2), (1, 1), (1, 1), 1),    # stride 3 down, 2 across
     (2, 32, 14, 14, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # dx of the backward (32 input channels) on the path
     (2, 4, 12, 14, 32, 3, 3, (1, 1), (2, 1), (2, 1), 1),   # row dilation 2 (dweight's direct path: columns at 1)
-    # Winograd F(2x2,3x3) (AVX-512 float, 3x3/s1, >= 64 channels in and out), forward and the backward's dx:
+    # Winograd F(2x2,3x3) (AVX-512 float, 3x3/s1, >= 32 channels in and out), forward and the backward's dx:
     (3, 64, 9, 11, 72, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # odd output (edge tiles cut), 90 tiles: one part block
     (2, 65, 20, 23, 68, 3, 3, (1, 1), (0, 0), (1, 1), 1),  # no padding, 198 tiles: blocks across images and rows
     (1, 300, 6, 7, 64, 3, 3, (1, 1), (2, 2), (1, 1), 1),   # 2 depth blocks of channels, padding 2, batch 1
