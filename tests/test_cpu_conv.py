@@ -273,7 +273,7 @@ assert _C.config()["simd"] == {simd!r}, _C.config()
 for dtype in t.DTYPES:
     t.test_gemm(dtype, False, True, 37, 53, 301)
     t.test_gemm(dtype, True, False, 130, 17, 513)
-    for case in (t.CASES[3], t.CASES[5], t.CASES[6], t.CASES[11], t.CASES[13]):
+    for case in (t.CASES[3], t.CASES[5], t.CASES[6], t.CASES[11], t.CASES[13], t.CASES[-2]):  # -2: Winograd
         t.test_conv2d(case, dtype)
         t.test_conv2d_backward(case, dtype)
 print("fallback ok")
