@@ -596,13 +596,25 @@ def measure(op, shape, cfg, device, torch=None):
 
 # ------------------------------------------------------------------------------------------------- ceilings
 
-def cpu_ceilings(repeat=3, n=2048, copy_elems=1 << 25):
-    """Measured in this run: NumPy sgemm GFLOP/s at n^3 (float32) and np.copyto GB/s (read + write)."""
+def cpu_ceilings(repeat=3, n=2048, copy_elems=1 << 25, threads=1):
+    """Measured in this run: NumPy sgemm GFLOP/s at n^3 (float32) and np.copyto GB/s (read + write), the copy split
+    into `threads` parts copied at once from Python threads (np.copyto releases the GIL), as the kernels use them."""
+    import threading
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
     gemm_ms, _, _ = timeit(lambda: a @ b, budget=1.0, repeat=repeat)
     src, dst = np.ones(copy_elems, np.float32), np.empty(copy_elems, np.float32)
-    copy_ms, _, _ = timeit(lambda: np.copyto(dst, src), budget=1.0, repeat=repeat)
+    parts = [(dst[i * copy_elems // threads:(i + 1) * copy_elems // threads],
+              src[i * copy_elems // threads:(i + 1) * copy_elems // threads]) for i in range(threads)]
+
+    def copy():
+        ts = [threading.Thread(target=np.copyto, args=p) for p in parts[1:]]
+        for t in ts:
+            t.start()
+        np.copyto(*parts[0])
+        for t in ts:
+            t.join()
+    copy_ms, _, _ = timeit(copy, budget=1.0, repeat=repeat)
     return {"sgemm_gflops": 2 * n ** 3 / (gemm_ms * 1e6), "sgemm_n": n,
             "copy_gbs": 2 * src.nbytes / (copy_ms * 1e6), "copy_bytes": src.nbytes}
 
@@ -741,7 +753,7 @@ def run(cfg, torch=None, out=None):
     out = out or sys.stdout
     device = GPU() if cfg.backend == "cuda" else CPU()
     reps = min(3, cfg.repeat)
-    ceilings = gpu_ceilings(device, reps, torch) if device.name == "cuda" else cpu_ceilings(reps)
+    ceilings = gpu_ceilings(device, reps, torch) if device.name == "cuda" else cpu_ceilings(reps, threads=max(1, cfg.threads or 1))
     print(f"fastnn.bench: backend={cfg.backend} dtype={cfg.dtype} sizes={cfg.sizes} threads={cfg.threads} "
           f"torch={getattr(torch, '__version__', 'no')} load average {_load():.1f} on {os.cpu_count()} CPUs", file=out)
     if device.name == "cuda":
@@ -750,7 +762,8 @@ def run(cfg, torch=None, out=None):
         print(f"ceilings: device-to-device copy {ceilings['device_copy_gbs']:.0f} GB/s (read+write){sgemm}", file=out)
     else:
         print(f"ceilings: numpy sgemm {ceilings['sgemm_n']}^3 float32 {ceilings['sgemm_gflops']:.1f} GFLOP/s; "
-              f"np.copyto {ceilings['copy_bytes'] >> 20} MiB {ceilings['copy_gbs']:.1f} GB/s (read+write)", file=out)
+              f"np.copyto {ceilings['copy_bytes'] >> 20} MiB on {cfg.threads} threads {ceilings['copy_gbs']:.1f} GB/s "
+              f"(read+write)", file=out)
     config = fastnn.show_config(file=out)
     print(file=out)
     rows = []
