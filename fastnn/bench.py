@@ -564,6 +564,18 @@ def bind(op, impl, shape, args, kw, device, torch=None):
     return lambda: getattr(fastnn, op.name)(*a, backend=impl, **kw)
 
 
+def winograd(shape, cfg, device):
+    """Whether the cpu backend runs this conv shape as Winograd F(2x2,3x3) (csrc/conv2d.cpp, winograd_fits): it
+    does 16 multiplies per 2x2 outputs and channel pair where the FLOP count assumes 36."""
+    try:
+        from fastnn import _C
+        simd = _C.config()["simd"]
+    except ImportError:
+        return False
+    return (device.name == "cpu" and isinstance(shape, Conv) and cfg.dtype == "float32" and simd != "scalar" and
+            shape.R == shape.S == 3 and shape.stride == 1 and min(shape.C, shape.K) >= 32)
+
+
 def measure(op, shape, cfg, device, torch=None):
     """One Row: the NumPy reference, the fastnn backend and (optionally) PyTorch on the same inputs."""
     args, kw = op.make(shape, np.dtype(cfg.dtype), np.random.default_rng(0))
@@ -589,6 +601,8 @@ def measure(op, shape, cfg, device, torch=None):
             cell("torch", "torch", cfg.budget, cfg.repeat,
                  torch.cuda.synchronize if device.name == "cuda" else CPU().sync)
     out = out if out is not None else fast_out
+    if winograd(shape, cfg, device):
+        row.notes.append(("dx by " if op.name == "conv2d_backward" else "") + "Winograd F(2x2,3x3): rate in direct-conv FLOPs")
     if op.flops is None and out is not None:
         row.bytes = float(nbytes(args) + nbytes(out))
     return row
