@@ -165,6 +165,30 @@ AVX512 void step_row__avx512f(float* a, const int pos[4], const float* bias, con
     }
 }
 
+// The backward's step for one row in one pass (AVX-512, float): tc = tanh(c_t) recomputed in registers, then the
+// gradient of grad_body below (same formulas), 16 units at a time.
+AVX512 void grad_row__avx512f(const float* a, const int pos[4], const float* c, const float* c_prev,
+                              const float* dh, const float* dhs, float* dc, float* da, i64 H) {
+    const float *pi = a + pos[0] * H, *pf = a + pos[1] * H, *pg = a + pos[2] * H, *po = a + pos[3] * H;
+    float *di = da + pos[0] * H, *df = da + pos[1] * H, *dg = da + pos[2] * H, *dO = da + pos[3] * H;
+    const __m512 one = _mm512_set1_ps(1.f);
+    for (i64 j = 0; j < H; j += 16) {
+        const __mmask16 k = H - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (H - j)) - 1);
+        const __m512 i = _mm512_maskz_loadu_ps(k, pi + j), f = _mm512_maskz_loadu_ps(k, pf + j);
+        const __m512 g = _mm512_maskz_loadu_ps(k, pg + j), o = _mm512_maskz_loadu_ps(k, po + j);
+        const __m512 tc = tanh16(_mm512_maskz_loadu_ps(k, c + j));
+        const __m512 dhj = _mm512_add_ps(_mm512_maskz_loadu_ps(k, dh + j), _mm512_maskz_loadu_ps(k, dhs + j));
+        const __m512 dct = _mm512_fmadd_ps(_mm512_mul_ps(dhj, o), _mm512_fnmadd_ps(tc, tc, one),
+                                           _mm512_maskz_loadu_ps(k, dc + j));
+        _mm512_mask_storeu_ps(di + j, k, _mm512_mul_ps(_mm512_mul_ps(dct, g), _mm512_mul_ps(i, _mm512_sub_ps(one, i))));
+        _mm512_mask_storeu_ps(df + j, k, _mm512_mul_ps(_mm512_mul_ps(dct, _mm512_maskz_loadu_ps(k, c_prev + j)),
+                                                       _mm512_mul_ps(f, _mm512_sub_ps(one, f))));
+        _mm512_mask_storeu_ps(dg + j, k, _mm512_mul_ps(_mm512_mul_ps(dct, i), _mm512_fnmadd_ps(g, g, one)));
+        _mm512_mask_storeu_ps(dO + j, k, _mm512_mul_ps(_mm512_mul_ps(dhj, tc), _mm512_mul_ps(o, _mm512_sub_ps(one, o))));
+        _mm512_mask_storeu_ps(dc + j, k, _mm512_mul_ps(dct, f));
+    }
+}
+
 // --------------------------------------------------------------------------------------------- pointwise rows
 // The arithmetic loops are written once and compiled twice (AVX2/FMA copy chosen at run time): plain elementwise
 // code that the compiler vectorises.
@@ -302,6 +326,10 @@ void lstm_bwd(const T* dhs, const T* dh_n, const T* dc_n, const T* xs, const T* 
         T* da = dgates + (n * TT + t) * G;
         T* tc = tc_buf.get() + n * H;
         const T* c_prev = t ? cs + (n * TT + t - 1) * H : (c0 ? c0 + n * H : zeros.data());
+        if constexpr (std::is_same<T, float>::value)
+            if (packed::has_avx512f())
+                return grad_row__avx512f(a, s.pos, cs + (n * TT + t) * H, c_prev, dh0 + n * H,
+                                         dhs ? dhs + (n * TT + t) * H : zeros.data(), dc0 + n * H, da, H);
         act_rows(Act::tanh, tc, cs + (n * TT + t) * H, (const T*)nullptr, H);
         grad(a + pi, a + pf, a + pg, a + po, (const T*)tc, c_prev, (const T*)(dh0 + n * H),
              dhs ? dhs + (n * TT + t) * H : zeros.data(), dc0 + n * H, da + pi, da + pf, da + pg, da + po, H);
