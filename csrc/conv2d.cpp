@@ -17,8 +17,8 @@
 //   conv2d_fwd__direct             AVX-512 float, stride 1 or 2, 32-channel output blocks, OW near a multiple of 14:
 //                                  a direct convolution (weight vectors x broadcast input values), no GEMM operand
 //                                  packed per call but the weights; the conv shapes of the README table but two.
-//   conv2d_fwd__winograd           float (AVX2/FMA or AVX-512), 3x3 stride 1, one group, >= 32 channels in and out: Winograd
-//                                  F(2x2, 3x3), 16 GEMMs over the channels per block of 96 tiles (below).
+//   conv2d_fwd__winograd           float (AVX2/FMA or AVX-512), 3x3 stride 1, one group, >= 32 channels in and
+//                                  out: Winograd F(2x2, 3x3), 16 GEMMs over the channels per block of 96 tiles.
 //   conv2d_fwd__1x1_gemm           1x1/s1/p0: a plain GEMM on the NCHW planes.
 //   conv2d_bwd_cfg                 dbias: threads over channels (double accumulators).
 //                                  dweight, 3x3 (column dilation 1), 32-channel output blocks, AVX-512 float:
@@ -647,8 +647,10 @@ __attribute__((target("avx512f"))) static void wino_out__avx512f(const float* m,
         const __mmask16 klo = cols_in(2 * t, 0, w), khi = cols_in(2 * t + 16, 0, w);
         __m512 u[2][4];  // A^T m
         for (int j = 0; j < 4; ++j) {
-            const __m512 m0 = _mm512_maskz_loadu_ps(k, m + j * me + t), m1 = _mm512_maskz_loadu_ps(k, m + (4 + j) * me + t);
-            const __m512 m2 = _mm512_maskz_loadu_ps(k, m + (8 + j) * me + t), m3 = _mm512_maskz_loadu_ps(k, m + (12 + j) * me + t);
+            const __m512 m0 = _mm512_maskz_loadu_ps(k, m + j * me + t);
+            const __m512 m1 = _mm512_maskz_loadu_ps(k, m + (4 + j) * me + t);
+            const __m512 m2 = _mm512_maskz_loadu_ps(k, m + (8 + j) * me + t);
+            const __m512 m3 = _mm512_maskz_loadu_ps(k, m + (12 + j) * me + t);
             u[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2), u[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
         }
         float* y[2] = {y0, y1};
@@ -712,7 +714,8 @@ __attribute__((target("avx2,fma"))) static void wino_out__avx2(const float* m, i
         __m256 u[2][4];  // A^T m
         for (int j = 0; j < 4; ++j) {
             const __m256 m0 = _mm256_maskload_ps(m + j * me + t, k), m1 = _mm256_maskload_ps(m + (4 + j) * me + t, k);
-            const __m256 m2 = _mm256_maskload_ps(m + (8 + j) * me + t, k), m3 = _mm256_maskload_ps(m + (12 + j) * me + t, k);
+            const __m256 m2 = _mm256_maskload_ps(m + (8 + j) * me + t, k);
+            const __m256 m3 = _mm256_maskload_ps(m + (12 + j) * me + t, k);
             u[0][j] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2), u[1][j] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
         }
         float* y[2] = {y0, y1};
@@ -825,9 +828,9 @@ static void conv2d_fwd__winograd(const float* x, const float* w, const float* bi
     }
 }
 
-// The forward for one kernel configuration: Winograd or the direct convolution where they fit, else weights prepacked once
-// (shared read-only by all threads), then the polyphase implicit GEMM, or for 1x1/s1/p0 convs a plain GEMM on the
-// input planes (conv2d_fwd__1x1_gemm).
+// The forward for one kernel configuration: Winograd or the direct convolution where they fit, else weights
+// prepacked once (shared read-only by all threads), then the polyphase implicit GEMM, or for 1x1/s1/p0 convs a plain
+// GEMM on the input planes (conv2d_fwd__1x1_gemm).
 template <class Cf, typename T = typename Cf::T>
 static void conv2d_fwd_cfg(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
     constexpr i64 NR = Cf::NR;

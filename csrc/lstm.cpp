@@ -9,7 +9,8 @@
 //           after the loop one GEMM each for dxs, dw_ih and dw_hh (over a copy of the states entering each step),
 //           and dbias = column sums of dgates. No weight copies; the GEMMs read strided rows in place.
 // The activations run over contiguous H-long blocks: AVX2 and AVX-512 float versions (Cephes-style exp, the same
-// operations) and the scalar std:: version (double, and the fallback). Measured in float32: sigmoid and tanh within 2e-7 relative.
+// operations) and the scalar std:: version (double, and the fallback). Measured in float32: sigmoid and tanh within
+// 2e-7 relative.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -99,8 +100,9 @@ void act_rows(Act act, T* dst, const T* src, const T* bias, i64 n) {
     }
 }
 
-// The same three functions on 16 lanes, operation for operation (so tanh16 and tanh8 agree to the bit: the
-// backward recomputes tanh(c) with tanh8). AVX-512F has no float and/or/andnot: the sign goes through epi32.
+// The same three functions on 16 lanes, operation for operation: tanh16 and tanh8 agree to the bit, so the
+// backward's recomputed tanh(c) is the forward's whichever width runs. AVX-512F has no float and/or/andnot: the
+// sign goes through epi32.
 #define AVX512 __attribute__((target("avx512f")))
 AVX512 inline __m512 exp16(__m512 x) {
     x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(88.f));
@@ -184,7 +186,8 @@ AVX512 void grad_row__avx512f(const float* a, const int pos[4], const float* c, 
         _mm512_mask_storeu_ps(df + j, k, _mm512_mul_ps(_mm512_mul_ps(dct, _mm512_maskz_loadu_ps(k, c_prev + j)),
                                                        _mm512_mul_ps(f, _mm512_sub_ps(one, f))));
         _mm512_mask_storeu_ps(dg + j, k, _mm512_mul_ps(_mm512_mul_ps(dct, i), _mm512_fnmadd_ps(g, g, one)));
-        _mm512_mask_storeu_ps(dO + j, k, _mm512_mul_ps(_mm512_mul_ps(dhj, tc), _mm512_mul_ps(o, _mm512_sub_ps(one, o))));
+        _mm512_mask_storeu_ps(dO + j, k,
+                              _mm512_mul_ps(_mm512_mul_ps(dhj, tc), _mm512_mul_ps(o, _mm512_sub_ps(one, o))));
         _mm512_mask_storeu_ps(dc + j, k, _mm512_mul_ps(dct, f));
     }
 }

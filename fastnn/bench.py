@@ -602,7 +602,8 @@ def measure(op, shape, cfg, device, torch=None):
                  torch.cuda.synchronize if device.name == "cuda" else CPU().sync)
     out = out if out is not None else fast_out
     if winograd(shape, cfg, device):
-        row.notes.append(("dx by " if op.name == "conv2d_backward" else "") + "Winograd F(2x2,3x3): rate in direct-conv FLOPs")
+        row.notes.append(("dx by " if op.name == "conv2d_backward" else "") +
+                         "Winograd F(2x2,3x3): rate in direct-conv FLOPs")
     if op.flops is None and out is not None:
         row.bytes = float(nbytes(args) + nbytes(out))
     return row
@@ -767,7 +768,8 @@ def run(cfg, torch=None, out=None):
     out = out or sys.stdout
     device = GPU() if cfg.backend == "cuda" else CPU()
     reps = min(3, cfg.repeat)
-    ceilings = gpu_ceilings(device, reps, torch) if device.name == "cuda" else cpu_ceilings(reps, threads=max(1, cfg.threads or 1))
+    ceilings = (gpu_ceilings(device, reps, torch) if device.name == "cuda" else
+                cpu_ceilings(reps, threads=max(1, cfg.threads or 1)))
     print(f"fastnn.bench: backend={cfg.backend} dtype={cfg.dtype} sizes={cfg.sizes} threads={cfg.threads} "
           f"torch={getattr(torch, '__version__', 'no')} load average {_load():.1f} on {os.cpu_count()} CPUs", file=out)
     if device.name == "cuda":
