@@ -729,51 +729,62 @@ __attribute__((target("avx2,fma"))) static void wino_out__avx2(const float* m, i
     }
 }
 
+// At least two blocks of tiles: below that the weight transform (16 values per filter) and idle threads cost more
+// than the multiplies saved (1 x 256 x 14x14, 49 tiles: 3.3 ms against 1.3 direct; 4 images, 196 tiles: parity).
+// A fixed count, not one per thread, so the thread count never changes which algorithm (and rounding) runs.
 static bool winograd_fits(const ConvShape& s) {
+    const i64 tiles = s.N * ((s.OH + 1) / 2) * ((s.OW + 1) / 2);
     return has_avx2_fma() && s.KH == 3 && s.KW == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&
-           s.groups == 1 && s.C >= 32 && s.K >= 32;
+           s.groups == 1 && s.C >= 32 && s.K >= 32 && tiles >= 2 * kWinoTiles;
 }
 
 template <class Cf>
 static void conv2d_fwd__winograd(const float* x, const float* w, const float* bias, float* y, const ConvShape& s) {
     using T = float;
     const i64 C = s.C, K = s.K, TH = (s.OH + 1) / 2, TW = (s.OW + 1) / 2, TT = TH * TW, P = s.N * TT;
-    // U[e][k][c]: G g G^T with G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], 16 filters at a time (lanes: vectorised).
-    std::vector<T> u((size_t)(16 * K * C));
-    const i64 KC = K * C;
+    // U[e] (K x C) = (G g G^T)[e] per filter g = w[k, c], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], written straight
+    // into the GEMMs' packed A layout (PrepackedA: depth blocks of kb channels, MR-row panels), U[e] at U + e*Mp*C,
+    // in the calling thread's buffer 3 (kept between calls: a fresh 16*K*C allocation page-faulted every call).
+    constexpr i64 MR = Cf::MR;
+    const i64 Mp = packed::round_up(K, MR), kb = packed::depth_block<Cf>(C), UE = Mp * C;
+    packed::Buffer<T>& ubuf = packed::scratch<T>(3);
+    if ((i64)ubuf.size() < 16 * UE) ubuf.resize(16 * UE);
+    T* const U = ubuf.data();
+    // A panel's MR filters (rows k0..k0+MR-1, one channel) at a time: their 16 values per e are MR contiguous floats.
 #pragma omp parallel for schedule(static)
-    for (i64 f0 = 0; f0 < KC; f0 += 16) {
-        const i64 nf = std::min<i64>(16, KC - f0);
-        T g[9][16] = {}, a[4][3][16];
-        for (i64 l = 0; l < nf; ++l)
-            for (int t = 0; t < 9; ++t) g[t][l] = w[(f0 + l) * 9 + t];
-        for (int j = 0; j < 3; ++j)
+    for (i64 k0 = 0; k0 < K; k0 += MR) {
+        const i64 nk = std::min(MR, K - k0);
+        for (i64 c = 0; c < C; ++c) {
+            T g[9][MR] = {}, a[4][3][MR];
+            for (i64 l = 0; l < nk; ++l)
+                for (int t = 0; t < 9; ++t) g[t][l] = w[((k0 + l) * C + c) * 9 + t];
+            for (int j = 0; j < 3; ++j)  // G g
 #pragma omp simd
-            for (int l = 0; l < 16; ++l) {
-                a[0][j][l] = g[j][l], a[3][j][l] = g[6 + j][l];
-                a[1][j][l] = T(0.5) * (g[j][l] + g[3 + j][l] + g[6 + j][l]);
-                a[2][j][l] = T(0.5) * (g[j][l] - g[3 + j][l] + g[6 + j][l]);
-            }
-        for (int i = 0; i < 4; ++i) {
-            T* ui = u.data() + 4 * i * KC + f0;
+                for (i64 l = 0; l < MR; ++l) {
+                    a[0][j][l] = g[j][l], a[3][j][l] = g[6 + j][l];
+                    a[1][j][l] = T(0.5) * (g[j][l] + g[3 + j][l] + g[6 + j][l]);
+                    a[2][j][l] = T(0.5) * (g[j][l] - g[3 + j][l] + g[6 + j][l]);
+                }
+            const i64 cb = c / kb * kb, kcur = std::min(kb, C - cb);
+            T* u = U + cb * Mp + k0 * kcur + (c - cb) * MR;  // + e*UE + l
+            for (int i = 0; i < 4; ++i) {  // (G g) G^T
+                T *u0 = u + 4 * i * UE, *u1 = u0 + UE, *u2 = u1 + UE, *u3 = u2 + UE;
 #pragma omp simd
-            for (i64 l = 0; l < nf; ++l) {
-                ui[l] = a[i][0][l], ui[3 * KC + l] = a[i][2][l];
-                ui[KC + l] = T(0.5) * (a[i][0][l] + a[i][1][l] + a[i][2][l]);
-                ui[2 * KC + l] = T(0.5) * (a[i][0][l] - a[i][1][l] + a[i][2][l]);
+                for (i64 l = 0; l < MR; ++l) {
+                    u0[l] = a[i][0][l], u3[l] = a[i][2][l];
+                    u1[l] = T(0.5) * (a[i][0][l] + a[i][1][l] + a[i][2][l]);
+                    u2[l] = T(0.5) * (a[i][0][l] - a[i][1][l] + a[i][2][l]);
+                }
             }
         }
     }
-    std::vector<packed::PrepackedA<Cf>> U(16);
-#pragma omp parallel for schedule(static)
-    for (int e = 0; e < 16; ++e) U[e].pack(K, C, packed::PackMatA<Cf>{u.data() + e * K * C, C, false});
 
     constexpr i64 NR = Cf::NR;
     static_assert(kWinoTiles % NR == 0, "a block of tiles is whole B panels");
     const bool z = packed::has_avx512f();
     const auto wino_in = z ? wino_in__avx512f : wino_in__avx2;
     const auto wino_out = z ? wino_out__avx512f : wino_out__avx2;
-    const i64 kb = packed::depth_block<Cf>(C), nblk = (P + kWinoTiles - 1) / kWinoTiles;
+    const i64 nblk = (P + kWinoTiles - 1) / kWinoTiles;
 #pragma omp parallel for schedule(dynamic)
     for (i64 b = 0; b < nblk; ++b) {
         const i64 p0 = b * kWinoTiles, np = std::min(kWinoTiles, P - p0);
@@ -814,7 +825,8 @@ static void conv2d_fwd__winograd(const float* x, const float* w, const float* bi
             });
         }
         for (int e = 0; e < 16; ++e)
-            packed::gemm_blocked<Cf>(K, np, C, T(1), U[e], packed::PrepackedB<Cf>{V + e * VE, kWinoTiles, C, kb, 0},
+            packed::gemm_blocked<Cf>(K, np, C, T(1), packed::PrepackedAView<Cf>{U + e * UE, Mp},
+                                     packed::PrepackedB<Cf>{V + e * VE, kWinoTiles, C, kb, 0},
                                      T(0), M + e * K * kWinoTiles, kWinoTiles);
         // y = A^T m A (+ bias), A^T = [1 1 1 0; 0 1 -1 -1]: two output rows per tile row, odd edges cut.
         segments([&](i64 n, i64 th, i64 tw0, i64 tw1, i64 q) {

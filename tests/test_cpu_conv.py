@@ -154,10 +154,10 @@ CASES = [
     (2, 3, 9, 27, 32, 3, 3, (3, 2), (1, 1), (1, 1), 1),    # stride 3 down, 2 across
     (2, 32, 14, 14, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # dx of the backward (32 input channels) on the path
     (2, 4, 12, 14, 32, 3, 3, (1, 1), (2, 1), (2, 1), 1),   # row dilation 2 (dweight's direct path: columns at 1)
-    # Winograd F(2x2,3x3) (AVX-512 float, 3x3/s1, >= 32 channels in and out), forward and the backward's dx:
-    (3, 64, 9, 11, 72, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # odd output (edge tiles cut), 90 tiles: one part block
+    # Winograd F(2x2,3x3) (float, 3x3/s1, >= 32 channels in and out, >= 192 2x2 tiles), forward and the dx:
+    (5, 64, 15, 11, 72, 3, 3, (1, 1), (1, 1), (1, 1), 1),  # odd output (edge tiles cut), 240 tiles: a part block
     (2, 65, 20, 23, 68, 3, 3, (1, 1), (0, 0), (1, 1), 1),  # no padding, 198 tiles: blocks across images and rows
-    (1, 300, 6, 7, 64, 3, 3, (1, 1), (2, 2), (1, 1), 1),   # 2 depth blocks of channels, padding 2, batch 1
+    (1, 300, 26, 27, 64, 3, 3, (1, 1), (2, 2), (1, 1), 1),  # 2 depth blocks of channels, padding 2, batch 1
 ]
 IDS = [f"N{c[0]}C{c[1]}H{c[2]}W{c[3]}K{c[4]}k{c[5]}x{c[6]}s{c[7][0]}{c[7][1]}p{c[8][0]}{c[8][1]}d{c[9][0]}g{c[10]}"
        for c in CASES]
@@ -238,8 +238,8 @@ def test_thread_counts(threads):
 @pytest.mark.parametrize("case", [(2, 5, 14, 14, 32, 3, 3, (1, 1), (1, 1), (1, 1), 1),
                                   (1, 35, 13, 28, 64, 3, 3, (1, 1), (1, 1), (1, 1), 1),
                                   (2, 3, 9, 27, 32, 3, 3, (3, 2), (1, 1), (1, 1), 1),
-                                  (3, 64, 17, 12, 80, 3, 3, (1, 1), (1, 1), (1, 1), 1)],
-                         ids=["N2C5K32", "N1C35K64", "N2C3K32s32", "N3C64K80wino"])
+                                  (4, 64, 17, 22, 80, 3, 3, (1, 1), (1, 1), (1, 1), 1)],
+                         ids=["N2C5K32", "N1C35K64", "N2C3K32s32", "N4C64K80wino"])
 def test_direct_paths_thread_counts(case):
     """The direct AVX-512 paths split work by row blocks (forward) and by images, or by tiles when there are fewer
     images than threads (dweight): every split must give the reference's results."""
