@@ -808,9 +808,6 @@ static void conv2d_fwd__winograd(const float* x, const float* w, const float* bi
         for (i64 c = 0; c < C; ++c) {
             const i64 cb = c / kb * kb, kcur = std::min(kb, C - cb);
             T* vc = V + cb * kWinoTiles + (c - cb) * NR;  // + (col / NR) * NR * kcur + col % NR
-            if (np < kWinoTiles)  // the last block: zero columns, not stale values, into the unused GEMM columns
-                for (i64 col = np; col < packed::round_up(np, NR); ++col)
-                    for (int e = 0; e < 16; ++e) vc[e * VE + col / NR * NR * kcur + col % NR] = T(0);
             segments([&](i64 n, i64 th, i64 tw0, i64 tw1, i64 q) {
                 const T* xr[4];  // padded column 0 of the tile row's 4 input rows
                 for (i64 i = 0; i < 4; ++i) {
@@ -833,8 +830,8 @@ static void conv2d_fwd__winograd(const float* x, const float* w, const float* bi
             const i64 oh = 2 * th;
             for (i64 k = 0; k < K; ++k) {
                 T* yk = y + ((n * K + k) * s.OH + oh) * s.OW + 2 * tw0;
-                wino_out(M + k * kWinoTiles + q, K * kWinoTiles, tw1 - tw0, s.OW - 2 * tw0,
-                                  bias ? bias[k] : T(0), yk, oh + 1 < s.OH ? yk + s.OW : nullptr);
+                wino_out(M + k * kWinoTiles + q, K * kWinoTiles, tw1 - tw0, s.OW - 2 * tw0, bias ? bias[k] : T(0), yk,
+                         oh + 1 < s.OH ? yk + s.OW : nullptr);
             }
         });
     }

@@ -572,8 +572,11 @@ def winograd(shape, cfg, device):
         simd = _C.config()["simd"]
     except ImportError:
         return False
-    return (device.name == "cpu" and isinstance(shape, Conv) and cfg.dtype == "float32" and simd != "scalar" and
-            shape.R == shape.S == 3 and shape.stride == 1 and min(shape.C, shape.K) >= 32)
+    if not (device.name == "cpu" and isinstance(shape, Conv) and cfg.dtype == "float32" and simd != "scalar"):
+        return False
+    oh, ow = (n + 2 * shape.pad - 2 for n in (shape.H, shape.W))  # 3x3, stride 1
+    return (shape.R == shape.S == 3 and shape.stride == 1 and min(shape.C, shape.K) >= 32 and
+            shape.N * ((oh + 1) // 2) * ((ow + 1) // 2) >= 192)
 
 
 def measure(op, shape, cfg, device, torch=None):
