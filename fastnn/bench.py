@@ -309,6 +309,23 @@ def torch_lstm(torch, dev, s, args, kw):
     return _no_grad(torch, lambda: m(xs, (h0, c0)))
 
 
+# fastnn's LSTM forwards always keep what their backward needs (the cache); PyTorch's forward does that only with
+# autograd recording. These time that forward too (inputs and weights requiring grad), for a note next to the
+# no_grad column: the like-for-like comparison when training.
+def torch_lstm_cell_train(torch, dev, s, args, kw):
+    x, h, c, w_ih, w_hh, bias = args
+    cell = _torch_lstm_module(torch, dev, torch.nn.LSTMCell, w_ih, w_hh, bias)
+    x, h, c = _t(torch, dev, x, h, c, grad=True)
+    return lambda: cell(x, (h, c))
+
+
+def torch_lstm_train(torch, dev, s, args, kw):
+    xs, h0, c0, w_ih, w_hh, bias = args
+    m = _torch_lstm_module(torch, dev, torch.nn.LSTM, w_ih, w_hh, bias, batch_first=True)
+    xs, h0, c0 = _t(torch, dev, xs, h0[None], c0[None], grad=True)
+    return lambda: m(xs, (h0, c0))
+
+
 def torch_lstm_backward(torch, dev, s, args, kw):
     dhs, dh, dc, cache = args
     m = _torch_lstm_module(torch, dev, torch.nn.LSTM, cache.w_ih, cache.w_hh,
@@ -343,6 +360,7 @@ class Op:
     make: Callable
     torch: Optional[Callable] = None
     flops: Optional[Callable] = None
+    torch_train: Optional[Callable] = None  # PyTorch's forward with autograd recording (LSTM), for a note
 
 
 def _twice(f):
@@ -360,9 +378,9 @@ OPS = [
     Op("avg_pool2d_backward", "pool2d", make_avg_pool2d_backward, torch_avg_pool2d_backward),
     Op("batch_norm", "batch_norm", make_batch_norm, torch_batch_norm),
     Op("batch_norm_backward", "batch_norm", make_batch_norm_backward, torch_batch_norm_backward),
-    Op("lstm_cell", "lstm_cell", make_lstm_cell, torch_lstm_cell, cell_flops),
+    Op("lstm_cell", "lstm_cell", make_lstm_cell, torch_lstm_cell, cell_flops, torch_lstm_cell_train),
     Op("lstm_cell_backward", "lstm_cell", make_lstm_cell_backward, torch_lstm_cell_backward, _twice(cell_flops)),
-    Op("lstm", "lstm", make_lstm, torch_lstm, seq_flops),
+    Op("lstm", "lstm", make_lstm, torch_lstm, seq_flops, torch_lstm_train),
     Op("lstm_backward", "lstm", make_lstm_backward, torch_lstm_backward, _twice(seq_flops)),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
@@ -475,6 +493,7 @@ class Row:
     numpy_ms: Optional[float] = None
     fastnn_ms: Optional[float] = None
     torch_ms: Optional[float] = None
+    torch_train_ms: Optional[float] = None  # PyTorch's forward with autograd on (Op.torch_train)
     flops: Optional[float] = None           # compute-bound ops
     bytes: Optional[float] = None           # memory-bound ops: inputs read once + outputs written once
     runs: dict = field(default_factory=dict)    # per column: number of timed runs and their median ms
@@ -558,8 +577,8 @@ def _cell(row, column, make_fn, budget, repeat, sync, slow_once=False):
 def bind(op, impl, shape, args, kw, device, torch=None):
     """A zero-argument callable running `op` on `impl` ("numpy", "cpu", "cuda" or "torch") with the NumPy inputs
     `args, kw` from `op.make`; inputs are moved to `device` here, outside any timing."""
-    if impl == "torch":
-        return op.torch(torch, device.torch_device, shape, args, kw)
+    if impl in ("torch", "torch_train"):
+        return getattr(op, impl)(torch, device.torch_device, shape, args, kw)
     a = on_device(CPU() if impl == "numpy" else device, args, impl)
     return lambda: getattr(fastnn, op.name)(*a, backend=impl, **kw)
 
@@ -600,10 +619,14 @@ def measure(op, shape, cfg, device, torch=None):
     for _ in range(2):
         got = cell(cfg.backend, "fastnn", cfg.budget, cfg.repeat, device.sync)
         fast_out = got if got is not None else fast_out
-        if torch is not None and op.torch is not None:
-            cell("torch", "torch", cfg.budget, cfg.repeat,
-                 torch.cuda.synchronize if device.name == "cuda" else CPU().sync)
+        for column in ("torch", "torch_train"):
+            if torch is not None and getattr(op, column) is not None:
+                cell(column, column, cfg.budget, cfg.repeat,
+                     torch.cuda.synchronize if device.name == "cuda" else CPU().sync)
     out = out if out is not None else fast_out
+    if row.torch_train_ms is not None and row.fastnn_ms:
+        row.notes.append(f"torch with autograd on {_ms(row.torch_train_ms)} ms: "
+                         f"{row.torch_train_ms / row.fastnn_ms:.2f}x")
     if winograd(shape, cfg, device):
         row.notes.append(("dx by " if op.name == "conv2d_backward" else "") +
                          "Winograd F(2x2,3x3): rate in direct-conv FLOPs")

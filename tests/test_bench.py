@@ -58,3 +58,21 @@ def test_ops_selection():
     assert names == ["conv2d", "conv2d_backward", "lstm_backward"]
     with pytest.raises(SystemExit):
         fastnn_bench.select_ops("conv3d")
+
+
+def test_training_forward_note():
+    """An op with a `torch_train` factory (the LSTM forwards: PyTorch with autograd recording) gets that time in its
+    own field and a note with the ratio; the torch column stays the no_grad one. A stand-in replaces PyTorch."""
+    import time
+
+    def factory(seconds):
+        return lambda torch, dev, s, args, kw: (lambda: time.sleep(seconds))
+    base = fastnn_bench.OPS_BY_NAME["lstm"]
+    op = fastnn_bench.Op(base.name, base.family, base.make, factory(0.001), base.flops, factory(0.02))
+    shape = fastnn_bench.SHAPES["small"]["lstm"][0]
+    cfg = fastnn_bench.Config(sizes="small", repeat=2, budget=0.05, numpy_budget=0.05)
+    row = fastnn_bench.measure(op, shape, cfg, fastnn_bench.CPU(), torch=object())
+    assert row.torch_ms >= 1 and row.torch_train_ms >= 20 and row.fastnn_ms > 0
+    note, = row.notes
+    assert note.startswith("torch with autograd on ") and note.endswith(f"{row.torch_train_ms / row.fastnn_ms:.2f}x")
+    assert row.as_dict()["torch_train_ms"] == row.torch_train_ms
