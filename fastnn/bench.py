@@ -575,8 +575,8 @@ def _cell(row, column, make_fn, budget, repeat, sync, slow_once=False):
 
 
 def bind(op, impl, shape, args, kw, device, torch=None):
-    """A zero-argument callable running `op` on `impl` ("numpy", "cpu", "cuda" or "torch") with the NumPy inputs
-    `args, kw` from `op.make`; inputs are moved to `device` here, outside any timing."""
+    """A zero-argument callable running `op` on `impl` ("numpy", "cpu", "cuda", "torch" or "torch_train") with the
+    NumPy inputs `args, kw` from `op.make`; inputs are moved to `device` here, outside any timing."""
     if impl in ("torch", "torch_train"):
         return getattr(op, impl)(torch, device.torch_device, shape, args, kw)
     a = on_device(CPU() if impl == "numpy" else device, args, impl)
