@@ -62,6 +62,9 @@ class BufferCache {
         static BufferCache* c = new BufferCache;
         return *c;
     }
+    // Blocks of 4 MiB and more are 2 MiB-aligned and advised as huge pages (as NumPy does): one fault per 2 MiB,
+    // fewer TLB misses. Callers round sizes up to this (aligned_alloc wants a multiple of the alignment).
+    static size_t alignment(size_t bytes) { return bytes >= (size_t(4) << 20) ? (size_t(2) << 20) : 4096; }
     void* take(size_t bytes) {
         {
             std::lock_guard<std::mutex> lock(m_);
@@ -73,9 +76,7 @@ class BufferCache {
                 return p;
             }
         }
-        // 2 MiB-aligned from 4 MiB on, advised as huge pages (as NumPy does): one fault per 2 MiB, fewer TLB misses
-        // (cached_empty rounds those sizes to 2 MiB: aligned_alloc wants a multiple of the alignment)
-        const size_t align = bytes >= (size_t(4) << 20) ? (size_t(2) << 20) : 4096;
+        const size_t align = alignment(bytes);
         void* p = std::aligned_alloc(align, bytes);
         if (!p) throw std::bad_alloc();
 #ifdef MADV_HUGEPAGE
@@ -131,7 +132,7 @@ py::array cached_empty(const std::vector<py::ssize_t>& shape, const py::dtype& d
         n *= size_t(d);
     }
     struct Block { void* p; size_t bytes; };
-    const size_t page = n >= (size_t(4) << 20) ? (size_t(2) << 20) : 4096;  // BufferCache::take's alignment
+    const size_t page = BufferCache::alignment(n);
     const size_t bytes = (std::max<size_t>(n, 1) + page - 1) / page * page;
     Block* b = new Block{BufferCache::get().take(bytes), bytes};
     py::capsule owner(b, [](void* v) {
