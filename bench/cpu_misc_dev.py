@@ -5,6 +5,8 @@
 Best of --reps runs (after one warm-up), fastnn and torch alternated so both see the same load; GB/s counts the
 minimum bytes each op must read + write, next to a measured copy (read + write) of a same-size array. Same thread
 count for both libraries (OMP_NUM_THREADS). LSTM times depend on fastnn::gemm (csrc/gemm.cpp).
+The "step" and "fwd+bwd" rows time a forward and its backward as a training step runs them, PyTorch's through
+autograd (torch.autograd.grad of the same gradients fastnn returns, nothing accumulated into .grad).
 """
 import argparse
 import time
@@ -87,13 +89,15 @@ def lstm_case(rng, Tn, torch):
 
         def slow():
             h, c = mod(txin, (th0, tc0))
-            torch.autograd.backward([h, c], [tdh, tdc])
+            torch.autograd.grad([h, c], wrt, [tdh, tdc])
     else:
         tdhs = torch.from_numpy(dhs)
 
         def slow():
             hs, _ = mod(txin, (th0[None], tc0[None]))
-            hs.backward(tdhs)
+            torch.autograd.grad(hs, wrt, tdhs)
+    # the gradients fastnn returns, without accumulating into .grad (fastnn returns fresh arrays)
+    wrt = (txin, th0, tc0, *mod.parameters())
     return make, slow, flop
 
 
@@ -149,6 +153,19 @@ def main():
         row("batch_norm bwd train (32,64,56,56)", lambda: _cpu.batch_norm_backward(dy, x, g, mean, invstd, True),
             torch and (lambda: torch.ops.aten.native_batch_norm_backward(tdy, tx, tg, trm, trv, tmean, tinv, True,
                                                                           1e-5, [True, True, True])), 3 * S, reps)
+        # Both as a training step runs them: PyTorch through autograd (fresh y and dx every call, as fastnn's).
+        def bn_step():
+            _, m, s = _cpu.batch_norm(x, g, b, rm, rv, True, 0.1, 1e-5)
+            _cpu.batch_norm_backward(dy, x, g, m, s, True)
+
+        bn_step_torch = None
+        if torch:
+            wrt = (tx.detach().requires_grad_(), tg.requires_grad_(), tb.requires_grad_())
+
+            def bn_step_torch():
+                y = F.batch_norm(wrt[0], trm, trv, wrt[1], wrt[2], training=True)
+                torch.autograd.grad(y, wrt, tdy)
+        row("batch_norm step (32,64,56,56)", bn_step, bn_step_torch, 5 * S, reps)
         x2 = rng.standard_normal((256, 1024), dtype=np.float32)
         g2, b2 = np.ones(1024, np.float32), np.zeros(1024, np.float32)
         tx2 = torch.from_numpy(x2) if torch else None
