@@ -84,6 +84,7 @@ def lstm_case(rng, Tn, torch):
         getattr(mod, "bias_hh" + sfx).zero_()
     txin = torch.from_numpy(xin).requires_grad_()
     th0, tc0 = torch.from_numpy(h0).requires_grad_(), torch.from_numpy(c0).requires_grad_()
+    wrt = (txin, th0, tc0, *mod.parameters())  # the gradients fastnn returns; none accumulated into .grad
     if Tn == 0:
         tdh, tdc = torch.from_numpy(dh), torch.from_numpy(dc)
 
@@ -96,8 +97,6 @@ def lstm_case(rng, Tn, torch):
         def slow():
             hs, _ = mod(txin, (th0[None], tc0[None]))
             torch.autograd.grad(hs, wrt, tdhs)
-    # the gradients fastnn returns, without accumulating into .grad (fastnn returns fresh arrays)
-    wrt = (txin, th0, tc0, *mod.parameters())
     return make, slow, flop
 
 
