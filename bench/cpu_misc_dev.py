@@ -157,14 +157,13 @@ def main():
             _, m, s = _cpu.batch_norm(x, g, b, rm, rv, True, 0.1, 1e-5)
             _cpu.batch_norm_backward(dy, x, g, m, s, True)
 
-        bn_step_torch = None
         if torch:
             wrt = (tx.detach().requires_grad_(), tg.requires_grad_(), tb.requires_grad_())
 
             def bn_step_torch():
                 y = F.batch_norm(wrt[0], trm, trv, wrt[1], wrt[2], training=True)
                 torch.autograd.grad(y, wrt, tdy)
-        row("batch_norm step (32,64,56,56)", bn_step, bn_step_torch, 5 * S, reps)
+        row("batch_norm step (32,64,56,56)", bn_step, torch and bn_step_torch, 5 * S, reps)
         x2 = rng.standard_normal((256, 1024), dtype=np.float32)
         g2, b2 = np.ones(1024, np.float32), np.zeros(1024, np.float32)
         tx2 = torch.from_numpy(x2) if torch else None
