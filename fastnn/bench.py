@@ -21,6 +21,7 @@ import sys
 import time
 from collections import namedtuple
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Callable, Optional
 
 import numpy as np
@@ -286,11 +287,15 @@ def _torch_lstm_module(torch, dev, cls, w_ih, w_hh, bias, **extra):
     return m
 
 
-def torch_lstm_cell(torch, dev, s, args, kw):
+# fastnn's LSTM forwards always keep what their backward needs (the cache); PyTorch's forward does that only with
+# autograd recording. train=True times that forward (inputs and weights requiring grad), for a note next to the
+# no_grad column: the like-for-like comparison when training.
+def torch_lstm_cell(torch, dev, s, args, kw, train=False):
     x, h, c, w_ih, w_hh, bias = args
     cell = _torch_lstm_module(torch, dev, torch.nn.LSTMCell, w_ih, w_hh, bias)
-    x, h, c = _t(torch, dev, x, h, c)
-    return _no_grad(torch, lambda: cell(x, (h, c)))
+    x, h, c = _t(torch, dev, x, h, c, grad=train)
+    run = lambda: cell(x, (h, c))
+    return run if train else _no_grad(torch, run)
 
 
 def torch_lstm_cell_backward(torch, dev, s, args, kw):
@@ -302,28 +307,12 @@ def torch_lstm_cell_backward(torch, dev, s, args, kw):
     return _grad(torch, (h1, c1), (x, h, c, *cell.parameters()), tuple(_t(torch, dev, dh, dc)))
 
 
-def torch_lstm(torch, dev, s, args, kw):
+def torch_lstm(torch, dev, s, args, kw, train=False):
     xs, h0, c0, w_ih, w_hh, bias = args
     m = _torch_lstm_module(torch, dev, torch.nn.LSTM, w_ih, w_hh, bias, batch_first=True)
-    xs, h0, c0 = _t(torch, dev, xs, h0[None], c0[None])
-    return _no_grad(torch, lambda: m(xs, (h0, c0)))
-
-
-# fastnn's LSTM forwards always keep what their backward needs (the cache); PyTorch's forward does that only with
-# autograd recording. These time that forward too (inputs and weights requiring grad), for a note next to the
-# no_grad column: the like-for-like comparison when training.
-def torch_lstm_cell_train(torch, dev, s, args, kw):
-    x, h, c, w_ih, w_hh, bias = args
-    cell = _torch_lstm_module(torch, dev, torch.nn.LSTMCell, w_ih, w_hh, bias)
-    x, h, c = _t(torch, dev, x, h, c, grad=True)
-    return lambda: cell(x, (h, c))
-
-
-def torch_lstm_train(torch, dev, s, args, kw):
-    xs, h0, c0, w_ih, w_hh, bias = args
-    m = _torch_lstm_module(torch, dev, torch.nn.LSTM, w_ih, w_hh, bias, batch_first=True)
-    xs, h0, c0 = _t(torch, dev, xs, h0[None], c0[None], grad=True)
-    return lambda: m(xs, (h0, c0))
+    xs, h0, c0 = _t(torch, dev, xs, h0[None], c0[None], grad=train)
+    run = lambda: m(xs, (h0, c0))
+    return run if train else _no_grad(torch, run)
 
 
 def torch_lstm_backward(torch, dev, s, args, kw):
@@ -378,9 +367,9 @@ OPS = [
     Op("avg_pool2d_backward", "pool2d", make_avg_pool2d_backward, torch_avg_pool2d_backward),
     Op("batch_norm", "batch_norm", make_batch_norm, torch_batch_norm),
     Op("batch_norm_backward", "batch_norm", make_batch_norm_backward, torch_batch_norm_backward),
-    Op("lstm_cell", "lstm_cell", make_lstm_cell, torch_lstm_cell, cell_flops, torch_lstm_cell_train),
+    Op("lstm_cell", "lstm_cell", make_lstm_cell, torch_lstm_cell, cell_flops, partial(torch_lstm_cell, train=True)),
     Op("lstm_cell_backward", "lstm_cell", make_lstm_cell_backward, torch_lstm_cell_backward, _twice(cell_flops)),
-    Op("lstm", "lstm", make_lstm, torch_lstm, seq_flops, torch_lstm_train),
+    Op("lstm", "lstm", make_lstm, torch_lstm, seq_flops, partial(torch_lstm, train=True)),
     Op("lstm_backward", "lstm", make_lstm_backward, torch_lstm_backward, _twice(seq_flops)),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
