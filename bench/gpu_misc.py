@@ -116,7 +116,17 @@ def timed(name, f_ours, f_torch, nbytes=None, checks=None):
         f_ours, f_torch)
 
 
-def bn_rows(shape, reps):
+def bn_rows(shape, reps, split=False):
+    """split=True: the stats/apply kernels even where a channel fits one block (the A/B of the one-block path)."""
+    limit = B.BLOCK_MAX
+    B.BLOCK_MAX = 0 if split else limit
+    try:
+        _bn_rows(shape, reps, " split" if split else "")
+    finally:
+        B.BLOCK_MAX = limit
+
+
+def _bn_rows(shape, reps, tag):
     torch.manual_seed(0)
     C = shape[1]
     x = torch.randn(shape, device=dev) * 2 + 3
@@ -137,7 +147,7 @@ def bn_rows(shape, reps):
     dx, dg, db = B.batch_norm_backward(dy, x, g, mean, invstd, True)
     oks_b = [check(dx, dx64, 1e-4), check(dg, dg64, 1e-4), check(db, db64, 1e-5)]
     nb = x.numel() * 4
-    name = "x".join(map(str, shape))
+    name = "x".join(map(str, shape)) + tag
     timed(f"bn fwd train {name}", lambda: B.batch_norm(x, g, b, rm, rv, True, 0.1, 1e-5),
           lambda: F.batch_norm(x, rm_t, rv_t, g, b, True, 0.1, 1e-5), 2 * nb, oks)
     xr = x.clone().requires_grad_()
@@ -272,6 +282,7 @@ def main():
     jobs = []
     if "bn" in only:
         jobs += [(bn_rows, (shape, args.reps)) for shape in ((128, 64, 56, 56), (32, 256, 14, 14), (256, 1024))]
+        jobs += [(bn_rows, (shape, args.reps, True)) for shape in ((32, 256, 14, 14), (256, 1024))]
     if "pool" in only:
         jobs += [(pool_rows, ((128, 64, 56, 56), 2, 2, 0, args.reps)), (pool_rows, ((128, 64, 56, 56), 3, 2, 1, args.reps))]
     if "lstm" in only:
@@ -283,7 +294,8 @@ def main():
             traceback.print_exc()
             ROWS.append(f"{fn.__name__}{a[:-1]}: FAILED (traceback above)")
         torch.cuda.empty_cache()
-    kern = [B.bn_fwd_stats, B.bn_fwd_apply, B.bn_bwd_stats, B.bn_bwd_apply, P.max_pool2d_fwd__k2s2,
+    kern = [B.bn_fwd_stats, B.bn_fwd_apply, B.bn_bwd_stats, B.bn_bwd_apply, B.bn_fwd__block, B.bn_bwd__block,
+            P.max_pool2d_fwd__k2s2,
             P.max_pool2d_fwd__naive, P.max_pool2d_bwd__cells, P.max_pool2d_bwd__gather, P.max_pool2d_bwd__scatter,
             P.avg_pool2d_fwd__k2s2, P.avg_pool2d_bwd__gather, P.max_pool2d_bwd__k2s2, P.max_pool2d_fwd__fixed(3, 3),
             P.avg_pool2d_fwd__fixed(3, 3), L.lstm_fwd_step, L.lstm_bwd_step, L.colsum]

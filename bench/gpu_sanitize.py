@@ -56,7 +56,7 @@ def main():
         ok &= check("  avg_pool2d", fastnn.avg_pool2d(dev(x), k, s, p), ref.avg_pool2d(x, k, s, p))
         ok &= check("  avg_pool2d_backward", fastnn.avg_pool2d_backward(dev(dy), x.shape, k, s, p),
                     ref.avg_pool2d_backward(dy, x.shape, k, s, p))
-    for shape in [(64, 7, 9, 9), (33, 5)]:
+    for shape in [(64, 7, 9, 9), (33, 5), (128, 3, 9, 9)]:       # one block per channel; the last: split
         x = rng.standard_normal(shape).astype(f)
         C = shape[1]
         g, b, rm, rv = (rng.standard_normal(C).astype(f) for _ in range(4))

@@ -129,6 +129,7 @@ CASES = {
         bn((8, 10, 9, 7), training=False),
         bn((32, 64, 56, 56), realistic=True),
         bn((32, 256, 14, 14), training=False, realistic=True),
+        bn((32, 256, 14, 14), realistic=True),                             # cuda: one block per channel, full
     ],
     "lstm_cell": [
         lstm_cell(2, 3, 4, tiny=True),

@@ -105,9 +105,19 @@ def test_pool_float32():
 def many_blocks(monkeypatch):
     """Split each channel over several blocks even at simulator sizes (exercises the partials and their fold)."""
     monkeypatch.setattr(B, "MIN_PER_THREAD", 1)
+    monkeypatch.setattr(B, "BLOCK_MAX", 0)
 
 
-# (3,1,19,19): M = 1083 > 4*256, so the four-loads loop runs; (5,3): 2-D input; (1,2,3,1): batch 1, HW < 32
+@pytest.fixture(params=["block", "split"])
+def bn_path(request, monkeypatch):
+    """Both schedules: one block per channel (channels up to BLOCK_MAX elements) and the (S, C) grid of the
+    stats/apply kernels, which larger channels take."""
+    if request.param == "split":
+        monkeypatch.setattr(B, "BLOCK_MAX", 0)
+
+
+# (3,1,19,19): M = 1083 > 4*256, so the four-loads loop runs (split) and 256 threads hold 4-5 values (block);
+# (5,3): 2-D input; (1,2,3,1): batch 1, HW < 32
 BN = [((3, 1, 19, 19), True), ((5, 3), False), ((1, 2, 3, 1), True), ((2, 3, 4, 5), False)]
 
 
@@ -120,7 +130,7 @@ def _bn_inputs(shape, dtype, shift=0.0, seed=4):
 
 
 @pytest.mark.parametrize("shape,affine", BN)
-def test_batch_norm_training(shape, affine):
+def test_batch_norm_training(shape, affine, bn_path):
     x, g, b, rm, rv = _bn_inputs(shape, np.float64, shift=100.0)     # |mean| >> std: the shifted sums matter
     g, b = (g, b) if affine else (None, None)
     rm2, rv2 = rm.copy(), rv.copy()
@@ -160,7 +170,28 @@ def test_batch_norm_many_blocks(many_blocks):
         close(o, r, 1e-10)
 
 
-def test_batch_norm_one_running_stat():
+def test_batch_norm_block_limit(monkeypatch):
+    """The one-block path at its limit (M = BLOCK_MAX: 1024 threads holding R values each) and one element past
+    it, where the (S, C) grid takes over."""
+    used = []
+    real = B.launch
+    monkeypatch.setattr(B, "launch", lambda kern, *args: (used.append(kern.__name__), real(kern, *args)))
+    for shape in ((2, 1, 64, 64), (B.BLOCK_MAX + 1, 1)):
+        x, g, b, rm, rv = _bn_inputs(shape, np.float64, shift=10.0)
+        rm2, rv2 = rm.copy(), rv.copy()
+        out = B.batch_norm(x, g, b, rm, rv, True, 0.1, 1e-5)
+        ref = R.batch_norm(x, g, b, rm2, rv2, True, 0.1, 1e-5)
+        for o, r in zip(out + (rm, rv), ref + (rm2, rv2)):
+            close(o, r, 1e-11)
+        dy = np.random.default_rng(6).standard_normal(shape)
+        for o, r in zip(B.batch_norm_backward(dy, x, g, out[1], out[2], True),
+                        R.batch_norm_backward(dy, x, g, ref[1], ref[2], True)):
+            close(o, r, 1e-10)
+    assert B._block_plan(1, 4096, 8192)[0] == B.BLOCK_T
+    assert used == ["bn_fwd__block", "bn_bwd__block", "bn_fwd_stats", "bn_fwd_apply", "bn_bwd_stats", "bn_bwd_apply"]
+
+
+def test_batch_norm_one_running_stat(bn_path):
     x, g, b, rm, _ = _bn_inputs((4, 3), np.float64)
     rm2 = rm.copy()
     for o, r in zip(B.batch_norm(x, g, b, rm, None, True, 0.2, 1e-5), R.batch_norm(x, g, b, rm2, None, True, 0.2, 1e-5)):
@@ -169,7 +200,7 @@ def test_batch_norm_one_running_stat():
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (4, 3)])
-def test_batch_norm_inference(shape):
+def test_batch_norm_inference(shape, bn_path):
     x, g, b, rm, rv = _bn_inputs(shape, np.float64)
     rm_in, rv_in = rm.copy(), rv.copy()
     out = B.batch_norm(x, g, b, rm, rv, False, 0.1, 1e-5)
@@ -183,7 +214,7 @@ def test_batch_norm_inference(shape):
         close(o, r, 1e-11)
 
 
-def test_batch_norm_float32():
+def test_batch_norm_float32(bn_path):
     x, g, b, rm, rv = _bn_inputs((2, 3, 4, 5), np.float32, shift=50.0)
     ref = R.batch_norm(*(a.astype(np.float64) for a in (x, g, b, rm.copy(), rv.copy())), True, 0.1, 1e-5)
     out = B.batch_norm(x, g, b, rm, rv, True, 0.1, 1e-5)

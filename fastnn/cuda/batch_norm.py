@@ -13,12 +13,18 @@ Kernels, in order:
                        + beta; the blocks run in reverse order so the tail that stats left in L2 is read first.
   bn_bwd_stats         partial sums of dy and dy*(x - mean) in float64.
   bn_bwd_apply         folds them, writes dgamma/dbeta (block s = 0) and dx in one pass.
-Training forward = 2 launches, 3 passes over memory (read x, read x + write y); backward = 2 launches, 5 passes.
+  With these, training forward = 2 launches, 3 passes over memory (read x, read x + write y); backward = 2
+  launches, 5 passes. On the H100 (32,256,14,14) took 0.142 / 0.123 ms so, 0.20x / 0.79x cuDNN, host launch
+  cost counted: small channels are bound by launches and latency, not bandwidth. Hence, for M <= BLOCK_MAX:
+  bn_fwd__block        block c (up to 1024 threads, R elements each in registers) loads channel c once, sums it
+  bn_bwd__block        in the block (forward: mean, then squared deviations, in float64) and writes from the
+                       registers: 1 launch, 2 passes (forward) / 3 (backward). ptxas (scripts/ptx_check.py, sm_90):
+                       50-63 registers, no spills. Not yet timed on a GPU: bench/gpu_misc.py times both paths.
 """
 import math
 
 import numpy as np
-from numba import cuda, float64
+from numba import config, cuda, float64
 
 from ._fastlaunch import empty as _empty, launch, of, result as _result, view
 from ._launch import kind_of
@@ -26,6 +32,9 @@ from ._launch import kind_of
 BS = 256             # threads per block
 TARGET_BLOCKS = 2048  # enough blocks to fill 132 SMs several times over
 MIN_PER_THREAD = 16   # elements each thread should reduce at least
+R = 8                 # elements each thread keeps in registers on the one-block path
+BLOCK_T = 1024        # most threads per block
+BLOCK_MAX = R * BLOCK_T   # channels of at most this many elements take the one-block path (0: never)
 
 
 # ------------------------------------------------------------------------------------------- the reference
@@ -63,7 +72,8 @@ def _start(j, c, C, HW):
 
 @cuda.jit(device=True, inline=True)
 def _step(k, i, dk, di, HW, wrap_):
-    """Advance by BS elements of the channel: dk = BS % HW, di = (BS // HW)*C*HW + dk, wrap_ = C*HW - HW."""
+    """Advance by B elements of the channel (B = BS, or the threads T of the one-block path): dk = B % HW,
+    di = (B // HW)*C*HW + dk, wrap_ = C*HW - HW."""
     k += dk
     i += di
     if k >= HW:
@@ -279,6 +289,121 @@ def bn_bwd_apply(dy, x, dx, part, gamma, mean, invstd, dgamma, dbeta, C, HW, M, 
         j += BS
 
 
+# ---------------------------------------------------------------------------- one block per channel
+
+@cuda.jit(device=True, inline=True)
+def _block_sum(a, sh):
+    """Sum a over the block (blockDim.x a power of two; float64 tree in shared memory), returned to every thread."""
+    t = cuda.threadIdx.x
+    sh[t] = a
+    cuda.syncthreads()
+    w = cuda.blockDim.x // 2
+    while w > 0:
+        if t < w:
+            sh[t] += sh[t + w]
+        cuda.syncthreads()
+        w //= 2
+    total = sh[0]
+    cuda.syncthreads()          # everyone has read sh[0] before the next sum overwrites it
+    return total
+
+
+# a block of BLOCK_T = 1024 threads launches only if each needs at most 64 registers: tell the compiler so
+# (the simulator takes no bounds). R = 16 with 512-thread blocks, two per SM, spilled 32-640 bytes (ptxas).
+BOUNDS = {} if config.ENABLE_CUDASIM else {"launch_bounds": (BLOCK_T,)}
+
+
+@cuda.jit(**BOUNDS)
+def bn_fwd__block(x, y, gamma, beta, rmean, rvar, mean_out, invstd_out, C, HW, M, dk, di, wrap_, has_gamma,
+                  has_beta, update_mean, update_var, momentum, eps):
+    c, t, T = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
+    sh = cuda.shared.array(BLOCK_T, float64)
+    cst = cuda.shared.array(3, dtype=x.dtype)     # mean, scale, shift in the input dtype (as the reference)
+    v = cuda.local.array(R, dtype=x.dtype)
+    s1 = 0.0
+    k, i = _start(t, c, C, HW)  # thread t holds elements t, t+T, ... of the channel (coalesced along HW)
+    for r in range(R):
+        if t + r * T < M:
+            v[r] = x[i]
+            s1 += float64(v[r])
+        k, i = _step(k, i, dk, di, HW, wrap_)
+    mean = _block_sum(s1, sh) / M
+    s2 = 0.0
+    for r in range(R):
+        if t + r * T < M:
+            u = float64(v[r]) - mean
+            s2 += u * u
+    var = _block_sum(s2, sh) / M
+    if t == 0:
+        invstd = 1.0 / math.sqrt(var + eps)
+        mean_out[c] = mean
+        invstd_out[c] = invstd
+        if update_mean:
+            rmean[c] = (1 - momentum) * rmean[c] + momentum * mean
+        if update_var:
+            rvar[c] = (1 - momentum) * rvar[c] + momentum * var * (M / (M - 1.0))
+        cst[0] = mean
+        cst[1] = invstd
+        if has_gamma:
+            cst[1] = cst[1] * gamma[c]
+        cst[2] = beta[c] if has_beta else 0
+    cuda.syncthreads()
+    mu, sc, b = cst[0], cst[1], cst[2]
+    k, i = _start(t, c, C, HW)
+    for r in range(R):
+        if t + r * T < M:
+            y[i] = (v[r] - mu) * sc + b
+        k, i = _step(k, i, dk, di, HW, wrap_)
+
+
+@cuda.jit(**BOUNDS)
+def bn_bwd__block(dy, x, dx, gamma, mean, invstd, dgamma, dbeta, C, HW, M, dk, di, wrap_, training, has_gamma):
+    c, t, T = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
+    sh = cuda.shared.array(BLOCK_T, float64)
+    cst = cuda.shared.array(5, dtype=x.dtype)     # as in bn_bwd_apply
+    g = cuda.local.array(R, dtype=x.dtype)
+    v = cuda.local.array(R, dtype=x.dtype)
+    mu = float64(mean[c])
+    s1 = 0.0
+    s2 = 0.0
+    k, i = _start(t, c, C, HW)
+    for r in range(R):
+        if t + r * T < M:
+            g[r] = dy[i]
+            v[r] = x[i]
+            s1 += float64(g[r])
+            s2 += float64(g[r]) * (float64(v[r]) - mu)
+        k, i = _step(k, i, dk, di, HW, wrap_)
+    s1 = _block_sum(s1, sh)
+    s2 = _block_sum(s2, sh)
+    if t == 0:
+        iv = float64(invstd[c])
+        dbeta[c] = s1
+        dgamma[c] = s2 * iv
+        cst[0] = mean[c]
+        cst[1] = invstd[c]
+        cst[2] = cst[1] * gamma[c] if has_gamma else cst[1]
+        cst[3] = s1 / M
+        cst[4] = s2 * iv / M
+    cuda.syncthreads()
+    mu_, iv_, gi, a, b = cst[0], cst[1], cst[2], cst[3], cst[4]
+    k, i = _start(t, c, C, HW)
+    for r in range(R):
+        if t + r * T < M:
+            if training:
+                dx[i] = gi * (g[r] - a - (v[r] - mu_) * iv_ * b)
+            else:                   # statistics are constants: dx = dy * gamma * invstd
+                dx[i] = g[r] * gi
+        k, i = _step(k, i, dk, di, HW, wrap_)
+
+
+def _block_plan(C, HW, M):
+    """(threads, dk, di, wrap_) of the one-block path: a power of two of threads, at least a warp, enough for R
+    elements each; the walk steps by that many elements (see _step)."""
+    T = max(32, 1 << (-(-M // R) - 1).bit_length())
+    return T, T % HW, (T // HW) * C * HW + T % HW, C * HW - HW
+
+
 # ---------------------------------------------------------------------------------------------- launcher
 
 _scratch = {}
@@ -334,18 +459,22 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, ep
     if not training and (rm is None or rv is None):
         raise ValueError("batch_norm: training=False needs running_mean and running_var")
     dummy = _dummy(d.dtype)
+    opt = [dummy if a is None else a for a in (g, b, rm, rv)]
     y = _empty(d.shape, d.dtype, kind)
     mean = _empty((C,), d.dtype, kind)
     invstd = _empty((C,), d.dtype, kind)
-    xf = _flat(d)
-    part = _partials(C, S)
+    xf, yf = _flat(d), _flat(y[1])
     k = d.dtype.char
-    if training:
-        launch(bn_fwd_stats, k, (S, C), BS, xf, part, C, HW, M, chunk, dk, di, wrap_)
-    launch(bn_fwd_apply, k, (S, C), BS, xf, _flat(y[1]), part, dummy if g is None else g,
-           dummy if b is None else b, dummy if rm is None else rm, dummy if rv is None else rv, mean[1], invstd[1],
-           C, HW, M, chunk, dk, di, wrap_, bool(training), g is not None, b is not None,
-           bool(training) and rm is not None, bool(training) and rv is not None, float(momentum), float(eps))
+    if training and M <= BLOCK_MAX:
+        T, bdk, bdi, bwrap = _block_plan(C, HW, M)
+        launch(bn_fwd__block, k, C, T, xf, yf, *opt, mean[1], invstd[1], C, HW, M, bdk, bdi, bwrap, g is not None, b is not None, rm is not None, rv is not None, float(momentum), float(eps))
+    else:
+        part = _partials(C, S)
+        if training:
+            launch(bn_fwd_stats, k, (S, C), BS, xf, part, C, HW, M, chunk, dk, di, wrap_)
+        launch(bn_fwd_apply, k, (S, C), BS, xf, yf, part, *opt, mean[1], invstd[1], C, HW, M, chunk, dk, di, wrap_,
+               bool(training), g is not None, b is not None, bool(training) and rm is not None,
+               bool(training) and rv is not None, float(momentum), float(eps))
     if training and kind == "numpy":     # host running stats: the device copies were updated, write them back
         for host, dev in ((running_mean, rm), (running_var, rv)):
             if host is not None:
@@ -361,9 +490,15 @@ def batch_norm_backward(dy, x, gamma, mean, invstd, training=True):
     dgamma = _empty((C,), d.dtype, kind)
     dbeta = _empty((C,), d.dtype, kind)
     gf, xf = _flat(gd), _flat(d)
-    part = _partials(C, S)
     k = d.dtype.char
-    launch(bn_bwd_stats, k, (S, C), BS, gf, xf, mu, part, C, HW, M, chunk, dk, di, wrap_)
-    launch(bn_bwd_apply, k, (S, C), BS, gf, xf, _flat(dx[1]), part, _dummy(d.dtype) if g is None else g, mu, iv,
-           dgamma[1], dbeta[1], C, HW, M, chunk, dk, di, wrap_, bool(training), g is not None)
+    gam = _dummy(d.dtype) if g is None else g
+    if M <= BLOCK_MAX:
+        T, bdk, bdi, bwrap = _block_plan(C, HW, M)
+        launch(bn_bwd__block, k, C, T, gf, xf, _flat(dx[1]), gam, mu, iv, dgamma[1], dbeta[1], C, HW, M, bdk, bdi,
+               bwrap, bool(training), g is not None)
+    else:
+        part = _partials(C, S)
+        launch(bn_bwd_stats, k, (S, C), BS, gf, xf, mu, part, C, HW, M, chunk, dk, di, wrap_)
+        launch(bn_bwd_apply, k, (S, C), BS, gf, xf, _flat(dx[1]), part, gam, mu, iv, dgamma[1], dbeta[1],
+               C, HW, M, chunk, dk, di, wrap_, bool(training), g is not None)
     return _result(dx, kind), _result(dgamma, kind), _result(dbeta, kind)
