@@ -517,7 +517,10 @@ def fwd_tile_for(Kg):
     """Forward tile by output channels per group, as measured on the H100 (bench/gpu_conv.py; BM = channels;
     conv2d__igemm2, 2026-11-22, TFLOP/s of the public call): K=64: 64x128/2 17.3 (64x64 13.2, 128x128 9.8);
     K=128: 128x64/2 19.6 (64x128/2 19.3, 128x128 16.0, 128x128:s2 18.1); K=256: 128x128 15.2 (128x64/2:s2
-    15.5, 128x64/2 13.7: within the ~10% spread of that run). Also the dx tile, by input channels per group."""
+    15.5, 128x64/2 13.7: within the ~10% spread of that run). Also the dx tile, by input channels per group.
+    ptxas for sm_90 (scripts/ptx_check.py --all-tiles, float32 3x3): 64x128/2 and 128x64/2 spill 12 and 24 bytes
+    under their 128-register cap; 64x128 without a cap takes 128 registers (the same 2 blocks per SM) and does
+    not spill. Not timed yet: a candidate for K=64 when a GPU is at hand."""
     return "64x128/2" if Kg <= 64 else "128x64/2" if Kg < 256 else "128x128"
 
 
