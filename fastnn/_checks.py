@@ -12,10 +12,18 @@ def _is_array(a):
     return isinstance(a, np.ndarray) or is_gpu_array(a)
 
 
+_DTYPES = {}      # torch.dtype -> NumPy dtype (read once from __cuda_array_interface__, which builds a dict)
+
+
 def dtype_of(a):
-    if isinstance(getattr(a, "dtype", None), np.dtype):  # NumPy, CuPy, Numba
-        return a.dtype
-    return np.dtype(a.__cuda_array_interface__["typestr"])  # PyTorch
+    dt = getattr(a, "dtype", None)
+    if isinstance(dt, np.dtype):  # NumPy, CuPy, Numba
+        return dt
+    if dt is None:
+        return np.dtype(a.__cuda_array_interface__["typestr"])
+    if dt not in _DTYPES:         # PyTorch
+        _DTYPES[dt] = np.dtype(a.__cuda_array_interface__["typestr"])
+    return _DTYPES[dt]
 
 
 def array(a, name, ndim=None, dtype=None, optional=False):
@@ -24,6 +32,8 @@ def array(a, name, ndim=None, dtype=None, optional=False):
         return None
     if not _is_array(a):
         raise TypeError(f"{name} must be a NumPy or GPU array, got {type(a).__name__}")
+    if getattr(a, "requires_grad", False):
+        raise TypeError(f"{name} requires grad: fastnn records no autograd graph, pass {name}.detach()")
     dt = dtype_of(a)
     if dt not in FLOATS:
         raise TypeError(f"{name} must be float32 or float64, got {dt}")

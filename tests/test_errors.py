@@ -134,3 +134,45 @@ def test_inputs_not_modified_by_validation_failure():
     with pytest.raises(ValueError):
         fastnn.conv2d(x, r(4, 3, 3, 3), stride=0)
     np.testing.assert_array_equal(x, before)
+
+
+class FakeTorchCUDA:
+    """Stands for a PyTorch CUDA tensor in validation (no GPU needed): torch's attribute names, a dtype that is not
+    a NumPy dtype, and an interface that, like torch's, is built anew on each read and raises when grad is required."""
+    __module__ = "torch"
+    is_cuda, is_sparse = True, False
+    reads = 0
+
+    def __init__(self, a, requires_grad=False):
+        self.a, self.requires_grad, self.shape, self.ndim = a, requires_grad, a.shape, a.ndim
+        self.dtype = f"torch.{a.dtype}"
+
+    @property
+    def __cuda_array_interface__(self):
+        if self.requires_grad:
+            raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires grad.")
+        FakeTorchCUDA.reads += 1
+        return dict(typestr=self.a.dtype.str, shape=self.shape, strides=None, data=(0, False), version=2)
+
+
+def _fake_lstm_args(grad=()):
+    arrays = dict(x=r(2, 3), h=r(2, 2), c=r(2, 2), w_ih=r(3, 8), w_hh=r(2, 8), bias=r(8))
+    return {k: FakeTorchCUDA(v, requires_grad=k in grad) for k, v in arrays.items()}
+
+
+def test_torch_tensor_requiring_grad_is_refused_by_name():
+    with pytest.raises(TypeError, match=r"w_hh requires grad: .* pass w_hh.detach\(\)"):
+        fastnn.lstm_cell(**_fake_lstm_args(grad=("w_hh",)))
+
+
+def test_torch_interface_read_once_per_dtype():
+    # Validation and dispatch take is_cuda and a cached dtype instead of torch's per-read interface dict.
+    from fastnn import _checks, _dispatch
+    args = _fake_lstm_args()
+    _checks.lstm_cell(**args, gate_order="ifgo")
+    FakeTorchCUDA.reads = 0
+    _checks.lstm_cell(**args, gate_order="ifgo")
+    assert all(_dispatch.is_gpu_array(a) for a in args.values())
+    assert FakeTorchCUDA.reads == 0
+    with pytest.raises(TypeError, match="w_ih has dtype float64 but the other arguments are float32"):
+        _checks.lstm_cell(**dict(args, w_ih=FakeTorchCUDA(r(3, 8, dtype=np.float64))), gate_order="ifgo")
