@@ -99,6 +99,41 @@ def _block_sum2(a, b, sh):
     return sh[0, 0], sh[1, 0]
 
 
+@cuda.jit(device=True, inline=True)
+def _fwd_finish(mean, var, c, M, gamma, beta, rmean, rvar, mean_out, invstd_out, has_gamma, has_beta,
+                update_mean, update_var, momentum, eps, write, cst):
+    """Channel c's statistics -> cst = (mean, invstd*gamma, beta) in the input dtype (as the reference); the block
+    that `write`s also stores mean/invstd and updates the running stats in place."""
+    invstd = 1.0 / math.sqrt(var + eps)
+    if write:
+        mean_out[c] = mean
+        invstd_out[c] = invstd
+        if update_mean:
+            rmean[c] = (1 - momentum) * rmean[c] + momentum * mean
+        if update_var:
+            rvar[c] = (1 - momentum) * rvar[c] + momentum * var * (M / (M - 1.0))
+    cst[0] = mean
+    cst[1] = invstd
+    if has_gamma:
+        cst[1] = cst[1] * gamma[c]
+    cst[2] = beta[c] if has_beta else 0
+
+
+@cuda.jit(device=True, inline=True)
+def _bwd_finish(s1, s2, c, M, gamma, mean, invstd, dgamma, dbeta, has_gamma, write, cst):
+    """From s1 = sum dy, s2 = sum dy*(x-mean): cst = (mean, invstd, gamma*invstd, mean(dy), mean(dy*xhat)) in the
+    input dtype; the block that `write`s also stores dgamma/dbeta."""
+    iv = float64(invstd[c])
+    if write:
+        dbeta[c] = s1
+        dgamma[c] = s2 * iv
+    cst[0] = mean[c]
+    cst[1] = invstd[c]
+    cst[2] = cst[1] * gamma[c] if has_gamma else cst[1]
+    cst[3] = s1 / M
+    cst[4] = s2 * iv / M
+
+
 # ----------------------------------------------------------------------------------------------- forward
 
 @cuda.jit
@@ -144,7 +179,7 @@ def bn_fwd_apply(x, y, part, gamma, beta, rmean, rvar, mean_out, invstd_out, C, 
                  training, has_gamma, has_beta, update_mean, update_var, momentum, eps):
     S = cuda.gridDim.x
     s, c, t = S - 1 - cuda.blockIdx.x, cuda.gridDim.y - 1 - cuda.blockIdx.y, cuda.threadIdx.x
-    cst = cuda.shared.array(3, dtype=x.dtype)     # mean, scale, shift in the input dtype (as the reference)
+    cst = cuda.shared.array(3, dtype=x.dtype)     # see _fwd_finish
     if t == 0:
         if training:
             s1 = 0.0
@@ -155,22 +190,11 @@ def bn_fwd_apply(x, y, part, gamma, beta, rmean, rvar, mean_out, invstd_out, C, 
             d = s1 / M
             var = max(s2 / M - d * d, 0.0)
             mean = float64(x[c * HW]) + d
-            if update_mean and s == 0:
-                rmean[c] = (1 - momentum) * rmean[c] + momentum * mean
-            if update_var and s == 0:
-                rvar[c] = (1 - momentum) * rvar[c] + momentum * var * (M / (M - 1.0))
         else:
             mean = float64(rmean[c])
             var = float64(rvar[c])
-        invstd = 1.0 / math.sqrt(var + eps)
-        if s == 0:
-            mean_out[c] = mean
-            invstd_out[c] = invstd
-        cst[0] = mean
-        cst[1] = invstd
-        if has_gamma:
-            cst[1] = cst[1] * gamma[c]
-        cst[2] = beta[c] if has_beta else 0
+        _fwd_finish(mean, var, c, M, gamma, beta, rmean, rvar, mean_out, invstd_out, has_gamma, has_beta,
+                    update_mean, update_var, momentum, eps, s == 0, cst)
     cuda.syncthreads()
     mu, sc, b = cst[0], cst[1], cst[2]
     j = s * chunk + t
@@ -240,22 +264,14 @@ def bn_bwd_apply(dy, x, dx, part, gamma, mean, invstd, dgamma, dbeta, C, HW, M, 
                  training, has_gamma):
     S = cuda.gridDim.x
     s, c, t = S - 1 - cuda.blockIdx.x, cuda.gridDim.y - 1 - cuda.blockIdx.y, cuda.threadIdx.x
-    cst = cuda.shared.array(5, dtype=x.dtype)     # mean, invstd, gamma*invstd, mean(dy), mean(dy*xhat)
+    cst = cuda.shared.array(5, dtype=x.dtype)     # see _bwd_finish
     if t == 0:
         s1 = 0.0
         s2 = 0.0
         for q in range(S):
             s1 += part[0, c, q]
             s2 += part[1, c, q]
-        iv = float64(invstd[c])
-        if s == 0:
-            dbeta[c] = s1
-            dgamma[c] = s2 * iv
-        cst[0] = mean[c]
-        cst[1] = invstd[c]
-        cst[2] = cst[1] * gamma[c] if has_gamma else cst[1]
-        cst[3] = s1 / M
-        cst[4] = s2 * iv / M
+        _bwd_finish(s1, s2, c, M, gamma, mean, invstd, dgamma, dbeta, has_gamma, s == 0, cst)
     cuda.syncthreads()
     mu, iv, gi, a, b = cst[0], cst[1], cst[2], cst[3], cst[4]
     j = s * chunk + t
@@ -318,7 +334,7 @@ def bn_fwd__block(x, y, gamma, beta, rmean, rvar, mean_out, invstd_out, C, HW, M
                   has_beta, update_mean, update_var, momentum, eps):
     c, t, T = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
     sh = cuda.shared.array(BLOCK_T, float64)
-    cst = cuda.shared.array(3, dtype=x.dtype)     # mean, scale, shift in the input dtype (as the reference)
+    cst = cuda.shared.array(3, dtype=x.dtype)     # see _fwd_finish
     v = cuda.local.array(R, dtype=x.dtype)
     s1 = 0.0
     k, i = _start(t, c, C, HW)  # thread t holds elements t, t+T, ... of the channel (coalesced along HW)
@@ -335,18 +351,8 @@ def bn_fwd__block(x, y, gamma, beta, rmean, rvar, mean_out, invstd_out, C, HW, M
             s2 += u * u
     var = _block_sum(s2, sh) / M
     if t == 0:
-        invstd = 1.0 / math.sqrt(var + eps)
-        mean_out[c] = mean
-        invstd_out[c] = invstd
-        if update_mean:
-            rmean[c] = (1 - momentum) * rmean[c] + momentum * mean
-        if update_var:
-            rvar[c] = (1 - momentum) * rvar[c] + momentum * var * (M / (M - 1.0))
-        cst[0] = mean
-        cst[1] = invstd
-        if has_gamma:
-            cst[1] = cst[1] * gamma[c]
-        cst[2] = beta[c] if has_beta else 0
+        _fwd_finish(mean, var, c, M, gamma, beta, rmean, rvar, mean_out, invstd_out, has_gamma, has_beta,
+                    update_mean, update_var, momentum, eps, True, cst)
     cuda.syncthreads()
     mu, sc, b = cst[0], cst[1], cst[2]
     k, i = _start(t, c, C, HW)
@@ -360,7 +366,7 @@ def bn_fwd__block(x, y, gamma, beta, rmean, rvar, mean_out, invstd_out, C, HW, M
 def bn_bwd__block(dy, x, dx, gamma, mean, invstd, dgamma, dbeta, C, HW, M, dk, di, wrap_, training, has_gamma):
     c, t, T = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
     sh = cuda.shared.array(BLOCK_T, float64)
-    cst = cuda.shared.array(5, dtype=x.dtype)     # as in bn_bwd_apply
+    cst = cuda.shared.array(5, dtype=x.dtype)     # see _bwd_finish
     g = cuda.local.array(R, dtype=x.dtype)
     v = cuda.local.array(R, dtype=x.dtype)
     mu = float64(mean[c])
@@ -377,14 +383,7 @@ def bn_bwd__block(dy, x, dx, gamma, mean, invstd, dgamma, dbeta, C, HW, M, dk, d
     s1 = _block_sum(s1, sh)
     s2 = _block_sum(s2, sh)
     if t == 0:
-        iv = float64(invstd[c])
-        dbeta[c] = s1
-        dgamma[c] = s2 * iv
-        cst[0] = mean[c]
-        cst[1] = invstd[c]
-        cst[2] = cst[1] * gamma[c] if has_gamma else cst[1]
-        cst[3] = s1 / M
-        cst[4] = s2 * iv / M
+        _bwd_finish(s1, s2, c, M, gamma, mean, invstd, dgamma, dbeta, has_gamma, True, cst)
     cuda.syncthreads()
     mu_, iv_, gi, a, b = cst[0], cst[1], cst[2], cst[3], cst[4]
     k, i = _start(t, c, C, HW)
