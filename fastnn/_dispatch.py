@@ -24,7 +24,8 @@ def _load(name):
         try:
             return importlib.import_module("fastnn._cpu")
         except ImportError as e:
-            raise RuntimeError(f"backend='cpu' needs the compiled extension fastnn._C, which failed to import: {e}") from e
+            raise RuntimeError("backend='cpu' needs the compiled extension fastnn._C, which failed to import: "
+                               f"{e}") from e
     try:
         return importlib.import_module("fastnn.cuda")
     except ImportError as e:
