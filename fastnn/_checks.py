@@ -139,6 +139,8 @@ def _conv(x, weight, stride, padding, dilation, groups):
     groups = integer(groups, "groups", 1)
     N, C = x.shape[:2]
     K, Cg = weight.shape[:2]
+    if K == 0:              # like a zero-size batch: refused on every backend (the GPU grid has no empty launch)
+        raise ValueError(f"weight of shape {tuple(weight.shape)} is empty: conv2d needs at least one output channel")
     if C % groups or K % groups:
         raise ValueError(f"groups={groups} must divide the input channels ({C}) and output channels ({K})")
     if Cg * groups != C:

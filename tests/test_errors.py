@@ -67,6 +67,8 @@ BAD = [
     ("conv2d", "groups", 0, ValueError, "groups must be >= 1"),
     ("conv2d", "x", r(2, 3, 0, 5), ValueError, "empty"),
     ("conv2d", "x", r(0, 3, 5, 5), ValueError, "empty"),  # zero-size batches are refused on every op
+    ("conv2d", "weight", r(0, 3, 3, 3), ValueError, "weight of shape (0, 3, 3, 3) is empty"),
+    ("conv2d_backward", "weight", r(0, 3, 3, 3), ValueError, "weight of shape (0, 3, 3, 3) is empty"),
     ("conv2d_backward", "x", r(0, 3, 5, 5), ValueError, "empty"),
     ("max_pool2d", "x", r(0, 3, 4, 4), ValueError, "empty"),
     ("batch_norm_backward", "x", r(0, 3), ValueError, "empty"),
