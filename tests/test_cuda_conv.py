@@ -24,6 +24,7 @@ from fastnn import reference as R  # noqa: E402
 gemm = importlib.import_module("fastnn.cuda.gemm")
 conv = importlib.import_module("fastnn.cuda.conv2d")      # the modules, not the functions fastnn.cuda exports
 i2c = importlib.import_module("fastnn.cuda.im2col")
+fl = importlib.import_module("fastnn.cuda._fastlaunch")
 
 EPS = {np.float64: 2.0**-53, np.float32: 2.0**-24}
 
@@ -171,6 +172,35 @@ def test_conv2d_backward_dx_negative_padding():
     dx, dw, db = conv.conv2d_backward(dy, x, w, 1, 1, 1, 1)
     check(dx, rdx, 3, np.float64)
     check(dw, rdw, dy[:, 0].size, np.float64)
+
+
+def test_conv2d_backward_dx_beyond_grid_limits(monkeypatch):
+    """The col2im dx's GEMM runs one z slice per (image, group): a depthwise stride-2 backward at N*G > 65535
+    (MobileNet at batch 128) would exceed gridDim.z. With the limits lowered to y <= 1, z <= 4, N*G = 6 slices
+    and 2 row tiles of W^T (CRS = 72 > 64) must run as 2 x 2 launches and still give the reference."""
+    monkeypatch.setattr(fl, "GRID_MAX", (2**31 - 1, 1, 4))
+    grids = []
+    launch = fl.launch
+    monkeypatch.setattr(fl, "launch", lambda k, key, grid, *a: grids.append((k, grid)) or launch(k, key, grid, *a))
+    rng = np.random.default_rng(13)
+    x, w = ints(rng, (3, 16, 5, 5), np.float64), ints(rng, (4, 8, 3, 3), np.float64)   # groups 2: Cg = 8
+    dy = ints(rng, R.conv2d(x, w, None, 2, 1, 1, 2).shape, np.float64)
+    rdx, rdw, _ = R.conv2d_backward(dy, x, w, 2, 1, 1, 2)
+    dx, dw, _ = conv.conv2d_backward(dy, x, w, 2, 1, 1, 2)
+    check(dx, rdx, 2 * 9, np.float64)
+    check(dw, rdw, dy[:, 0].size, np.float64)
+    python = lambda k: getattr(k, "py_func", None) or k.fn            # noqa: E731  (GPU / simulator kernel)
+    tiled = [g for k, g in grids if python(k).__qualname__.startswith("gemm__tiled")]
+    assert sorted(tiled) == [(1, 1, 2), (1, 1, 2), (1, 1, 4), (1, 1, 4)]
+
+
+def test_grid_beyond_limits_is_refused(monkeypatch):
+    out = cuda.to_device(np.zeros(1))
+    with pytest.raises(ValueError, match="grid.y = 65536"):      # before Numba or the driver see it
+        fl.launch(conv.sum_splits, "d", (1, 65536), 32, out, out, 1, 1)
+    monkeypatch.setattr(fl, "GRID_MAX", (2**31 - 1, 65535, 2))
+    with pytest.raises(ValueError, match="groups=3"):             # one group per blockIdx.z
+        conv.conv2d(np.zeros((1, 3, 3, 3)), np.zeros((3, 1, 1, 1)), groups=3)
 
 
 @pytest.mark.parametrize("name", ["groups2", "pad,dil2,nonsq"])

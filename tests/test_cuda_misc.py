@@ -191,6 +191,23 @@ def test_batch_norm_block_limit(monkeypatch):
     assert used == ["bn_fwd__block", "bn_bwd__block", "bn_fwd_stats", "bn_fwd_apply", "bn_bwd_stats", "bn_bwd_apply"]
 
 
+def test_batch_norm_channels_beyond_grid_y(monkeypatch):
+    """The split path puts channels on gridDim.y (at most 65535): more channels are refused by name, and leave
+    the running stats as they were; the one-block path (channels on x) still runs them. Limit lowered to 2."""
+    monkeypatch.setattr(importlib.import_module("fastnn.cuda._fastlaunch"), "GRID_MAX", (2**31 - 1, 2, 65535))
+    x, g, b, rm, rv = _bn_inputs((4, 3), np.float64)
+    rm0 = rm.copy()
+    with pytest.raises(ValueError, match="at most 2 channels"):
+        B.batch_norm(x, g, b, rm, rv, False, 0.1, 1e-5)
+    assert np.array_equal(rm, rm0)
+    rm2, rv2 = rm.copy(), rv.copy()
+    for o, r in zip(B.batch_norm(x, g, b, rm, rv, True, 0.1, 1e-5), R.batch_norm(x, g, b, rm2, rv2, True, 0.1, 1e-5)):
+        close(o, r, 1e-12)
+    monkeypatch.setattr(B, "BLOCK_MAX", 0)
+    with pytest.raises(ValueError, match="at most 2 channels"):
+        B.batch_norm_backward(x, x, g, rm, rv, True)
+
+
 def test_batch_norm_one_running_stat(bn_path):
     x, g, b, rm, _ = _bn_inputs((4, 3), np.float64)
     rm2 = rm.copy()

@@ -113,6 +113,8 @@ def _real(a):
 
 # --------------------------------------------------------------------------------------------------- launch
 
+GRID_MAX = (2**31 - 1, 65535, 65535)    # CUDA's limits on gridDim.x, .y, .z
+
 _cache = {}      # (kernel, key) -> (cuda.core kernel, argument kinds) or None (use the dispatcher)
 _configs = {}
 _stream = None
@@ -167,8 +169,17 @@ def _dims(d):
     return d + (1,) * (3 - len(d))
 
 
+def _check(grid):
+    """A grid beyond CUDA's limits fails to launch with an opaque driver error (and the simulator runs it): say
+    which kernel grid dimension is too large instead. Callers split larger work into several launches."""
+    for n, most, axis in zip(_dims(grid), GRID_MAX, "xyz"):
+        if not 0 < n <= most:
+            raise ValueError(f"grid.{axis} = {n} is outside CUDA's limit 1..{most}")
+
+
 def _first(kern, key, grid, block, args):
     """Launch through Numba, then set up (or refuse) the direct path for this (kernel, key)."""
+    _check(grid)
     real = [_real(a) for a in args]
     kern[grid, block](*real)
     entry = None
@@ -193,9 +204,11 @@ def launch(kern, key, grid, block, *args):
     if ent is False:
         return _first(kern, key, grid, block, args)
     if ent is None:
+        _check(grid)
         return kern[grid, block](*[_real(a) for a in args])
     cfg = _configs.get((grid, block))
     if cfg is None:
+        _check(grid)
         from cuda.core import LaunchConfig
         cfg = _configs[(grid, block)] = LaunchConfig(grid=_dims(grid), block=_dims(block), shmem_size=0)
     if _stream is None:

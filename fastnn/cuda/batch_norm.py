@@ -27,6 +27,7 @@ import math
 import numpy as np
 from numba import config, cuda, float64
 
+from . import _fastlaunch as _fl
 from ._fastlaunch import empty as _empty, launch, of, result as _result, view
 from ._launch import kind_of
 
@@ -434,8 +435,6 @@ def _plan(shape):
     N, C = shape[0], shape[1]
     HW = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
     M = N * HW
-    if C > 65535:       # gridDim.y limit
-        raise ValueError(f"batch_norm on the GPU takes at most 65535 channels, got {C}")
     S = max(1, min(-(-TARGET_BLOCKS // C), M // (BS * MIN_PER_THREAD)))
     chunk = -(-M // S)
     S = -(-M // chunk)
@@ -446,6 +445,15 @@ def _plan(shape):
 
 def _flat(d):
     return d.reshape(d.size)
+
+
+def _split_grid(C, S):
+    """The (S, C) grid of the split path; its channels are gridDim.y, at most 65535 (the one-block path, which
+    puts channels on x, has no such limit)."""
+    if C > _fl.GRID_MAX[1]:
+        raise ValueError(f"batch_norm on the GPU takes at most {_fl.GRID_MAX[1]} channels when a channel holds "
+                         f"more than {BLOCK_MAX} values (or training=False), got {C}")
+    return S, C
 
 
 # ------------------------------------------------------------------------------------------------- public
@@ -467,12 +475,14 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, ep
     k = d.dtype.char
     if training and M <= BLOCK_MAX:
         T, bdk, bdi, bwrap = _block_plan(C, HW, M)
-        launch(bn_fwd__block, k, C, T, xf, yf, *opt, mean[1], invstd[1], C, HW, M, bdk, bdi, bwrap, g is not None, b is not None, rm is not None, rv is not None, float(momentum), float(eps))
+        launch(bn_fwd__block, k, C, T, xf, yf, *opt, mean[1], invstd[1], C, HW, M, bdk, bdi, bwrap, g is not None,
+               b is not None, rm is not None, rv is not None, float(momentum), float(eps))
     else:
+        grid = _split_grid(C, S)
         part = _partials(C, S)
         if training:
-            launch(bn_fwd_stats, k, (S, C), BS, xf, part, C, HW, M, chunk, dk, di, wrap_)
-        launch(bn_fwd_apply, k, (S, C), BS, xf, yf, part, *opt, mean[1], invstd[1], C, HW, M, chunk, dk, di, wrap_,
+            launch(bn_fwd_stats, k, grid, BS, xf, part, C, HW, M, chunk, dk, di, wrap_)
+        launch(bn_fwd_apply, k, grid, BS, xf, yf, part, *opt, mean[1], invstd[1], C, HW, M, chunk, dk, di, wrap_,
                bool(training), g is not None, b is not None, bool(training) and rm is not None,
                bool(training) and rv is not None, float(momentum), float(eps))
     if training and kind == "numpy":     # host running stats: the device copies were updated, write them back
@@ -497,8 +507,9 @@ def batch_norm_backward(dy, x, gamma, mean, invstd, training=True):
         launch(bn_bwd__block, k, C, T, gf, xf, _flat(dx[1]), gam, mu, iv, dgamma[1], dbeta[1], C, HW, M, bdk, bdi,
                bwrap, bool(training), g is not None)
     else:
+        grid = _split_grid(C, S)
         part = _partials(C, S)
-        launch(bn_bwd_stats, k, (S, C), BS, gf, xf, mu, part, C, HW, M, chunk, dk, di, wrap_)
-        launch(bn_bwd_apply, k, (S, C), BS, gf, xf, _flat(dx[1]), part, gam, mu, iv, dgamma[1], dbeta[1],
+        launch(bn_bwd_stats, k, grid, BS, gf, xf, mu, part, C, HW, M, chunk, dk, di, wrap_)
+        launch(bn_bwd_apply, k, grid, BS, gf, xf, _flat(dx[1]), part, gam, mu, iv, dgamma[1], dbeta[1],
                C, HW, M, chunk, dk, di, wrap_, bool(training), g is not None)
     return _result(dx, kind), _result(dgamma, kind), _result(dbeta, kind)

@@ -540,7 +540,9 @@ def _dummy(dtype):
     return _dummies[key]
 
 
-def _geometry(xd, wd, stride, padding, dilation):
+def _geometry(xd, wd, stride, padding, dilation, groups):
+    if groups > _fl.GRID_MAX[2]:        # the kernels run one group per blockIdx.z
+        raise ValueError(f"conv2d on the GPU takes at most {_fl.GRID_MAX[2]} groups, got groups={groups}")
     (sh, sw), (ph, pw), (dh, dw) = map(pair, (stride, padding, dilation))
     N, C, H, W = map(int, xd.shape)
     K, Cg, KH, KW = map(int, wd.shape)
@@ -579,7 +581,7 @@ def _launch_igemm(variant, dtype, KH, KW, tile, x, w, b, y, has_bias, N, C, H, W
 
 def _forward(xv, wv, bv, stride, padding, dilation, groups, variant, tile, kind):
     """(caller-type array or None, View) of y."""
-    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xv, wv, stride, padding, dilation)
+    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xv, wv, stride, padding, dilation, groups)
     dt = xv.dtype
     y = _fl.empty((N, K, OH, OW), dt, kind)
     has_bias = bv is not None
@@ -605,7 +607,7 @@ def _backward(dyv, xv, wv, stride, padding, dilation, groups, variant="igemm", d
     """(dx, dweight, dbias) as (caller-type array or None, View) pairs.
     dx_variant: "igemm" (stride 1: a forward implicit GEMM over dy with flipped weights, the default there)
     or "gemm_col2im" (W^T dy into a col buffer, then col2im; any stride)."""
-    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xv, wv, stride, padding, dilation)
+    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xv, wv, stride, padding, dilation, groups)
     G, Cg, Kg, P = groups, C // groups, K // groups, OH * OW
     KK = KH * KW
     CRS = Cg * KK

@@ -12,7 +12,9 @@ It is also batched (blockIdx.z), which conv2d_backward uses for W^T @ dy per (im
 launch_split_k uses for split-K: the skinny LSTM GEMMs (64x512 @ 512x2048 filled 32 of 132 SMs) run as
 4-16 reduction slices whose sum the consumer kernel forms. Every launch goes through _fastlaunch.
 Measured on the H100, n=4096 fp32: cuBLAS 50.6 TFLOP/s; 128x128 tile 26.7 (0.53x); 64x64 tile 19.4 (0.38x);
-no register spills in either (ptxas: 209 and 103 registers).
+no register spills in either (ptxas: 209 and 103 registers). The y0/z0 launch offsets added since (grids past
+65535 slices) left the PTX's FMA and shared/global load counts as they were and ptxas now takes 179 and 99
+registers (scripts/ptx_check.py); not re-timed on a GPU.
 """
 import functools
 
@@ -118,15 +120,15 @@ def gemm__tiled(dtype, ta, tb, tile=DEFAULT_TILE):
     mma = slab_mma(dtype, TM, TN)
 
     @cuda.jit(**kernel_options(min_blocks))
-    def kernel(a, b, c, M, N, K, lda, ldb, ldc, G, sa1, sa2, sb1, sb2, sc1, sc2, beta):
-        z = cuda.blockIdx.z
+    def kernel(a, b, c, M, N, K, lda, ldb, ldc, G, sa1, sa2, sb1, sb2, sc1, sc2, beta, y0, z0):
+        z = cuda.blockIdx.z + z0                # y0, z0: where this launch starts (see launch_tiled)
         oa = (z // G) * sa1 + (z % G) * sa2
         ob = (z // G) * sb1 + (z % G) * sb2
         oc = (z // G) * sc1 + (z % G) * sc2
         tid = cuda.threadIdx.x
         tx = tid % 16
         ty = tid // 16
-        m0 = cuda.blockIdx.y * BM
+        m0 = (cuda.blockIdx.y + y0) * BM
         n0 = cuda.blockIdx.x * BN
         As = cuda.shared.array(SA, ft, alignment=ALIGN)
         Bs = cuda.shared.array(SB, ft, alignment=ALIGN)
@@ -216,12 +218,17 @@ def gemm__tiled(dtype, ta, tb, tile=DEFAULT_TILE):
 def launch_tiled(a, b, c, M, N, K, lda, ldb, ldc, ta=False, tb=False, beta=0.0, batch=1, G=1,
                  sa=(0, 0), sb=(0, 0), sc=(0, 0), tile=None):
     """Run gemm__tiled on flat (1-D) device arrays or _fastlaunch Views; batch = number of z slices
-    (z//G, z%G pick the offsets). Launched through _fastlaunch: Numba's dispatcher costs ~100 us a call."""
+    (z//G, z%G pick the offsets). Launched through _fastlaunch: Numba's dispatcher costs ~100 us a call.
+    Row tiles or batch slices beyond the grid's y/z limits (65535: a depthwise backward with N*G > 65535 slices
+    has them) run as several launches."""
     k = gemm__tiled(np.dtype(c.dtype), bool(ta), bool(tb), tile or pick_tile(M, N, batch))
     BM, BN = k.tile
-    grid = ((N + BN - 1) // BN, (M + BM - 1) // BM, batch)
-    _fl.launch(k, c.dtype.char, grid, NT, a, b, c, M, N, K, lda, ldb, ldc, G, sa[0], sa[1], sb[0], sb[1],
-               sc[0], sc[1], c.dtype.type(beta))
+    ny, (_, ymax, zmax) = (M + BM - 1) // BM, _fl.GRID_MAX
+    for z0 in range(0, batch, zmax):
+        for y0 in range(0, ny, ymax):
+            grid = ((N + BN - 1) // BN, min(ymax, ny - y0), min(zmax, batch - z0))
+            _fl.launch(k, c.dtype.char, grid, NT, a, b, c, M, N, K, lda, ldb, ldc, G, sa[0], sa[1], sb[0], sb[1],
+                       sc[0], sc[1], c.dtype.type(beta), y0, z0)
 
 
 def split_k_for(M, N, K, tile="64x64"):
