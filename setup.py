@@ -11,29 +11,28 @@ from setuptools import setup
 ParallelCompile("FASTNN_BUILD_JOBS", default=2).install()
 
 
-def openmp_flags():
-    """(compile, link) flags for OpenMP when the compiler accepts them, else empty (kernels then run serially)."""
+def simd_pragma_flags():
+    """`#pragma omp simd` only (no OpenMP runtime: the threads are fastnn's own pool, csrc/parallel.h)."""
     if sys.platform == "win32":
-        return ["/openmp"], []
+        return ["/openmp:experimental"]
     import subprocess
     cxx = os.environ.get("CXX", "c++")
     with tempfile.TemporaryDirectory() as d:
         src = os.path.join(d, "t.cpp")
         with open(src, "w") as f:
-            f.write("#include <omp.h>\nint main(){return omp_get_max_threads() > 0 ? 0 : 1;}\n")
-        ok = subprocess.run([cxx, "-fopenmp", src, "-o", os.path.join(d, "t")], capture_output=True).returncode == 0
-    return (["-fopenmp"], ["-fopenmp"]) if ok else ([], [])
+            f.write("int main(){int s=0;\n#pragma omp simd reduction(+:s)\nfor(int i=0;i<8;++i)s+=i;return s!=28;}\n")
+        ok = subprocess.run([cxx, "-fopenmp-simd", src, "-o", os.path.join(d, "t")], capture_output=True).returncode == 0
+    return ["-fopenmp-simd"] if ok else []
 
 
-omp_c, omp_l = openmp_flags()
 extra = os.environ.get("FASTNN_EXTRA_CFLAGS", "").split()  # e.g. sanitizers (scripts/asan.sh)
 ext = Pybind11Extension(
     "fastnn._C",
     sorted(glob("csrc/*.cpp")),
     include_dirs=["csrc"],
     cxx_std=17,
-    extra_compile_args=["-O3", "-fno-math-errno", *omp_c, *extra],
-    extra_link_args=[*omp_l, *[f for f in extra if f.startswith("-fsanitize")]],
+    extra_compile_args=["-O3", "-fno-math-errno", *simd_pragma_flags(), *extra],
+    extra_link_args=[*([] if sys.platform == "win32" else ["-pthread"]), *[f for f in extra if f.startswith("-fsanitize")]],
     depends=sorted(glob("csrc/*.h")),
 )
 

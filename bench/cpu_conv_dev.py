@@ -27,7 +27,7 @@ CLOCK = time.perf_counter
 
 def best(fns, reps):
     """Best time of each function. Each function runs in its own block of calls (after a warm-up call), blocks
-    alternate over two rounds: OpenMP runtimes keep their threads spinning for a while after a parallel region, so
+    alternate over two rounds: thread pools (torch's OpenMP, OpenBLAS) keep their threads spinning after a call, so
     calls interleaved one by one would time fastnn against torch's (or OpenBLAS's) spinning threads and vice versa."""
     t = [float("inf")] * len(fns)
     for _ in range(2):

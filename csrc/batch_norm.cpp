@@ -19,10 +19,6 @@
 #include <limits>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "fastnn.h"
 
 namespace fastnn {
@@ -31,13 +27,6 @@ namespace {
 #define FI inline __attribute__((always_inline))
 #define AVX2 __attribute__((target("avx2,fma")))
 
-int max_threads() {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 
 // ------------------------------------------------------------------------------------------- loop bodies (T x L)
 // s1 += sum(x - shift), s2 += sum((x - shift)^2) over n in [n0, n1) of one channel (rows of L, stride C*L).
@@ -182,12 +171,11 @@ SIMD_DISPATCH(col_dx)
 // ------------------------------------------------------------------------------------------------- the plans
 constexpr i64 kRowPathMaxL = 32;  // below this a channel row is too short to stream: use the column layout
 
-// A thread per channel whenever there are enough channels to balance the threads: one parallel region, no
+// A task per channel whenever there are enough channels to balance the threads: one parallel loop, no
 // synchronisation, and the channel's slab is still in that core's L2 for the second pass (1-2 MB L2 on current
-// x86 parts; (32,64,56,56) float is 400 KB per channel). With few channels all threads share each channel in turn:
-// one barrier per channel, affordable only because there are few (a barrier per channel over many channels costs
-// a scheduler time slice each on an oversubscribed machine: measured 100x slower).
-bool thread_per_channel(i64 C) { return C >= 4 * max_threads(); }
+// x86 parts; (32,64,56,56) float is 400 KB per channel). With few channels every channel is split into parts:
+// one parallel loop sums the parts, one writes them (two fork/joins in all, not a barrier per channel).
+bool thread_per_channel(i64 C) { return C >= 4 * get_num_threads(); }
 // Outputs bigger than this go around the caches (non-temporal stores): they cannot stay cached anyway, and the
 // store then costs no read-for-ownership.
 constexpr i64 kStreamMinBytes = 16 << 20;
@@ -287,38 +275,37 @@ inline DxCoef dx_coef(double gamma, double invstd, double dgamma, double dbeta, 
 //   sums(c, n, l0, l1, s1, s2)  and  write(c, coef, n, l0, l1)
 template <typename Coef, typename Sums, typename Finish, typename Write>
 void two_pass_channels(i64 N, i64 C, i64 L, bool own_channels, Sums&& sums, Finish&& finish, Write&& write) {
+    const i64 M = N * L;
     if (own_channels) {
-#pragma omp parallel for schedule(static)
-        for (i64 c = 0; c < C; ++c) {
+        parallel_tasks(C, [&](i64 c) {
             double s1 = 0, s2 = 0;
             for (i64 n = 0; n < N; ++n) sums(c, n, i64(0), L, s1, s2);
             Coef k = finish(c, s1, s2);
             for (i64 n = 0; n < N; ++n) write(c, k, n, i64(0), L);
-        }
+        }, parallel_work(3.0 * M * C));
         return;
     }
-    const i64 M = N * L;
-    std::vector<double> part(4 * max_threads());  // [channel parity][thread][s1, s2]: one barrier per channel
-#pragma omp parallel
-    {
-#ifdef _OPENMP
-        const i64 tid = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-        const i64 tid = 0, nth = 1;
-#endif
-        const i64 a = M * tid / nth, b = M * (tid + 1) / nth;
-        for (i64 c = 0; c < C; ++c) {
-            double* mine = &part[2 * ((c & 1) * nth + tid)];
-            double s1 = 0, s2 = 0;
-            for_segments(a, b, L, [&](i64 n, i64 l0, i64 l1) { sums(c, n, l0, l1, s1, s2); });
-            mine[0] = s1, mine[1] = s2;
-#pragma omp barrier
-            double t1 = 0, t2 = 0;  // every thread adds the partials in the same order: the same totals
-            for (i64 k = 0; k < nth; ++k) t1 += part[2 * ((c & 1) * nth + k)], t2 += part[2 * ((c & 1) * nth + k) + 1];
-            Coef k = finish(c, t1, t2, tid == 0);
-            for_segments(a, b, L, [&](i64 n, i64 l0, i64 l1) { write(c, k, n, l0, l1); });
-        }
+    // Parts of a fixed size split at fixed places: the totals, added in part order, do not depend on the threads.
+    const int nt = parallel_work(3.0 * M * C);
+    const i64 parts = std::max<i64>(1, std::min<i64>(4 * nt, M / 4096));
+    std::vector<double> part(2 * C * parts);  // [channel][part][s1, s2]
+    parallel_tasks(C * parts, [&](i64 t) {
+        const i64 c = t / parts, p = t % parts;
+        double s1 = 0, s2 = 0;
+        for_segments(M * p / parts, M * (p + 1) / parts, L, [&](i64 n, i64 l0, i64 l1) { sums(c, n, l0, l1, s1, s2); });
+        part[2 * t] = s1, part[2 * t + 1] = s2;
+    }, nt);
+    std::vector<Coef> coef;
+    coef.reserve(C);
+    for (i64 c = 0; c < C; ++c) {
+        double t1 = 0, t2 = 0;
+        for (i64 p = 0; p < parts; ++p) t1 += part[2 * (c * parts + p)], t2 += part[2 * (c * parts + p) + 1];
+        coef.push_back(finish(c, t1, t2));
     }
+    parallel_tasks(C * parts, [&](i64 t) {
+        const i64 c = t / parts, p = t % parts;
+        for_segments(M * p / parts, M * (p + 1) / parts, L, [&](i64 n, i64 l0, i64 l1) { write(c, coef[c], n, l0, l1); });
+    }, nt);
 }
 
 template <typename T>
@@ -336,8 +323,7 @@ void fwd_channels(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* i
         norm_rows(p, q, stride, i64(0), i64(1), l1 - l0, k.mean, k.scale, k.beta);
     };
     if (!training) {
-#pragma omp parallel for schedule(static)
-        for (i64 r = 0; r < N * C; ++r) write(r % C, coef(r % C, mean[r % C], invstd[r % C]), r / C, 0, L);
+        parallel_items(N * C, 2.0 * L, [&](i64 r) { write(r % C, coef(r % C, mean[r % C], invstd[r % C]), r / C, 0, L); });
         if (stream) _mm_sfence();
         return;
     }
@@ -349,9 +335,9 @@ void fwd_channels(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* i
             if (has_avx2_fma()) return sums_row__avx2(p, p, l1 - l0, T(shift(c)), T(shift(c)), s1, s2);
         stats_rows(p, stride, i64(0), i64(1), l1 - l0, shift(c), s1, s2);
     };
-    auto finish = [&](i64 c, double s1, double s2, bool store = true) {
+    auto finish = [&](i64 c, double s1, double s2) {
         Stats st = stats_of(shift(c), s1, s2, M, eps);
-        if (store) store_stats(c, st, M, mean, invstd, rmean, rvar, momentum);
+        store_stats(c, st, M, mean, invstd, rmean, rvar, momentum);
         return coef(c, T(st.mean), T(st.invstd));
     };
     two_pass_channels<Norm>(N, C, L, thread_per_channel(C), sums, finish, write);
@@ -369,8 +355,8 @@ void bwd_channels(const T* dy, const T* x, const T* gamma, const T* mean, const 
             if (has_avx2_fma()) return sums_row__avx2(dy + o, x + o, l1 - l0, 0.0f, mean[c], s1, s2);
         dstats_rows(dy + o, x + o, stride, i64(0), i64(1), l1 - l0, double(mean[c]), s1, s2);
     };
-    auto finish = [&](i64 c, double s1, double s2, bool store = true) {
-        if (store) dbeta[c] = T(s1), dgamma[c] = T(s2 * double(invstd[c]));
+    auto finish = [&](i64 c, double s1, double s2) {
+        dbeta[c] = T(s1), dgamma[c] = T(s2 * double(invstd[c]));
         return dx_coef(gamma ? double(gamma[c]) : 1.0, double(invstd[c]), s2 * double(invstd[c]), s1, M, training);
     };
     auto write = [&](i64 c, const DxCoef& k, i64 n, i64 l0, i64 l1) {
@@ -393,10 +379,9 @@ std::vector<T> per_column(i64 C, i64 L, const std::vector<T>& per_channel) {
 }
 
 template <typename T, typename F>
-void over_column_ranges(i64 CL, F&& f) {
-    const i64 parts = std::min<i64>(max_threads(), std::max<i64>(1, CL / 64));
-#pragma omp parallel for schedule(static)
-    for (i64 k = 0; k < parts; ++k) f(CL * k / parts, CL * (k + 1) / parts);
+void over_column_ranges(i64 N, i64 CL, F&& f) {
+    const i64 parts = std::min<i64>(parallel_work(2.0 * N * CL), std::max<i64>(1, CL / 64));
+    parallel_tasks(parts, [&](i64 k) { f(CL * k / parts, CL * (k + 1) / parts); });
 }
 
 template <typename T>
@@ -407,7 +392,7 @@ void fwd_columns(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* in
         std::vector<double> shift(C), s1(CL, 0.0), s2(CL, 0.0);
         for (i64 c = 0; c < C; ++c) shift[c] = N > 0 ? double(x[c * L]) : 0.0;
         std::vector<double> cshift = per_column(C, L, shift);
-        over_column_ranges<T>(CL, [&](i64 j0, i64 j1) { col_stats(x, N, CL, j0, j1, cshift.data(), s1.data(), s2.data()); });
+        over_column_ranges<T>(N, CL, [&](i64 j0, i64 j1) { col_stats(x, N, CL, j0, j1, cshift.data(), s1.data(), s2.data()); });
         for (i64 c = 0; c < C; ++c) {
             double a = 0, b = 0;
             for (i64 l = 0; l < L; ++l) a += s1[c * L + l], b += s2[c * L + l];
@@ -417,8 +402,7 @@ void fwd_columns(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* in
     std::vector<T> m(mean, mean + C), sc(C), b(C);
     for (i64 c = 0; c < C; ++c) sc[c] = invstd[c] * (gamma ? gamma[c] : T(1)), b[c] = beta ? beta[c] : T(0);
     std::vector<T> cm = per_column(C, L, m), csc = per_column(C, L, sc), cb = per_column(C, L, b);
-#pragma omp parallel for schedule(static)
-    for (i64 n = 0; n < N; ++n) col_norm(x, y, CL, n, n + 1, cm.data(), csc.data(), cb.data());
+    parallel_items(N, 2.0 * CL, [&](i64 n) { col_norm(x, y, CL, n, n + 1, cm.data(), csc.data(), cb.data()); });
 }
 
 template <typename T>
@@ -427,7 +411,7 @@ void bwd_columns(const T* dy, const T* x, const T* gamma, const T* mean, const T
     const i64 CL = C * L, M = N * L;
     std::vector<T> cm = per_column(C, L, std::vector<T>(mean, mean + C));
     std::vector<double> s1(CL, 0.0), s2(CL, 0.0);
-    over_column_ranges<T>(CL, [&](i64 j0, i64 j1) { col_dstats(dy, x, N, CL, j0, j1, cm.data(), s1.data(), s2.data()); });
+    over_column_ranges<T>(N, CL, [&](i64 j0, i64 j1) { col_dstats(dy, x, N, CL, j0, j1, cm.data(), s1.data(), s2.data()); });
     std::vector<T> a(C), b(C), d(C);
     for (i64 c = 0; c < C; ++c) {
         double t1 = 0, t2 = 0;
@@ -438,8 +422,7 @@ void bwd_columns(const T* dy, const T* x, const T* gamma, const T* mean, const T
         a[c] = T(k.a), b[c] = T(k.b), d[c] = T(k.d);
     }
     std::vector<T> ca = per_column(C, L, a), cb = per_column(C, L, b), cd = per_column(C, L, d);
-#pragma omp parallel for schedule(static)
-    for (i64 n = 0; n < N; ++n) col_dx(dy, x, dx, CL, n, n + 1, cm.data(), ca.data(), cb.data(), cd.data());
+    parallel_items(N, 3.0 * CL, [&](i64 n) { col_dx(dy, x, dx, CL, n, n + 1, cm.data(), ca.data(), cb.data(), cd.data()); });
 }
 
 }  // namespace

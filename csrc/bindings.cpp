@@ -200,11 +200,6 @@ PYBIND11_MODULE(_C, m) {
         py::dict d;
         d["simd"] = fastnn::simd_variant();
         d["avx2_fma"] = fastnn::has_avx2_fma();
-#ifdef _OPENMP
-        d["openmp"] = _OPENMP;
-#else
-        d["openmp"] = py::none();
-#endif
 #if defined(__clang__)
         d["compiler"] = "clang " __clang_version__;
 #elif defined(__GNUC__)

@@ -32,12 +32,10 @@
 //                                  weights (the "full" correlation); otherwise dcol in ~1 MiB row blocks + col2im,
 //                                  threads over (image, group).
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #include <immintrin.h>
 
 #include "gemm_packed.h"
@@ -241,8 +239,7 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
         if (!gather) ipt = 1;
     }
     const i64 nchunk = (s.N + ipt - 1) / ipt;
-#pragma omp parallel for schedule(dynamic)
-    for (i64 t = 0; t < nchunk * G * nblk; ++t) {
+    parallel_tasks(nchunk * G * nblk, [&](i64 t) {
         const i64 ng = t / nblk, n = (ng / G) * ipt, g = ng % G, oh0 = (t % nblk) * rows, nr = std::min(rows, s.OH - oh0);
         const i64 ni = std::min(ipt, s.N - n);
         const i64 Hq = nr + (s.KH - 1) * s.dh / s.sh, ncols = nr * Wq;
@@ -274,7 +271,7 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
             packed::gemm_blocked<Cf>(Kg, nv, CRS, T(1), wp[g], PackGatherCols<Cf>{xq.data(), toff.data(), col.data()},
                                      T(0), yt.data(), nv);
             unpack_images(yt.data(), ni, Kg, P, bias ? bias + g * Kg : nullptr, y + (n * s.K + g * Kg) * P, s.K * P);
-            continue;
+            return;
         }
         packed::Buffer<T>& yt = packed::scratch<T>(5);
         if ((i64)yt.size() < Kg * ncols) yt.resize(Kg * ncols);
@@ -289,7 +286,7 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
                 else std::memcpy(d, src, sizeof(T) * s.OW);
             }
         }
-    }
+    });
 }
 
 // Zero-padded input rows for the direct kernels: dst row r of channel c (row stride Wp, channel stride nrows*Wp)
@@ -413,12 +410,11 @@ static void conv2d_fwd__direct(const float* x, const float* w, const float* bias
     static thread_local packed::Buffer<float> wk_buf;
     if ((i64)wk_buf.size() < s.K * CRS) wk_buf.resize(s.K * CRS);
     float* const wk = wk_buf.data();
-#pragma omp parallel for schedule(static)
-    for (i64 k = 0; k < s.K; ++k)
+    parallel_items(s.K, double(CRS), [&](i64 k) {
         for (i64 r = 0; r < CRS; ++r) wk[((k / OCB) * CRS + r) * OCB + k % OCB] = w[k * CRS + r];
+    });
     auto tile_fn = s.sw == 2 ? direct_tile__avx512f<0, 2> : s.KW == 3 ? direct_tile__avx512f<3, 1> : direct_tile__avx512f<0, 1>;
-#pragma omp parallel for schedule(dynamic)
-    for (i64 task = 0; task < s.N * G * nblk; ++task) {
+    parallel_tasks(s.N * G * nblk, [&](i64 task) {
         const i64 ng = task / nblk, n = ng / G, g = ng % G, oh0 = (task % nblk) * rows, nr = std::min(rows, s.OH - oh0);
         const i64 Hq = (nr - 1) * s.sh + (s.KH - 1) * s.dh + 1, plane = Hq * Wp;  // padded input rows of the block
         packed::Buffer<float>& xp = packed::scratch<float>(4);
@@ -443,7 +439,7 @@ static void conv2d_fwd__direct(const float* x, const float* w, const float* bias
                     }
             }
         }
-    }
+    });
 }
 
 // conv2d_dw__direct (AVX-512, float, 3x3 kernels, column dilation 1): dweight with the roles of the direct forward.
@@ -531,16 +527,10 @@ static void conv2d_dw__direct(const float* dy, const float* x, float* dw, const 
     packed::Buffer<float>& part = packed::scratch<float>(3);  // the caller's; the threads see it through pp
     if ((i64)part.size() < nbuf * WS) part.resize(nbuf * WS);
     float* const pp = part.data();
-    int used = 1;  // the team OpenMP actually gave (it may give fewer threads than asked)
-#pragma omp parallel num_threads(nth)
-    {
-        int tid = 0, team = 1;
-#ifdef _OPENMP
-        tid = omp_get_thread_num(), team = omp_get_num_threads();
-#endif
-        if (tid == 0) used = team;
+    std::atomic<i64> next_image{0};
+    parallel_tasks(nth, [&](i64 tid) {  // task tid owns buffer tid (or tile range tid); any thread may run it
         float* const acc = pp + (by_tiles ? 0 : tid * WS);
-        const i64 tl0 = by_tiles ? ntl * tid / team : 0, tl1 = by_tiles ? ntl * (tid + 1) / team : ntl;
+        const i64 tl0 = by_tiles ? ntl * tid / nth : 0, tl1 = by_tiles ? ntl * (tid + 1) / nth : ntl;
         std::fill(acc + tl0 * TB, acc + tl1 * TB, 0.f);
         packed::Buffer<float>& xp = packed::scratch<float>(4);
         packed::Buffer<float>& dyt = packed::scratch<float>(5);
@@ -560,21 +550,19 @@ static void conv2d_dw__direct(const float* dy, const float* x, float* dw, const 
         if (by_tiles) {
             for (i64 n = 0; n < s.N; ++n) image(n);
         } else {
-#pragma omp for schedule(dynamic)
-            for (i64 n = 0; n < s.N; ++n) image(n);
+            for (i64 n; (n = next_image.fetch_add(1)) < s.N;) image(n);
         }
-    }
+    }, nth);
     // dw[k][c][tap] = the buffers' tiles, added in buffer order
-#pragma omp parallel for schedule(static)
-    for (i64 k = 0; k < s.K; ++k) {
+    parallel_tasks(s.K, [&](i64 k) {
         const i64 j = k % OCB, gb = k / OCB;  // gb = g * nob + ob
         for (i64 c = 0; c < Cg; ++c)
             for (i64 t = 0; t < 9; ++t) {
                 float v = 0.f;
-                for (int th = 0; th < (by_tiles ? 1 : used); ++th) v += pp[th * WS + (gb * Cg + c) * TB + t * OCB + j];
+                for (int th = 0; th < nbuf; ++th) v += pp[th * WS + (gb * Cg + c) * TB + t * OCB + j];
                 dw[(k * Cg + c) * 9 + t] = v;
             }
-    }
+    });
 }
 
 // conv2d_fwd__winograd: Winograd F(2x2, 3x3) (Lavin & Gray, 2015) for 3x3 stride-1 convs with one group and
@@ -751,9 +739,8 @@ static void conv2d_fwd__winograd(const float* x, const float* w, const float* bi
     if ((i64)ubuf.size() < 16 * UE) ubuf.resize(16 * UE);
     T* const U = ubuf.data();
     // A panel's MR filters (rows k0..k0+MR-1, one channel) at a time: their 16 values per e are MR contiguous floats.
-#pragma omp parallel for schedule(static)
-    for (i64 k0 = 0; k0 < K; k0 += MR) {
-        const i64 nk = std::min(MR, K - k0);
+    parallel_tasks((K + MR - 1) / MR, [&](i64 panel) {
+        const i64 k0 = panel * MR, nk = std::min(MR, K - k0);
         for (i64 c = 0; c < C; ++c) {
             T g[9][MR] = {}, a[4][3][MR];
             for (i64 l = 0; l < nk; ++l)
@@ -777,7 +764,7 @@ static void conv2d_fwd__winograd(const float* x, const float* w, const float* bi
                 }
             }
         }
-    }
+    });
 
     constexpr i64 NR = Cf::NR;
     static_assert(kWinoTiles % NR == 0, "a block of tiles is whole B panels");
@@ -785,8 +772,7 @@ static void conv2d_fwd__winograd(const float* x, const float* w, const float* bi
     const auto wino_in = z ? wino_in__avx512f : wino_in__avx2;
     const auto wino_out = z ? wino_out__avx512f : wino_out__avx2;
     const i64 nblk = (P + kWinoTiles - 1) / kWinoTiles;
-#pragma omp parallel for schedule(dynamic)
-    for (i64 b = 0; b < nblk; ++b) {
+    parallel_tasks(nblk, [&](i64 b) {
         const i64 p0 = b * kWinoTiles, np = std::min(kWinoTiles, P - p0);
         packed::Buffer<T>& vbuf = packed::scratch<T>(4);
         packed::Buffer<T>& mbuf = packed::scratch<T>(5);
@@ -834,7 +820,7 @@ static void conv2d_fwd__winograd(const float* x, const float* w, const float* bi
                          oh + 1 < s.OH ? yk + s.OW : nullptr);
             }
         });
-    }
+    });
 }
 
 // The forward for one kernel configuration: Winograd or the direct convolution where they fit, else weights
@@ -862,8 +848,7 @@ static void conv2d_fwd_cfg(const T* x, const T* w, const T* bias, T* y, const Co
         const i64 nchunk = (s.N + ipt - 1) / ipt;
         std::vector<i64> toff(Cg);
         for (i64 c = 0; c < Cg; ++c) toff[c] = c * HW;
-#pragma omp parallel for schedule(dynamic)
-        for (i64 t = 0; t < nchunk * G; ++t) {
+        parallel_tasks(nchunk * G, [&](i64 t) {
             const i64 n = (t / G) * ipt, g = t % G, ni = std::min(ipt, s.N - n), nv = ni * P;
             static thread_local std::vector<int> col;
             col.assign(packed::round_up(nv, Cf::NR), 0);
@@ -874,15 +859,14 @@ static void conv2d_fwd_cfg(const T* x, const T* w, const T* bias, T* y, const Co
                                      PackGatherCols<Cf>{x + (n * s.C + g * Cg) * HW, toff.data(), col.data()}, T(0),
                                      yt.data(), nv);
             unpack_images(yt.data(), ni, Kg, P, bias ? bias + g * Kg : nullptr, y + (n * s.K + g * Kg) * P, s.K * P);
-        }
+        });
         return;
     }
     // Column blocks of P: enough tasks to balance threads (x4), none wider than 1024 (B block of L2 size).
     i64 nchunk = std::max<i64>((4 * nt + s.N * G - 1) / (s.N * G), (P + 1023) / 1024);
     const i64 chunk = packed::round_up((P + nchunk - 1) / nchunk, NR);
     nchunk = (P + chunk - 1) / chunk;
-#pragma omp parallel for schedule(dynamic)
-    for (i64 t = 0; t < s.N * G * nchunk; ++t) {
+    parallel_tasks(s.N * G * nchunk, [&](i64 t) {
         const i64 ng = t / nchunk, n = ng / G, g = ng % G, j0 = (t % nchunk) * chunk, len = std::min(chunk, P - j0);
         const T* xg = x + (n * s.C + g * Cg) * HW;
         T* yg = y + (n * s.K + g * Kg) * P + j0;
@@ -892,7 +876,7 @@ static void conv2d_fwd_cfg(const T* x, const T* w, const T* bias, T* y, const Co
                 const T b = bias[g * Kg + k];
                 for (i64 j = 0; j < len; ++j) yg[k * P + j] += b;
             }
-    }
+    });
 }
 
 // dweight on the packed GEMM (any shape).
@@ -964,32 +948,23 @@ static void conv2d_dw__gemm(const T* dy, const T* x, T* dw, const ConvShape& s) 
     if (s.N < nt_all && G * npan >= 2) {
         const i64 per = std::max<i64>(1, npan * G / (4 * nt_all)), jwc = per * Cf::NR, nbc = (CRS + jwc - 1) / jwc;
         std::vector<packed::PrepackedA<Cf>> dya(G * s.N);  // dy[n, g] at g*N + n, shared by the tasks
-#pragma omp parallel for schedule(static)
-        for (i64 t = 0; t < G * s.N; ++t) pack_dy(t % s.N, t / s.N, dya[t]);
-#pragma omp parallel for schedule(dynamic)
-        for (i64 t = 0; t < G * nbc; ++t) {
+        parallel_tasks(G * s.N, [&](i64 t) { pack_dy(t % s.N, t / s.N, dya[t]); });
+        parallel_tasks(G * nbc, [&](i64 t) {
             const i64 g = t / nbc, j0 = (t % nbc) * jwc;
             dw_block(0, s.N, g, j0, std::min(jwc, CRS - j0), dw + g * Kg * CRS + j0, true, dya.data() + g * s.N);
-        }
+        });
         return;
     }
     // the extra threads' sums live in the calling thread's scratch buffer, kept between calls (a fresh allocation
     // per call was paid again in page faults)
     packed::Buffer<T>& partial = packed::scratch<T>(3);
     if ((i64)partial.size() < (nt - 1) * WS) partial.resize((nt - 1) * WS);
-    int used = 1;  // the team OpenMP actually gave: with OMP_DYNAMIC it may be smaller than nt
-#pragma omp parallel num_threads(nt)
-    {
-        int t = 0;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        if (t == 0) used = omp_get_num_threads();
-#endif
+    std::atomic<i64> next_chunk{0};
+    parallel_tasks(nt, [&](i64 t) {  // task t sums its chunks into its own buffer (t == 0: dw itself)
         T* acc = t == 0 ? dw : partial.data() + (t - 1) * WS;
         bool first = true;
         std::vector<packed::PrepackedA<Cf>> dya(ipc);
-#pragma omp for schedule(dynamic)
-        for (i64 ch = 0; ch < nchunk; ++ch) {
+        for (i64 ch; (ch = next_chunk.fetch_add(1)) < nchunk;) {
             const i64 n0 = ch * ipc, n1 = std::min(s.N, n0 + ipc);
             for (i64 g = 0; g < G; ++g) {
                 for (i64 n = n0; n < n1; ++n) pack_dy(n, g, dya[n - n0]);
@@ -999,11 +974,12 @@ static void conv2d_dw__gemm(const T* dy, const T* x, T* dw, const ConvShape& s) 
             first = false;
         }
         if (first) std::fill(acc, acc + WS, T(0));
-    }
-    if (used > 1) {
-#pragma omp parallel for schedule(dynamic, 4096)
-        for (i64 i = 0; i < WS; ++i)
-            for (int t = 1; t < used; ++t) dw[i] += partial[(t - 1) * WS + i];
+    }, nt);
+    if (nt > 1) {
+        parallel_for(WS, 4096, [&](i64 b, i64 e) {
+            for (i64 i = b; i < e; ++i)
+                for (int t = 1; t < nt; ++t) dw[i] += partial[(t - 1) * WS + i];
+        });
     }
 }
 
@@ -1016,8 +992,7 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
     // dbias: one channel per iteration, accumulated in double (N*P terms) in 8 independent partial sums: one
     // chain of dependent double adds ran at 4 cycles per element (10 ms of a 150 ms backward on 32x64x56x56);
     // independent lanes need no reassociation, so the compiler vectorises them without fast-math.
-#pragma omp parallel for schedule(dynamic, 8)
-    for (i64 k = 0; k < s.K; ++k) {
+    parallel_for(s.K, 8, [&](i64 k0, i64 k1) { for (i64 k = k0; k < k1; ++k) {
         double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tail = 0;
         for (i64 n = 0; n < s.N; ++n) {
             const T* d = dy + (n * s.K + k) * P;
@@ -1027,7 +1002,7 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
             for (; j < P; ++j) tail += double(d[j]);
         }
         db[k] = T(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail);
-    }
+    } }, parallel_work(double(s.N) * s.K * P));
 
     bool dw_done = false;
     if constexpr (std::is_same<T, float>::value) {
@@ -1057,14 +1032,13 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
     std::vector<packed::PrepackedA<Cf>> wt(G);
     for (i64 g = 0; g < G; ++g) wt[g].pack(CRS, Kg, packed::PackMatA<Cf>{w + g * Kg * CRS, CRS, true});
     const i64 rows = std::max<i64>(1, std::min<i64>(s.OH, (i64(1) << 20) / (i64)sizeof(T) / (CRS * s.OW)));
-#pragma omp parallel for schedule(dynamic)
-    for (i64 ng = 0; ng < s.N * G; ++ng) {
+    parallel_tasks(s.N * G, [&](i64 ng) {
         const i64 n = ng / G, g = ng % G;
         const T* dyg = dy + (n * s.K + g * Kg) * P;
         T* dxg = dx + (n * s.C + g * Cg) * HW;
         if (plain) {
             packed::gemm_blocked<Cf>(Cg, P, Kg, T(1), wt[g], packed::PackMatB<Cf>{dyg, P, false}, T(0), dxg, HW);
-            continue;
+            return;
         }
         std::fill(dxg, dxg + Cg * HW, T(0));
         packed::Buffer<T>& dcol = packed::scratch<T>(3);
@@ -1078,7 +1052,7 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
                 patch_row_add(dxg + c * HW, s, r / s.KW, r % s.KW, j0, len, dcol.data() + crs * len);
             }
         }
-    }
+    });
 }
 
 template <typename T>

@@ -3,10 +3,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "fastnn.h"
 
 namespace fastnn {
@@ -48,21 +44,5 @@ bool has_avx512f() {
 }  // namespace packed
 
 const char* simd_variant() { return packed::has_avx512f() ? "avx512f" : has_avx2_fma() ? "avx2_fma" : "scalar"; }
-
-void set_num_threads(int n) {
-#ifdef _OPENMP
-    if (n > 0) omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
-
-int get_num_threads() {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 
 }  // namespace fastnn

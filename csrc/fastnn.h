@@ -5,14 +5,14 @@
 #include <cstdint>
 #include <vector>
 
+#include "parallel.h"
+
 namespace fastnn {
 using i64 = std::int64_t;
 
 // ---- cpu_features.cpp: what runs, decided once at load time ----
 bool has_avx2_fma();           // CPUID + OS support for AVX2 and FMA
 const char* simd_variant();    // "avx2_fma" or "scalar": the GEMM microkernel in use
-void set_num_threads(int n);   // OpenMP threads used by every kernel
-int get_num_threads();
 
 // ---- gemm.cpp: C = alpha * op(A) @ op(B) + beta * C, row-major ----
 // op(A) is M x K (A is K x M when trans_a), op(B) is K x N; lda/ldb/ldc are row strides in elements.
@@ -31,8 +31,8 @@ struct PackedB {
     }
 };
 template <typename T> void pack_b(bool trans_b, i64 K, i64 N, const T* B, i64 ldb, PackedB<T>& out);
-// C = alpha * op(A) @ B + beta * C with B from pack_b (op(A) is M x B.K; C is M x B.N), on `threads` OpenMP
-// threads (0: get_num_threads(); 1: the calling thread only, e.g. inside a parallel region).
+// C = alpha * op(A) @ B + beta * C with B from pack_b (op(A) is M x B.K; C is M x B.N), on `threads`
+// threads (0: get_num_threads(); 1: the calling thread only).
 template <typename T>
 void gemm_packed_b(bool trans_a, i64 M, T alpha, const T* A, i64 lda, const PackedB<T>& B, T beta, T* C, i64 ldc,
                    int threads = 0);

@@ -17,9 +17,6 @@
 #include <algorithm>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define FASTNN_X86 1
@@ -269,46 +266,45 @@ static void gemm_packed_shared(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, c
         const i64 Mp = packed::round_up(M, Cf::MR), nmc = (M + Cf::MC - 1) / Cf::MC;
         if ((i64)sh.size() < Mp * K) sh.resize(Mp * K);
         const packed::PackMatA<Cf> pa{A, lda, ta};
-#pragma omp parallel for schedule(dynamic) num_threads(nt)
-        for (i64 b = 0; b < nkb * nmc; ++b) {
+        parallel_tasks(nkb * nmc, [&](i64 b) {
             const i64 p0 = (b / nmc) * kb, kc = std::min(kb, K - p0), i0 = (b % nmc) * Cf::MC;
             pa(i0, std::min(Cf::MC, M - i0), p0, kc, sh.data() + p0 * Mp + i0 * kc);
-        }
+        }, nt);
         const packed::PrepackedAView<Cf> view{sh.data(), Mp};
-#pragma omp parallel for schedule(dynamic) num_threads(nt)
-        for (i64 b = 0; b < nblk; ++b) {
+        parallel_tasks(nblk, [&](i64 b) {
             const i64 lo = b * step, len = std::min(step, N - lo);
-            if (len <= 0) continue;
+            if (len <= 0) return;
             packed::PackMatB<Cf> pb{tb ? B + lo * ldb : B + lo, ldb, tb};
             packed::gemm_blocked<Cf>(M, len, K, alpha, view, pb, beta, C + lo, ldc);
-        }
+        }, nt);
     } else {  // op(B) (K x N) in PrepackedB's layout: block (p0, j0) at p0*Np + j0*kc
         const i64 Np = packed::round_up(N, Cf::NR), nnc = (N + Cf::NC - 1) / Cf::NC;
         if ((i64)sh.size() < Np * K) sh.resize(Np * K);
         const packed::PackMatB<Cf> pb{B, ldb, tb};
-#pragma omp parallel for schedule(dynamic) num_threads(nt)
-        for (i64 b = 0; b < nkb * nnc; ++b) {
+        parallel_tasks(nkb * nnc, [&](i64 b) {
             const i64 p0 = (b / nnc) * kb, kc = std::min(kb, K - p0), j0 = (b % nnc) * Cf::NC;
             pb(p0, kc, j0, std::min(Cf::NC, N - j0), sh.data() + p0 * Np + j0 * kc);
-        }
+        }, nt);
         const packed::PrepackedB<Cf> view{sh.data(), Np, K, kb, 0};
-#pragma omp parallel for schedule(dynamic) num_threads(nt)
-        for (i64 b = 0; b < nblk; ++b) {
+        parallel_tasks(nblk, [&](i64 b) {
             const i64 lo = b * step, len = std::min(step, M - lo);
-            if (len <= 0) continue;
+            if (len <= 0) return;
             packed::PackMatA<Cf> pa{ta ? A + lo : A + lo * lda, lda, ta};
             packed::gemm_blocked<Cf>(len, N, K, alpha, pa, view, beta, C + lo * ldc, ldc);
-        }
+        }, nt);
     }
 }
+
+// parallel_work's units for an M x N x K product: the microkernel does ~64 multiply-adds in the time a memory-bound
+// loop moves one element.
+inline double gemm_work(i64 M, i64 N, i64 K) { return double(M) * N * std::max<i64>(K, 1) / 64; }
 
 // Threads take independent column blocks (or row blocks when M is the larger side) and each runs the serial
 // blocked GEMM on its block: no shared writes. Tiny problems stay on one thread.
 template <class Cf, typename T = typename Cf::T>
 static void gemm_packed(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B, i64 ldb,
                         T beta, T* C, i64 ldc) {
-    int nt = get_num_threads();
-    if ((double)M * N * std::max<i64>(K, 1) < 32768.0 * 8) nt = 1;
+    const int nt = parallel_work(gemm_work(M, N, K));
     const bool split_n = N >= M;
     const i64 dim = split_n ? N : M, unit = split_n ? Cf::NR : Cf::MR;
     // 2 blocks per thread, taken dynamically: on a shared machine a descheduled thread does not hold up the rest.
@@ -320,10 +316,9 @@ static void gemm_packed(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T*
     // 2048^3 ran ~3% slower shared, the LSTM's 4 MB operands 5-12% faster)
     if (nblk > 1 && K > 0 && alpha != T(0) && (split_n ? M : N) * K <= (i64(1) << 21))
         return gemm_packed_shared<Cf>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nt, nblk, step);
-#pragma omp parallel for schedule(dynamic) num_threads(nt) if (nblk > 1)
-    for (i64 b = 0; b < nblk; ++b) {
+    parallel_tasks(nblk, [&](i64 b) {
         const i64 lo = b * step, len = std::min(step, dim - lo);
-        if (len <= 0) continue;
+        if (len <= 0) return;
         if (split_n) {
             packed::PackMatA<Cf> pa{A, lda, ta};
             packed::PackMatB<Cf> pb{tb ? B + lo * ldb : B + lo, ldb, tb};
@@ -333,7 +328,7 @@ static void gemm_packed(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T*
             packed::PackMatB<Cf> pb{B, ldb, tb};
             packed::gemm_blocked<Cf>(len, N, K, alpha, pa, pb, beta, C + lo * ldc, ldc);
         }
-    }
+    }, nt);
 }
 
 template <typename T>
@@ -355,11 +350,10 @@ void pack_b(bool tb, i64 K, i64 N, const T* B, i64 ldb, PackedB<T>& out) {
         T* const base = const_cast<T*>(out.panels());
         const i64 kb = out.kb, nkb = (K + kb - 1) / kb, ncb = (N + Cf::NC - 1) / Cf::NC;
         const packed::PackMatB<Cf> pb{B, ldb, tb};
-#pragma omp parallel for schedule(dynamic) num_threads(get_num_threads()) if (nkb * ncb > 1)
-        for (i64 b = 0; b < nkb * ncb; ++b) {
+        parallel_tasks(nkb * ncb, [&](i64 b) {
             const i64 p0 = (b / ncb) * kb, kc = std::min(kb, K - p0), j0 = (b % ncb) * Cf::NC;
             pb(p0, kc, j0, std::min(Cf::NC, N - j0), base + p0 * out.Np + j0 * kc);
-        }
+        }, parallel_work(double(K) * N));
     });
 }
 
@@ -370,18 +364,17 @@ template <class Cf, typename T = typename Cf::T>
 static void gemm_packed_b_cfg(bool ta, i64 M, T alpha, const T* A, i64 lda, const PackedB<T>& B, T beta, T* C,
                               i64 ldc, int nt) {
     const i64 N = B.N, K = B.K;
-    if ((double)M * N * std::max<i64>(K, 1) < 32768.0 * 8) nt = 1;
+    if (parallel_work(gemm_work(M, N, K)) == 1) nt = 1;
     const i64 npan = (N + Cf::NR - 1) / Cf::NR;
     const i64 nblk = std::min<i64>(nt, npan);
     const T* panels = B.panels();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nblk > 1)
-    for (i64 b = 0; b < nblk; ++b) {
+    parallel_tasks(nblk, [&](i64 b) {
         const i64 lo = npan * b / nblk * Cf::NR, hi = std::min(N, npan * (b + 1) / nblk * Cf::NR);
-        if (hi <= lo) continue;
+        if (hi <= lo) return;
         packed::PackMatA<Cf> pa{A, lda, ta};
         packed::PrepackedB<Cf> pb{panels, B.Np, K, B.kb, lo};
         packed::gemm_blocked<Cf>(M, hi - lo, K, alpha, pa, pb, beta, C + lo, ldc);
-    }
+    }, nt);
 }
 
 template <typename T>

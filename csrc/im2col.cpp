@@ -52,12 +52,10 @@ void im2col(const T* x, T* col, const ConvShape& s) {
     const i64 P = s.OH * s.OW, KK = s.KH * s.KW, CRS = s.C * KK, HW = s.H * s.W;
     const i64 taps = std::min(CRS, kMaxTaps), pos = tile_positions<T>(P, CRS);
     const i64 nblk = (P + pos - 1) / pos;
-#pragma omp parallel
-    {
+    parallel_for(s.N * nblk, 1, [&](i64 b, i64 e) {
         packed::Buffer<T>& lines = packed::scratch<T>(2);
         if ((i64)lines.size() < taps * pos) lines.resize(taps * pos);
-#pragma omp for schedule(dynamic)
-        for (i64 t = 0; t < s.N * nblk; ++t) {
+        for (i64 t = b; t < e; ++t) {
             const i64 n = t / nblk, j0 = (t % nblk) * pos, len = std::min(pos, P - j0);
             T* out = col + (n * P + j0) * CRS;
             for (i64 t0 = 0; t0 < CRS; t0 += taps) {
@@ -69,7 +67,7 @@ void im2col(const T* x, T* col, const ConvShape& s) {
                 lines_to_rows(lines.data(), len, nt, out + t0, CRS);
             }
         }
-    }
+    }, parallel_work(double(s.N) * P * CRS));
 }
 
 // Threads over (image, group of channels): a task owns its planes, so no two threads write one element; it reads
@@ -79,12 +77,10 @@ void col2im(const T* col, T* x, const ConvShape& s) {
     const i64 P = s.OH * s.OW, KK = s.KH * s.KW, CRS = s.C * KK, HW = s.H * s.W;
     const i64 cg = std::max<i64>(1, std::min<i64>(s.C, kMaxTaps / KK));  // channels per task
     const i64 ngrp = (s.C + cg - 1) / cg, pos = tile_positions<T>(P, CRS);
-#pragma omp parallel
-    {
+    parallel_for(s.N * ngrp, 1, [&](i64 b, i64 e) {
         packed::Buffer<T>& lines = packed::scratch<T>(2);
         if ((i64)lines.size() < cg * KK * pos) lines.resize(cg * KK * pos);
-#pragma omp for schedule(dynamic)
-        for (i64 t = 0; t < s.N * ngrp; ++t) {
+        for (i64 t = b; t < e; ++t) {
             const i64 n = t / ngrp, c0 = (t % ngrp) * cg, nc = std::min(cg, s.C - c0), ntaps = nc * KK;
             T* planes = x + (n * s.C + c0) * HW;
             std::fill(planes, planes + nc * HW, T(0));
@@ -96,7 +92,7 @@ void col2im(const T* col, T* x, const ConvShape& s) {
                                   lines.data() + i * len);
             }
         }
-    }
+    }, parallel_work(double(s.N) * P * CRS));
 }
 
 template void im2col<float>(const float*, float*, const ConvShape&);

@@ -21,10 +21,6 @@
 #include <utility>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "fastnn.h"
 #include "gemm_packed.h"
 
@@ -294,15 +290,6 @@ SIMD_DISPATCH(grad)
 // no barrier per step (two fork/joins per step before), and each pointwise pass reads the gates its own GEMM has
 // just written. Below 16 rows per thread the threads share each step's GEMM by column panels instead.
 bool rows_per_thread(i64 N, i64 TT, int nt) { return TT > 1 && nt > 1 && N >= 16 * i64(nt); }
-// This thread's rows [n0, n1) of N inside a parallel region.
-std::pair<i64, i64> my_rows(i64 N) {
-#ifdef _OPENMP
-    const i64 t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-    const i64 t = 0, nt = 1;
-#endif
-    return {N * t / nt, N * (t + 1) / nt};
-}
 
 }  // namespace
 
@@ -340,20 +327,18 @@ void lstm_fwd(const T* xs, const T* h0, const T* c0, const T* w_ih, const T* w_h
     };
     const int nt = get_num_threads();
     if (rows_per_thread(N, TT, nt)) {
-#pragma omp parallel num_threads(nt)
-        {
-            const auto [n0, n1] = my_rows(N);
+        parallel_tasks(nt, [&](i64 part) {
+            const i64 n0 = N * part / nt, n1 = N * (part + 1) / nt;
             for (i64 t = 0; t < TT; ++t) {
                 recur(t, n0, n1, 1);
                 for (i64 n = n0; n < n1; ++n) pointwise(t, n);
             }
-        }
+        }, nt);
         return;
     }
     for (i64 t = 0; t < TT; ++t) {
         recur(t, 0, N, 0);
-#pragma omp parallel for schedule(static)
-        for (i64 n = 0; n < N; ++n) pointwise(t, n);
+        parallel_items(N, double(G), [&](i64 n) { pointwise(t, n); });
     }
 }
 
@@ -398,18 +383,16 @@ void lstm_bwd(const T* dhs, const T* dh_n, const T* dc_n, const T* xs, const T* 
     };
     const int nt = get_num_threads();
     if (rows_per_thread(N, TT, nt)) {
-#pragma omp parallel num_threads(nt)
-        {
-            const auto [n0, n1] = my_rows(N);
+        parallel_tasks(nt, [&](i64 part) {
+            const i64 n0 = N * part / nt, n1 = N * (part + 1) / nt;
             for (i64 t = TT - 1; t >= 0; --t) {
                 for (i64 n = n0; n < n1; ++n) pointwise(t, n);
                 recur(t, n0, n1, 1);
             }
-        }
+        }, nt);
     } else {
         for (i64 t = TT - 1; t >= 0; --t) {
-#pragma omp parallel for schedule(static)
-            for (i64 n = 0; n < N; ++n) pointwise(t, n);
+            parallel_items(N, double(G), [&](i64 n) { pointwise(t, n); });
             recur(t, 0, N, 0);
         }
     }
@@ -418,23 +401,21 @@ void lstm_bwd(const T* dhs, const T* dh_n, const T* dc_n, const T* xs, const T* 
     gemm<T>(true, false, D, G, R, T(1), xs, D, dgates, G, T(0), dw_ih, G);
     // The state entering each step: h0 (or 0) at t = 0, hs[:, t-1] after.
     T* const h_prev = hp_buf.data();
-#pragma omp parallel for schedule(static)
-    for (i64 n = 0; n < N; ++n) {
+    parallel_items(N, double(TT) * H, [&](i64 n) {
         T* dst = h_prev + n * TT * H;
         if (h0) std::memcpy(dst, h0 + n * H, sizeof(T) * H); else std::fill(dst, dst + H, T(0));
         std::memcpy(dst + H, hs + n * TT * H, sizeof(T) * (TT - 1) * H);
-    }
+    });
     gemm<T>(true, false, H, G, R, T(1), h_prev, H, dgates, G, T(0), dw_hh, G);
     // dbias: column sums in double, split over column ranges (no reduction across threads).
-    const i64 parts = std::max<i64>(1, std::min<i64>(get_num_threads(), G / 64));
-#pragma omp parallel for schedule(static)
-    for (i64 k = 0; k < parts; ++k) {
+    const i64 parts = std::max<i64>(1, std::min<i64>(parallel_work(double(R) * G), G / 64));
+    parallel_tasks(parts, [&](i64 k) {
         const i64 j0 = G * k / parts, j1 = G * (k + 1) / parts;
         std::vector<double> acc(j1 - j0, 0.0);
         for (i64 r = 0; r < R; ++r)
             for (i64 j = j0; j < j1; ++j) acc[j - j0] += double(dgates[r * G + j]);
         for (i64 j = j0; j < j1; ++j) dbias[j] = T(acc[j - j0]);
-    }
+    });
 }
 
 #define INST(T)                                                                                                 \

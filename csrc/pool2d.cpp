@@ -291,47 +291,44 @@ template <typename T>
 void max_pool2d_fwd(const T* x, T* y, i64* idx, const PoolShape& s) {
     const Fast fast = fast_path<T>(s);
     const i64 rows = s.N * s.C * s.OH;
-#pragma omp parallel for schedule(static)
-    for (i64 row = 0; row < rows; ++row) {
+    parallel_items(rows, double(s.OW) * s.KH * s.KW, [&](i64 row) {
         const i64 plane = row / s.OH, oh = row % s.OH;
         const T* xp = x + plane * s.H * s.W;
         T* yp = y + plane * s.OH * s.OW;
         i64* ip = idx + plane * s.OH * s.OW;
         if constexpr (std::is_same<T, float>::value) {
-            if (fast == Fast::k2s2) { max_row__2x2s2_avx2(xp, yp, ip, s, oh); continue; }
-            if (fast == Fast::k3s2p1) { max_row__3x3s2p1_avx2(xp, yp, ip, s, oh); continue; }
+            if (fast == Fast::k2s2) return max_row__2x2s2_avx2(xp, yp, ip, s, oh);
+            if (fast == Fast::k3s2p1) return max_row__3x3s2p1_avx2(xp, yp, ip, s, oh);
         }
         max_row__generic(xp, yp, ip, s, oh, 0, s.OW);
-    }
+    });
 }
 
 template <typename T>
 void max_pool2d_bwd(const T* dy, const i64* idx, T* dx, const PoolShape& s) {
     const i64 planes = s.N * s.C, HW = s.H * s.W, OHW = s.OH * s.OW;
-#pragma omp parallel for schedule(static)
-    for (i64 p = 0; p < planes; ++p) {
+    parallel_items(planes, double(HW + 2 * OHW), [&](i64 p) {
         T* d = dx + p * HW;
         std::memset(d, 0, sizeof(T) * HW);
         for (i64 o = p * OHW; o < (p + 1) * OHW; ++o)
             if (idx[o] >= 0 && idx[o] < HW) d[idx[o]] += dy[o];  // bad indices are skipped, never written
-    }
+    });
 }
 
 template <typename T>
 void avg_pool2d_fwd(const T* x, T* y, const PoolShape& s, bool cip) {
     const Fast fast = fast_path<T>(s);
     const i64 rows = s.N * s.C * s.OH;
-#pragma omp parallel for schedule(static)
-    for (i64 row = 0; row < rows; ++row) {
+    parallel_items(rows, double(s.OW) * s.KH * s.KW, [&](i64 row) {
         const i64 plane = row / s.OH, oh = row % s.OH;
         const T* xp = x + plane * s.H * s.W;
         T* yp = y + plane * s.OH * s.OW;
         if constexpr (std::is_same<T, float>::value) {
-            if (fast == Fast::k2s2) { avg_row__2x2s2_avx2(xp, yp, s, oh); continue; }
-            if (fast == Fast::k3s2p1) { avg_row__3x3s2p1_avx2(xp, yp, s, cip, oh); continue; }
+            if (fast == Fast::k2s2) return avg_row__2x2s2_avx2(xp, yp, s, oh);
+            if (fast == Fast::k3s2p1) return avg_row__3x3s2p1_avx2(xp, yp, s, cip, oh);
         }
         avg_row__generic(xp, yp, s, cip, oh, 0, s.OW);
-    }
+    });
 }
 
 template <typename T>
@@ -340,11 +337,10 @@ void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool cip) {
     const bool k2s2 = s.KH == 2 && s.KW == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
     const bool k3s2p1 = s.KH == 3 && s.KW == 3 && s.sh == 2 && s.sw == 2 && s.ph == 1 && s.pw == 1;
     const bool avx2 = has_avx2_fma();
-#pragma omp parallel
-    {
+    const int nt = parallel_work(double(planes) * (HW + OHW));
+    parallel_for(planes, (planes + 4 * nt - 1) / (4 * nt), [&](i64 p0, i64 p1) {
         std::vector<T> scratch(k3s2p1 ? 2 * s.W + s.OW + 1 : 0);
-#pragma omp for schedule(static)
-        for (i64 p = 0; p < planes; ++p) {
+        for (i64 p = p0; p < p1; ++p) {
             const T* d = dy + p * OHW;
             T* x = dx + p * HW;
             if (k2s2) {
@@ -358,7 +354,7 @@ void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool cip) {
                 avg_bwd_plane__generic(d, x, s, cip);
             }
         }
-    }
+    }, nt);
 }
 
 #define INST(T)                                                                  \

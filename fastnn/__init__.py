@@ -117,7 +117,7 @@ def backends():
 
 
 def set_num_threads(n):
-    """Threads used by the C++ kernels (OpenMP)."""
+    """Threads used by the C++ kernels (the calling thread included): fastnn's own pool, see README "Threads"."""
     from . import _C
     _C.set_num_threads(_checks.integer(n, "n", 1))
 

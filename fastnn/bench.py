@@ -13,6 +13,7 @@ A kernel that is not written yet (RuntimeError "not implemented yet"), or anythi
 becomes "n/a" with the reason in the note column; the run goes on.
 """
 import argparse
+import io
 import json
 import math
 import os
@@ -62,6 +63,16 @@ SHAPES = {
         "lstm_cell": [Cell(64, 512, 512)],
         "lstm": [Seq(64, 32, 512, 512)],
     },
+    # --mixed: the textbook networks' sizes, where a call is short enough that a thread pool's wake-up and spin
+    # decide its time (DeepConvNet-style 16 channels on 28x28, book 2's LSTM: H=100, batch 20, 35 steps)
+    "mixed": {
+        "conv2d": [Conv(64, 16, 28, 28, 16, 3, 3, 1, 1)],
+        "im2col": [Unfold(64, 16, 28, 28, 3, 3, 1, 1)],
+        "pool2d": [Pool(64, 16, 28, 28, 2, 2, 0)],
+        "batch_norm": [BN(64, 16, 28, 28)],
+        "lstm_cell": [Cell(20, 100, 100)],
+        "lstm": [Seq(20, 35, 100, 100)],
+    },
     "small": {
         "conv2d": [Conv(4, 3, 16, 16, 8, 3, 3, 1, 1)],
         "im2col": [Unfold(4, 3, 16, 16, 3, 3, 1, 1)],
@@ -74,8 +85,8 @@ SHAPES = {
 
 
 def shapes_for(family, sizes="default", backend="cpu"):
-    """The shapes of one family: SHAPES["small"] or the backend's defaults."""
-    return SHAPES["small" if sizes == "small" else backend][family]
+    """The shapes of one family: SHAPES["small"] or SHAPES["mixed"], else the backend's defaults."""
+    return SHAPES[sizes if sizes in ("small", "mixed") else backend][family]
 
 
 def shape_id(shape):
@@ -530,6 +541,7 @@ class Config:
     numpy_max_bytes: float = 256e6          # on the GPU, skip the NumPy column above this input size
     torch: bool = True
     ops: list = field(default_factory=lambda: list(OPS))
+    mixed: bool = False
 
 
 def _cell(row, column, make_fn, budget, repeat, sync, slow_once=False):
@@ -726,6 +738,122 @@ def machine_info(cfg, ceilings, torch, config):
             "sizes": cfg.sizes, "threads": cfg.threads, "repeat": cfg.repeat, "ceilings": ceilings}
 
 
+# ----------------------------------------------------------------------------------------------------- --mixed
+# fastnn in company: a training loop calls NumPy's BLAS and fastnn in turn. NumPy's OpenBLAS keeps a worker
+# spinning for ~0.1 s after each parallel call, and a pool of fastnn's that spun after its work took the cores back
+# from the next matmul (csrc/parallel.h). Each side is timed in the alternating loop ("company") and in the same
+# loop with the other side's threads taken away ("quiet"): NumPy's BLAS on one thread (threadpoolctl) for the
+# fastnn call, fastnn on one thread for the matmul. The loop and the caches it churns are the same in both, so
+# company/quiet is what the two thread pools cost each other. "alone" is the call back to back with itself. The
+# alone and quiet loops start after OpenBLAS's workers have stopped spinning: no earlier matmul's spin is in them.
+
+MIXED_MATMUL = (512, 1024, 512)     # (M, K, N) of the NumPy matmul beside each call: ~1.7 ms on 2 threads here
+OPENBLAS_SPIN_S = 0.15              # OpenBLAS's workers spin 2^28 TSC cycles (~0.1 s) after a call: wait them out
+
+
+@dataclass
+class MixedRow:
+    op: str
+    shape: str
+    threads: int
+    alone_ms: float = 0.0            # fastnn call back to back with itself
+    quiet_ms: float = 0.0            # after a one-thread matmul
+    company_ms: float = 0.0          # after a default matmul
+    mm_quiet_ms: float = 0.0         # matmul after the fastnn call on one thread
+    mm_company_ms: float = 0.0       # matmul after the fastnn call on `threads` threads
+
+    @property
+    def op_ratio(self):
+        return self.company_ms / self.quiet_ms
+
+    @property
+    def mm_ratio(self):
+        return self.mm_company_ms / self.mm_quiet_ms
+
+
+def _loop(first, second, n):
+    """Median ms of `second()` and of `first()` over n rounds of first(); second()."""
+    a, b = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        first()
+        t1 = time.perf_counter()
+        second()
+        b.append(time.perf_counter() - t1)
+        a.append(t1 - t0)
+    return 1e3 * float(np.median(b)), 1e3 * float(np.median(a))
+
+
+def measure_mixed(fn, matmul, threads, rounds=3, n=15):
+    """(alone, quiet, company, mm_quiet, mm_company) medians over `rounds` interleaved rounds of each loop."""
+    from threadpoolctl import threadpool_limits
+    got = {k: [] for k in ("alone", "quiet", "company", "mm_quiet", "mm_company")}
+    fn()
+    matmul()
+    for _ in range(rounds):
+        fastnn.set_num_threads(threads)
+        time.sleep(OPENBLAS_SPIN_S)
+        got["alone"].append(_loop(lambda: None, fn, n)[0])
+        op_ms, mm_ms = _loop(matmul, fn, n)
+        got["company"].append(op_ms)
+        got["mm_company"].append(mm_ms)
+        with threadpool_limits(1, user_api="blas"):
+            time.sleep(OPENBLAS_SPIN_S)
+            got["quiet"].append(_loop(matmul, fn, n)[0])
+        fastnn.set_num_threads(1)
+        got["mm_quiet"].append(_loop(matmul, fn, n)[1])
+    fastnn.set_num_threads(threads)
+    return {k: float(np.median(v)) for k, v in got.items()}
+
+
+def run_mixed(cfg, out=None):
+    """The --mixed table: every selected op on SHAPES["mixed"], fastnn on 1 and on cfg.threads threads."""
+    out = out or sys.stdout
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError as e:
+        raise SystemExit("--mixed needs threadpoolctl (pip install threadpoolctl): it runs NumPy's BLAS on one "
+                         "thread for the quiet loop") from e
+    dtype = np.dtype(cfg.dtype)
+    rng = np.random.default_rng(0)
+    m, k, n = MIXED_MATMUL
+    a, b = _gauss(rng, dtype, m, k), _gauss(rng, dtype, k, n)
+    matmul = lambda: a @ b  # noqa: E731
+    counts = sorted({1, cfg.threads or fastnn.get_num_threads()})
+    print(f"fastnn.bench --mixed: dtype={cfg.dtype}, each call after a NumPy matmul {m}x{k} @ {k}x{n} "
+          f"(NumPy's BLAS on its default threads); load average {_load():.1f} on {os.cpu_count()} CPUs", file=out)
+    rows = []
+    for op in cfg.ops:
+        for shape in shapes_for(op.family, "mixed"):
+            args, kw = op.make(shape, dtype, rng)
+            fn = bind(op, "cpu", shape, args, kw, CPU())
+            for t in counts:
+                if sys.stderr.isatty():
+                    print(f"\r\033[K{op.name} {shape_id(shape)} threads={t}", end="", file=sys.stderr, flush=True)
+                r = measure_mixed(fn, matmul, t)
+                rows.append(MixedRow(op.name, shape_id(shape), t, *(r[c] for c in (
+                    "alone", "quiet", "company", "mm_quiet", "mm_company"))))
+    if sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr)
+    print(format_mixed(rows), file=out)
+    print("op: the fastnn call's median ms back to back (alone), after a one-thread matmul (quiet), after the "
+          "default matmul (company);\nmatmul: its median ms after the fastnn call on one thread (quiet) and on the "
+          "row's threads (company). Ratios: company / quiet.", file=out)
+    return rows
+
+
+def format_mixed(rows):
+    head = ["op", "shape", "threads", "alone", "quiet", "company", "op ratio", "matmul quiet", "matmul company",
+            "matmul ratio"]
+    body = [[r.op, r.shape, str(r.threads), _ms(r.alone_ms), _ms(r.quiet_ms), _ms(r.company_ms), _x(r.op_ratio),
+             _ms(r.mm_quiet_ms), _ms(r.mm_company_ms), _x(r.mm_ratio)] for r in rows]
+    widths = [max(len(c) for c in col) for col in zip(head, *body)]
+    line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(c) for c in body])
+
+
+
 # ----------------------------------------------------------------------------------------------------- setup
 
 def parse_args(argv):
@@ -738,9 +866,13 @@ def parse_args(argv):
     p.add_argument("--repeat", type=int, default=10, help="at most this many timed runs per cell (>= 1)")
     p.add_argument("--json", metavar="PATH", help="write every row and the machine info to PATH")
     p.add_argument("--no-torch", action="store_true", help="leave out the PyTorch columns")
+    p.add_argument("--mixed", action="store_true",
+                   help="each cpu call in company with NumPy matmuls, on 1 and --threads threads (a table of its own)")
     a = p.parse_args(argv)
     cfg = Config(backend=a.backend, dtype=a.dtype, sizes=a.sizes, threads=a.threads, repeat=max(1, a.repeat),
-                 torch=not a.no_torch, ops=select_ops(a.ops))
+                 torch=not a.no_torch, ops=select_ops(a.ops), mixed=a.mixed)
+    if cfg.mixed and cfg.backend != "cpu":
+        raise SystemExit("--mixed times the cpu backend beside NumPy's BLAS (drop --backend cuda)")
     return cfg, a.json
 
 
@@ -764,7 +896,7 @@ def import_torch(cfg):
 
 
 def set_threads(cfg):
-    """Use the same thread count everywhere: fastnn's (default: what OpenMP gives it), PyTorch, NumPy's BLAS."""
+    """Use the same thread count everywhere: fastnn's (default: one per CPU), PyTorch, NumPy's BLAS."""
     try:
         if cfg.threads:
             fastnn.set_num_threads(cfg.threads)
@@ -813,6 +945,17 @@ def run(cfg, torch=None, out=None):
 
 def main(argv=None):
     cfg, json_path = parse_args(argv)
+    if cfg.mixed:  # NumPy's BLAS keeps its own threads: that is the company being measured
+        if cfg.threads:
+            fastnn.set_num_threads(cfg.threads)
+        cfg.threads = fastnn.get_num_threads()
+        rows = run_mixed(cfg)
+        if json_path:
+            with open(json_path, "w") as f:
+                json.dump({"machine": machine_info(cfg, {}, None, fastnn.show_config(file=io.StringIO())),
+                           "mixed": [dict(asdict(r), op_ratio=r.op_ratio, matmul_ratio=r.mm_ratio) for r in rows]},
+                          f, indent=1)
+        return rows
     blas_limit = set_threads(cfg)
     try:
         torch = import_torch(cfg)

@@ -1,6 +1,6 @@
 """Two Python threads calling fastnn at once run in parallel: the C++ kernels release the GIL.
 
-Each kernel runs on one OpenMP thread (fastnn.set_num_threads(1)); the same 8 calls are made from one Python thread
+Each kernel runs on one thread (fastnn.set_num_threads(1)); the same 8 calls are made from one Python thread
 and then split over two. On 2 cores the second should take about half the time.
     python scripts/gil_speedup.py
 """

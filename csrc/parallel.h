@@ -1,0 +1,62 @@
+// fastnn's thread pool: every parallel loop of the kernels runs through parallel_for (parallel.cpp).
+//
+// Why not OpenMP: fastnn is called between NumPy's own BLAS calls, and NumPy's OpenBLAS keeps its worker spinning
+// for ~0.1 s after each call. libgomp's workers spin too after their region (for milliseconds by default), so the
+// two pools took each other's cores in turn: a fastnn call after a matmul ran up to 38x slower than alone, and the
+// matmul after it 3x slower (bench: `python -m fastnn.bench --mixed`). This pool
+//   - lets the calling thread take tasks too, from a shared counter: a worker that is not scheduled (its core is
+//     busy with another pool's spinner) holds up nothing but the task it has already taken;
+//   - spins only briefly after its work (kSpinMicros, FASTNN_SPIN_US) before sleeping on a futex, so the BLAS call
+//     that follows finds both cores free;
+//   - runs work too small to share on the calling thread, with no worker woken (parallel_work).
+#pragma once
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+namespace fastnn {
+using i64 = std::int64_t;
+
+void set_num_threads(int n);  // threads used by every kernel (the calling thread included); n >= 1
+int get_num_threads();
+
+namespace detail {
+using RangeFn = void (*)(void* ctx, i64 begin, i64 end);
+void run_parallel(i64 n, i64 chunk, int threads, RangeFn fn, void* ctx);
+}  // namespace detail
+
+// f(begin, end) over [0, n) in chunks of `chunk` indices (the last may be shorter), taken in order by the calling
+// thread and up to threads-1 pool workers (threads <= 0: get_num_threads()). Chunks run in any order, on any thread,
+// possibly all on the caller: a chunk must never wait for another. Called from inside a chunk, it runs inline.
+template <class F>
+void parallel_for(i64 n, i64 chunk, F&& f, int threads = 0) {
+    if (n <= 0) return;
+    if (chunk < 1) chunk = 1;
+    using Fn = std::remove_reference_t<F>;
+    detail::run_parallel(n, chunk, threads,
+                         [](void* ctx, i64 b, i64 e) { (*static_cast<Fn*>(ctx))(b, e); },
+                         const_cast<void*>(static_cast<const void*>(&f)));
+}
+
+// f(i) for each i in [0, n), one index per chunk: for loops over big tasks (planes, GEMM blocks, images).
+template <class F>
+void parallel_tasks(i64 n, F&& f, int threads = 0) {
+    parallel_for(n, 1, [&](i64 b, i64 e) { for (i64 i = b; i < e; ++i) f(i); }, threads);
+}
+
+// The threads worth waking for `work` units (~ one element read or written, or ~8 FLOPs): 1 below
+// kMinParallelWork, where waking a sleeping worker (~10-50 us on a virtual machine whose idle core halted) and
+// the fork/join cost more than the work they would share.
+constexpr double kMinParallelWork = 1 << 16;
+inline int parallel_work(double work) { return work < kMinParallelWork ? 1 : get_num_threads(); }
+
+// f(i) for each i in [0, n), each about `work_each` units: threads by parallel_work, ~4 chunks per thread (a chunk
+// per index would cost an atomic per row on loops of many small rows).
+template <class F>
+void parallel_items(i64 n, double work_each, F&& f) {
+    const int nt = parallel_work(double(n) * work_each);
+    const i64 chunk = nt == 1 ? n : (n + 16 * nt - 1) / (16 * nt);
+    parallel_for(n, chunk, [&](i64 b, i64 e) { for (i64 i = b; i < e; ++i) f(i); }, nt);
+}
+
+}  // namespace fastnn
