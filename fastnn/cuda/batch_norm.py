@@ -20,7 +20,7 @@ Kernels, in order:
   bn_fwd__block        block c (up to 1024 threads, R elements each in registers) loads channel c once, sums it
   bn_bwd__block        in the block (forward: mean, then squared deviations, in float64) and writes from the
                        registers: 1 launch, 2 passes (forward) / 3 (backward). ptxas (scripts/ptx_check.py, sm_90):
-                       50-63 registers, no spills. Not yet timed on a GPU: bench/gpu_misc.py times both paths.
+                       50-63 registers, no spills. Not yet timed on a GPU: dev/gpu_pool_bn_lstm.py times both paths.
 """
 import math
 

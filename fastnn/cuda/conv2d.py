@@ -514,7 +514,7 @@ FWD_KERNELS = {"igemm": conv2d__igemm2, "igemm1": conv2d__igemm}     # "igemm": 
 
 
 def fwd_tile_for(Kg):
-    """Forward tile by output channels per group, as measured on the H100 (bench/gpu_conv.py; BM = channels;
+    """Forward tile by output channels per group, as measured on the H100 (dev/gpu_conv.py; BM = channels;
     conv2d__igemm2, 2026-11-22, TFLOP/s of the public call): K=64: 64x128/2 17.3 (64x64 13.2, 128x128 9.8);
     K=128: 128x64/2 19.6 (64x128/2 19.3, 128x128 16.0, 128x128:s2 18.1); K=256: 128x128 15.2 (128x64/2:s2
     15.5, 128x64/2 13.7: within the ~10% spread of that run). Also the dx tile, by input channels per group.

@@ -34,7 +34,7 @@ DEFAULT_TILE = "64x64"
 
 
 def pick_tile(M, N, batch=1):
-    """128x128 tiles ran fastest on the H100 (26.7 vs 19.4 TFLOP/s for 64x64 at n=4096, bench/gpu_conv.py)
+    """128x128 tiles ran fastest on the H100 (26.7 vs 19.4 TFLOP/s for 64x64 at n=4096, dev/gpu_conv.py)
     when there are enough of them to fill its 132 SMs; smaller problems keep 64x64 for more blocks."""
     return "128x128" if batch * -(-M // 128) * -(-N // 128) >= 132 else DEFAULT_TILE
 INLINE = {} if config.ENABLE_CUDASIM else {"forceinline": True}   # the simulator lacks these options

@@ -1,7 +1,7 @@
 """fastnn cuda pool2d / batch_norm / lstm on a real GPU: correctness at realistic sizes, then timings against
 cuDNN / PyTorch on the same device.
 
-    python3 bench/gpu_misc.py [--reps 30] [--kernels] [--host-profile] [--only bn,pool,lstm]
+    python3 dev/gpu_pool_bn_lstm.py [--reps 30] [--kernels] [--host-profile] [--only bn,pool,lstm]
 
 (on the lent H100, whose numpy 2.5 breaks numba-cuda, first: python3 -m pip install -q --no-index --no-deps
  --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD)

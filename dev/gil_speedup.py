@@ -2,7 +2,7 @@
 
 Each kernel runs on one thread (fastnn.set_num_threads(1)); the same 8 calls are made from one Python thread
 and then split over two. On 2 cores the second should take about half the time.
-    python scripts/gil_speedup.py
+    python dev/gil_speedup.py
 """
 import threading
 import time

@@ -1,10 +1,10 @@
 """Before/after table: this tree's fastnn, a baseline build of fastnn, and PyTorch, timed in one process.
 
-    PYTHONPATH=. python bench/cpu_before_after.py --baseline /tmp/old/fastnn [--threads 2] [--reps 5] [--cpu-time]
+    PYTHONPATH=. python dev/cpu_before_after.py --baseline /tmp/old/fastnn [--threads 2] [--reps 5] [--cpu-time]
 
 --baseline is the `fastnn` package directory of another build (e.g. `git archive <commit>` unpacked and built with
 `python setup.py build_ext --inplace`); it is imported under the name `fastnn_base`, so both extension modules live
-side by side. Each case runs base, new and torch in alternating blocks of calls (bench/cpu_conv_dev.py's `best`) and
+side by side. Each case runs base, new and torch in alternating blocks of calls (dev/cpu_conv.py's `best`) and
 keeps each one's best time; the numpy sgemm rate is measured in the same run. GFLOP/s is the new build's.
 Conv FLOPs: 2*N*K*OH*OW*C*KH*KW per pass (backward: 2 passes). LSTM FLOPs: 3 x 2*B*T*(D+H)*4H (fwd + bwd).
 """
@@ -17,9 +17,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cpu_conv_dev  # noqa: E402
-from cpu_conv_dev import SHAPES, best  # noqa: E402
-from cpu_misc_dev import lstm_case  # noqa: E402
+import cpu_conv  # noqa: E402
+from cpu_conv import SHAPES, best  # noqa: E402
+from cpu_pool_bn_lstm import lstm_case  # noqa: E402
 
 from fastnn import _C, _cpu  # noqa: E402
 
@@ -43,7 +43,7 @@ def main():
     ap.add_argument("--cpu-time", action="store_true", help="1 thread, CPU time of the calling thread")
     args = ap.parse_args()
     if args.cpu_time:
-        cpu_conv_dev.CLOCK, args.threads = time.thread_time, 1
+        cpu_conv.CLOCK, args.threads = time.thread_time, 1
         import threadpoolctl
         threadpoolctl.threadpool_limits(1)
     import torch

@@ -1,6 +1,6 @@
 """Run every CUDA kernel once on small shapes (for compute-sanitizer memcheck/racecheck) and check the results.
 
-    compute-sanitizer --tool memcheck python3 bench/gpu_sanitize.py
+    compute-sanitizer --tool memcheck python3 dev/gpu_sanitize.py
 Shapes are small but cover several tiles/blocks and the edge paths (padding, stride > kernel, odd sizes)."""
 import sys
 

@@ -1,6 +1,6 @@
 """fastnn cuda conv2d on a real GPU: correctness at realistic sizes, then timings against cuDNN (PyTorch).
 
-    python3 bench/gpu_conv.py [--reps 20] [--fwd igemm:auto,igemm1:auto,...] [--bwd igemm:auto,gemm_col2im:auto]
+    python3 dev/gpu_conv.py [--reps 20] [--fwd igemm:auto,igemm1:auto,...] [--bwd igemm:auto,gemm_col2im:auto]
 
 Every fastnn call goes through the public path with torch tensors in and out (fastnn.cuda.conv2d; for the
 backward the same code with a dx tile/variant chosen), so host overhead counts on both sides, as a user sees it.

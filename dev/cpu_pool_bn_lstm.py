@@ -1,6 +1,6 @@
 """Dev timing for the CPU pool2d / batch_norm / lstm kernels against PyTorch, side by side in one process.
 
-    PYTHONPATH=. python bench/cpu_misc_dev.py [--reps 7] [--only pool,bn,lstm]
+    PYTHONPATH=. python dev/cpu_pool_bn_lstm.py [--reps 7] [--only pool,bn,lstm]
 
 Best of --reps runs (after one warm-up), fastnn and torch alternated so both see the same load; GB/s counts the
 minimum bytes each op must read + write, next to a measured copy (read + write) of a same-size array. Same thread

@@ -1,4 +1,4 @@
-"""Median device time of a GPU call, measured with CUDA events after a warm-up (shared by the bench/gpu_*.py scripts)."""
+"""Median device time of a GPU call, measured with CUDA events after a warm-up (shared by the dev/gpu_*.py scripts)."""
 import statistics
 
 import torch

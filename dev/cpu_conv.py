@@ -1,6 +1,6 @@
 """Dev timing for the C++ conv2d/gemm kernels against PyTorch CPU, side by side in one process.
 
-    PYTHONPATH=. python bench/cpu_conv_dev.py [--threads 2] [--reps 5] [--bwd] [--f64] [--cpu-time]
+    PYTHONPATH=. python dev/cpu_conv.py [--threads 2] [--reps 5] [--bwd] [--f64] [--cpu-time]
 
 Each case times fastnn and torch in alternating blocks of calls and keeps the best (the machine is shared; the best
 time is the least disturbed one). --cpu-time runs one thread and measures the calling thread's CPU time
@@ -112,23 +112,8 @@ def main():
         print(f"{name:34} bwd  {ta * 1e3:10.2f} {tt * 1e3:9.2f} {tt / ta:7.2f}x {2 * flop / ta / 1e9:8.1f}")
 
 
-def numpy_reference():
-    """fastnn.reference (the NumPy spec); from the main tree (FASTNN_REFERENCE=path) while this branch lacks it."""
-    try:
-        from fastnn import reference
-        return reference
-    except ImportError:
-        import importlib.util
-        import os
-        path = os.environ.get("FASTNN_REFERENCE", "/work/main/fastnn/reference.py")
-        spec = importlib.util.spec_from_file_location("fastnn_reference", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-
-
 def bench_im2col(args, dt, rng):
-    ref = numpy_reference()
+    from fastnn import reference as ref
     print(f"im2col/col2im, {args.threads} threads, {np.dtype(dt).name}: fastnn vs the NumPy reference "
           f"(GB/s = bytes of col written or read, once)")
     print(f"{'shape (N,C,H,W,R,S,s,p)':30} {'op':7} {'fastnn ms':>10} {'numpy ms':>9} {'speedup':>8} {'GB/s':>6}")
