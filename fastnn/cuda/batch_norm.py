@@ -14,13 +14,12 @@ Kernels, in order:
   bn_bwd_stats         partial sums of dy and dy*(x - mean) in float64.
   bn_bwd_apply         folds them, writes dgamma/dbeta (block s = 0) and dx in one pass.
   With these, training forward = 2 launches, 3 passes over memory (read x, read x + write y); backward = 2
-  launches, 5 passes. On the H100 that took 0.142 / 0.123 ms on (32,256,14,14), 0.20x / 0.79x cuDNN's speed with
-  host launch cost counted: small channels are bound by launches and latency, not bandwidth. Hence, for
-  M <= BLOCK_MAX:
+  launches, 5 passes. Small channels are then bound by launches and latency, not bandwidth (on the H100 the
+  (32,256,14,14) forward ran at 0.20x cuDNN's speed; docs/log.md). Hence, for M <= BLOCK_MAX:
   bn_fwd__block        block c (up to 1024 threads, R elements each in registers) loads channel c once, sums it
   bn_bwd__block        in the block (forward: mean, then squared deviations, in float64) and writes from the
-                       registers: 1 launch, 2 passes (forward) / 3 (backward). ptxas (scripts/ptx_check.py, sm_90):
-                       50-63 registers, no spills. Not yet timed on a GPU: dev/gpu_pool_bn_lstm.py times both paths.
+                       registers: 1 launch, 2 passes (forward) / 3 (backward), without spills (ptxas, sm_90:
+                       scripts/ptx_check.py).
 """
 import math
 

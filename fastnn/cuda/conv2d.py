@@ -15,7 +15,8 @@ Kernels, in order:
                        buffer, x read from cache instead of a 9x larger col in DRAM), the gemm__tiled
                        register-blocked, double-buffered main loop; KH, KW are compile-time so the
                        crs -> (c, kh, kw) split is multiply-shift, and each thread's output column
-                       (n, oh, ow) is decoded once, outside the loop. (The first version: variant "igemm1".)
+                       (n, oh, ow) is decoded once, outside the loop. The first version (variant "igemm1"),
+                       kept as the only forward for KH*KW > 62, where igemm2's tap mask (one int64) cannot go.
   conv2d__igemm2       the same with a cheaper gather (variant "igemm", the default): per column a base offset
                        and a bit mask of the taps inside the image, per slab row one offset from a shared table,
                        so an element costs a mask test, an add and a load; optional split-K (tile "BMxBN:sN").
@@ -124,7 +125,9 @@ def conv2d_dw__naive(dy, x, dwt, G, sh, sw, ph, pw, dh, dw):
 # ---------------------------------------------------------------- fast kernels
 @functools.cache
 def conv2d__igemm(dtype, KH, KW, tile):
-    """Forward kernel for one (dtype, KH, KW, tile), compiled once; grid (ceil(N*P/BN), ceil(Kg/BM), G)."""
+    """Forward kernel for one (dtype, KH, KW, tile), compiled once; grid (ceil(N*P/BN), ceil(Kg/BM), G).
+    The forward for KH*KW > 62 (conv2d__igemm2's tap mask is one int64), and variant "igemm1" for any size
+    (the tests run it against the reference)."""
     TM, TN, min_blocks = TILES[tile]
     BM, BN = 16 * TM, 16 * TN
     LA, LB = BM * BK // NT, BN * BK // NT
@@ -514,13 +517,9 @@ FWD_KERNELS = {"igemm": conv2d__igemm2, "igemm1": conv2d__igemm}     # "igemm": 
 
 
 def fwd_tile_for(Kg):
-    """Forward tile by output channels per group, as measured on the H100 (dev/gpu_conv.py; BM = channels;
-    conv2d__igemm2, 2026-11-22, TFLOP/s of the public call): K=64: 64x128/2 17.3 (64x64 13.2, 128x128 9.8);
-    K=128: 128x64/2 19.6 (64x128/2 19.3, 128x128 16.0, 128x128:s2 18.1); K=256: 128x128 15.2 (128x64/2:s2
-    15.5, 128x64/2 13.7: within the ~10% spread of that run). Also the dx tile, by input channels per group.
-    ptxas for sm_90 (scripts/ptx_check.py --all-tiles, float32 3x3): 64x128/2 and 128x64/2 spill 12 and 24 bytes
-    under their 128-register cap; 64x128 without a cap takes 128 registers (the same 2 blocks per SM) and does
-    not spill. Not timed yet: a candidate for K=64 when a GPU is at hand."""
+    """Forward tile by output channels per group (BM = channels): the fastest conv2d__igemm2 tile for each K
+    on the H100 (dev/gpu_conv.py; the timings are in docs/log.md). Also the dx tile, by input channels per
+    group."""
     return "64x128/2" if Kg <= 64 else "128x64/2" if Kg < 256 else "128x128"
 
 

@@ -6,15 +6,11 @@ Versions, in order:
                      the next slab prefetched into registers while this one is used (hides global latency);
                      each thread keeps TMxTN outputs in registers -> TM+TN shared loads feed TM*TN FMAs.
                      slab_mma, its inner product, is shared with the conv2d implicit GEMMs: 128-bit shared
-                     loads and a hand-unrolled slab took 64x64 from 16.0 to 19.4 TFLOP/s and 128x128 from
-                     20.8 to 26.7 (H100, n=4096; the 128-bit loads alone: 13.4 and 20.9).
+                     loads and a hand-unrolled slab (a quarter of the load instructions, no loop counter).
 It is also batched (blockIdx.z), which conv2d_backward uses for W^T @ dy per (image, group), and
 launch_split_k uses for split-K: the skinny LSTM GEMMs (64x512 @ 512x2048 filled 32 of 132 SMs) run as
 4-16 reduction slices whose sum the consumer kernel forms. Every launch goes through _fastlaunch.
-Measured on the H100, n=4096 fp32: cuBLAS 50.6 TFLOP/s; 128x128 tile 26.7 (0.53x); 64x64 tile 19.4 (0.38x);
-no register spills in either (ptxas: 209 and 103 registers). The y0/z0 launch offsets added since (grids past
-65535 slices) left the PTX's FMA and shared/global load counts as they were and ptxas now takes 179 and 99
-registers (scripts/ptx_check.py); not re-timed on a GPU.
+The tile is picked by pick_tile; what the tiles measured on the H100 against cuBLAS is in docs/log.md.
 """
 import functools
 
