@@ -11,22 +11,8 @@ Prints per shape: ms, TFLOP/s, ratio to cuDNN (TF32 off) and a correctness check
 kernel's registers / local memory / LDL+STL count and 64-bit integer ops in its PTX; a summary table LAST.
 Times are the median of CUDA-event timings of single calls after warm-up; both sides see the same inputs.
 With $OUT set, the summary is also written to $OUT/conv_table.txt.
-
-Before (2026-11-22, the first version: igemm1 + gemm/col2im dx, launched through Numba's dispatcher, inputs
-imported with a stream sync; device copy 2.85 TB/s, cuBLAS sgemm 50.6 TFLOP/s), best tile per shape:
-  shape N,C,H,W,K,R,S,s,p     fwd ms (TFLOP/s)  cuDNN ms   x cuDNN | dx+dw+db ms  cuDNN dx+dw  x cuDNN
-  32,64,56,56,64,3,3,1,1      0.736 (10.0)      0.280      0.38    | 1.811        0.544        0.30
-  32,128,28,28,128,3,3,1,1    0.718 (10.3)      0.170      0.24    | 1.594        0.374        0.23
-  32,256,14,14,256,3,3,1,1    0.729 (10.2)      0.200      0.27    | 1.407        0.445        0.32
-
-After (2026-11-22, same H100, device copy 2.80 TB/s; this script, public path; the tests ran on the same GPU
-during this run, so both columns carry some noise: the same kernel measured twice differed by up to 10%):
-  shape N,C,H,W,K,R,S,s,p   cuDNN fwd  fastnn fwd (default)  x cuDNN | cuDNN dx+dw  fastnn bwd (default)  x cuDNN
-  32,64,56,56,64,3,3,1,1    0.282      0.434 (igemm1: 0.580)  0.65    | 0.579        1.002 (col2im: 1.566)  0.58
-  32,128,28,28,128,3,3,1,1  0.165      0.420 (best 0.378)     0.39    | 0.353        0.896 (col2im: 1.159)  0.39
-  32,256,14,14,256,3,3,1,1  0.206      0.531 (best 0.477)     0.39    | 0.465        0.928 (col2im: 1.014)  0.50
-Kernels: igemm2 128x128 203 regs, no spills; 64x128/2 128 regs, 8 B local (3 LDL/STL); 128x64/2 16 B (6);
-igemm1 64x128/2 32 B (22). dweight 64x128/2 spills 16 B (8 LDL/STL), 128x128 none.
+What it measured (the first version against the offset-table one, the tiles, the kernels' registers) is in
+docs/log.md.
 """
 import argparse
 import importlib
@@ -102,7 +88,7 @@ def auto(tile):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=20)
-    # (64x64 and 128x128:s2 lost on every shape in the 2026-11-22 run; pass them here to time them again)
+    # (64x64 and 128x128:s2 lost on every shape, docs/log.md; pass them here to time them again)
     ap.add_argument("--fwd", default="igemm1:auto,igemm:auto,igemm:64x128/2,igemm:128x64/2,igemm:128x128,"
                                      "igemm:128x64/2:s2")
     ap.add_argument("--bwd", default="gemm_col2im:auto,igemm:auto,igemm:64x128/2,igemm:128x128")

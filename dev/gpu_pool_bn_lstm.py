@@ -10,12 +10,7 @@ Each row: median of CUDA-event timings of single calls (Python launch overhead i
 warm-up; GB/s counts compulsory traffic (each input read once, each output written once); "x torch" is
 torch time / fastnn time (> 1: fastnn faster). Outputs come from PyTorch's allocator, poisoned with NaN first,
 so an unwritten element fails the check. Tolerance: |out-ref| <= rtol*(max|ref| + |ref|) against float64.
-With $OUT set, the table is also written to $OUT/misc_table.txt.
-
-LSTM, 2026-11-22 on the H100 (split-K recurrent GEMMs, every launch through _fastlaunch; single call, us):
-  lstm_cell fwd 64,512,512     230 (torch LSTMCell 77)    device time 37 us: host-bound (3 launches + views)
-  lstm fwd T=32 64,512,512    1788 (torch loop 3648)      device time 840 us
-  lstm bwd T=32 64,512,512    3458 (torch autograd 8841)
+With $OUT set, the table is also written to $OUT/misc_table.txt. What it measured is in docs/log.md.
 """
 import argparse
 import importlib
