@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 
 #include "fastnn.h"
+#include "simd.h"
 
 namespace py = pybind11;
 using fastnn::i64;

@@ -8,7 +8,6 @@
 // dweight packs its B panels straight from the input.
 //
 // Variants:
-//   conv2d_fwd_naive               the algorithmic reference (direct 7-loop sum); kept for reading, not called.
 //   conv2d_fwd__polyphase_gemm     any stride/padding/dilation/groups: per (image, group, block of output rows) the
 //                                  input rows are copied once into zero-padded polyphase planes, where every tap's
 //                                  run of output positions is contiguous: the microkernel reads B rows in place.
@@ -36,33 +35,11 @@
 #include <type_traits>
 #include <vector>
 
-#include <immintrin.h>
-
 #include "gemm_packed.h"
 #include "im2col.h"
+#include "simd.h"
 
 namespace fastnn {
-
-template <typename T>
-[[maybe_unused]] static void conv2d_fwd_naive(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
-    const i64 Cg = s.C / s.groups, Kg = s.K / s.groups;
-    for (i64 n = 0; n < s.N; ++n)
-        for (i64 k = 0; k < s.K; ++k)
-            for (i64 oh = 0; oh < s.OH; ++oh)
-                for (i64 ow = 0; ow < s.OW; ++ow) {
-                    double acc = bias ? bias[k] : 0.0;
-                    const i64 g = k / Kg;
-                    for (i64 c = 0; c < Cg; ++c)
-                        for (i64 kh = 0; kh < s.KH; ++kh)
-                            for (i64 kw = 0; kw < s.KW; ++kw) {
-                                const i64 ih = oh * s.sh - s.ph + kh * s.dh, iw = ow * s.sw - s.pw + kw * s.dw;
-                                if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
-                                acc += (double)x[((n * s.C + g * Cg + c) * s.H + ih) * s.W + iw] *
-                                       w[((k * Cg + c) * s.KH + kh) * s.KW + kw];
-                            }
-                    y[((n * s.K + k) * s.OH + oh) * s.OW + ow] = T(acc);
-                }
-}
 
 namespace {
 
@@ -159,7 +136,7 @@ inline std::vector<i64>& tap_offsets() {
 // (col[j] = image offset + r*Wq + ow; entries past the last column point at 0 and land in the panel's zero-use
 // padding). Per depth row: NR/16 16-lane gathers per float panel (AVX-512F), else a scalar loop.
 template <int NV>
-__attribute__((target("avx512f"))) static void gather_rows__avx512f(const float* base, const i64* toff, i64 kc,
+FASTNN_AVX512 static void gather_rows__avx512f(const float* base, const i64* toff, i64 kc,
                                                                    const int* col, float* dst) {
     __m512i ix[NV];
     for (int v = 0; v < NV; ++v) ix[v] = _mm512_loadu_si512(col + 16 * v);
@@ -312,7 +289,7 @@ constexpr i64 kDirectPos = 14, kDirectOc = 32;
 // out (14 x 32, position-major) = (first ? 0 : out) + the taps of Cg channels; xr0: the tile's first input value
 // of channel 0 (row stride Wp, channel stride plane); wk: the 32 weights of each tap, in (c, kh, kw) order.
 template <int KWC, int SW>  // KWC: KW when known at compile time (3: its loop unrolled), else 0; SW: the stride
-__attribute__((target("avx512f"))) static void direct_tile__avx512f(const float* xr0, i64 plane, i64 Wp, i64 Cg,
+FASTNN_AVX512 static void direct_tile__avx512f(const float* xr0, i64 plane, i64 Wp, i64 Cg,
                                                                    i64 KH, i64 KW_, i64 dh, i64 dw,
                                                                    const float* wk, float* out, bool first) {
 #define FASTNN_DDECL(p) __m512 a##p##0 = first ? _mm512_setzero_ps() : _mm512_loadu_ps(out + p * 32), \
@@ -344,7 +321,7 @@ __attribute__((target("avx512f"))) static void direct_tile__avx512f(const float*
 
 // out[j][i] = r[i][j] for a 16 x 16 block of floats: 64 in-register shuffles (4 stages: 32-bit and 64-bit
 // interleaves within 128-bit lanes, then two rounds of lane shuffles).
-__attribute__((target("avx512f"))) static inline void transpose16x16__avx512f(const __m512 r[16], __m512 out[16]) {
+FASTNN_AVX512 static inline void transpose16x16__avx512f(const __m512 r[16], __m512 out[16]) {
     __m512 t[16], u[16], w[16];
     for (int i = 0; i < 16; i += 2) t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
     for (int b = 0; b < 4; ++b) {  // u[4b + c], lane L: column 4L + c of rows 4b .. 4b + 3
@@ -367,7 +344,7 @@ __attribute__((target("avx512f"))) static inline void transpose16x16__avx512f(co
 // y rows from a finished tile: each 16-channel half of the 14 x 32 tile is transposed in registers (gathers cost
 // 12 % of the 7x7/2 stem), then output channel j gets its positions plus bias[j], stored masked to the np (<= 14)
 // valid positions at y + j*ystride.
-__attribute__((target("avx512f"))) static void direct_store__avx512f(const float* tile, i64 np, const float* bias,
+FASTNN_AVX512 static void direct_store__avx512f(const float* tile, i64 np, const float* bias,
                                                                     float* y, i64 ystride) {
     const __mmask16 m = (__mmask16)((1u << std::min(np, kDirectPos)) - 1);
     for (int h = 0; h < kDirectOc / 16; ++h) {
@@ -455,7 +432,7 @@ static bool direct_dw_fits(const ConvShape& s) {
 
 // acc (9 taps x 32 channels) += the taps of one input channel over an image: dyt: position-major dy at the first of
 // the 32 channels (position stride K); xc: the channel's padded plane (row stride Wp).
-__attribute__((target("avx512f"))) static void dw_tile3x3__avx512f(const float* dyt, i64 K, const float* xc, i64 Wp,
+FASTNN_AVX512 static void dw_tile3x3__avx512f(const float* dyt, i64 K, const float* xc, i64 Wp,
                                                                   i64 dh, i64 sh, i64 sw, i64 OH, i64 OW,
                                                                   float* acc) {
 #define FASTNN_WT(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8)
@@ -581,7 +558,7 @@ constexpr i64 kWinoTiles = 96;
 
 // Lanes j of a 16-float load at padded column c that lie in [lo, hi): the row's real columns (masked loads read
 // nothing outside them, and give zeros for the padding).
-__attribute__((target("avx512f"))) static inline __mmask16 cols_in(i64 c, i64 lo, i64 hi) {
+FASTNN_AVX512 static inline __mmask16 cols_in(i64 c, i64 lo, i64 hi) {
     const i64 a = std::max<i64>(0, lo - c), b = std::min<i64>(16, hi - c);
     return b <= a ? __mmask16(0) : __mmask16(((1u << b) - 1) & ~((1u << a) - 1));
 }
@@ -589,7 +566,7 @@ __attribute__((target("avx512f"))) static inline __mmask16 cols_in(i64 c, i64 lo
 // V of a tile row's tiles t0 .. t0+n-1: x[i] points at padded column 0 of input row i of the tile row (nullptr:
 // a padding row), whose real columns are [lo, hi); tile t covers padded columns 2t .. 2t+3. V[e] of tile t0+t
 // goes to v[e*ve + t]. 16 tiles per vector: even/odd columns split with two-source permutes, the last masked.
-__attribute__((target("avx512f"))) static void wino_in__avx512f(const float* const x[4], i64 t0, i64 n, i64 lo,
+FASTNN_AVX512 static void wino_in__avx512f(const float* const x[4], i64 t0, i64 n, i64 lo,
                                                                 i64 hi, float* v, i64 ve) {
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
@@ -624,7 +601,7 @@ __attribute__((target("avx512f"))) static void wino_in__avx512f(const float* con
 // Output of n tiles of a tile row: tile t's M[e] at m[e*me + t]; its 2x2 outputs (+ bias) go to y0[2t..2t+1] and
 // y1[2t..2t+1] (y1 nullptr: past the last output row), interleaved in registers; columns from ncols on are not
 // stored (an odd output width cuts the last tile).
-__attribute__((target("avx512f"))) static void wino_out__avx512f(const float* m, i64 me, i64 n, i64 ncols,
+FASTNN_AVX512 static void wino_out__avx512f(const float* m, i64 me, i64 n, i64 ncols,
                                                                  float bias, float* y0, float* y1) {
     const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
@@ -653,13 +630,13 @@ __attribute__((target("avx512f"))) static void wino_out__avx512f(const float* m,
 
 // The same two transforms with AVX2 (8 tiles per vector) for CPUs without AVX-512: masks are lane vectors,
 // the even/odd split a shuffle and a 64-bit lane permute, the interleave unpacks and a 128-bit lane permute.
-__attribute__((target("avx2,fma"))) static inline __m256i lanes_in(i64 c, i64 lo, i64 hi) {
+FASTNN_AVX2 static inline __m256i lanes_in(i64 c, i64 lo, i64 hi) {
     const __m256i j = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const i64 a = std::clamp<i64>(lo - c, 0, 8), b = std::clamp<i64>(hi - c, 0, 8);
     return _mm256_and_si256(_mm256_cmpgt_epi32(j, _mm256_set1_epi32(int(a) - 1)),
                             _mm256_cmpgt_epi32(_mm256_set1_epi32(int(b)), j));
 }
-__attribute__((target("avx2,fma"))) static void wino_in__avx2(const float* const x[4], i64 t0, i64 n, i64 lo,
+FASTNN_AVX2 static void wino_in__avx2(const float* const x[4], i64 t0, i64 n, i64 lo,
                                                               i64 hi, float* v, i64 ve) {
     for (i64 t = 0; t < n; t += 8) {
         const __m256i k = lanes_in(t, 0, n);
@@ -692,7 +669,7 @@ __attribute__((target("avx2,fma"))) static void wino_in__avx2(const float* const
         }
     }
 }
-__attribute__((target("avx2,fma"))) static void wino_out__avx2(const float* m, i64 me, i64 n, i64 ncols,
+FASTNN_AVX2 static void wino_out__avx2(const float* m, i64 me, i64 n, i64 ncols,
                                                                float bias, float* y0, float* y1) {
     const __m256 b = _mm256_set1_ps(bias);
     for (i64 t = 0; t < n; t += 8) {

@@ -10,10 +10,6 @@
 namespace fastnn {
 using i64 = std::int64_t;
 
-// ---- cpu_features.cpp: what runs, decided once at load time ----
-bool has_avx2_fma();           // CPUID + OS support for AVX2 and FMA
-const char* simd_variant();    // "avx2_fma" or "scalar": the GEMM microkernel in use
-
 // ---- gemm.cpp: C = alpha * op(A) @ op(B) + beta * C, row-major ----
 // op(A) is M x K (A is K x M when trans_a), op(B) is K x N; lda/ldb/ldc are row strides in elements.
 template <typename T>

@@ -21,6 +21,7 @@
 #endif
 
 #include "fastnn.h"
+#include "simd.h"  // has_avx512f
 
 namespace fastnn {
 namespace packed {
@@ -84,8 +85,6 @@ struct Aligned64 {
 template <typename T> using Buffer = std::vector<T, Aligned64<T>>;
 template <typename T> Buffer<T>& scratch(int which);  // per-thread buffers: 0 = A block, 1 = B block, 2..5 = caller,
                                                       // 6 = gemm()'s operand shared by its threads
-
-bool has_avx512f();  // cpu_features.cpp: CPU + OS support, and FASTNN_SIMD not set to "scalar" or "avx2"
 
 // Calls f(Cfg{}) with the configuration that runs on this machine (decided once, at load time).
 template <typename T, class F>

@@ -4,14 +4,13 @@
 // backward kernels that write dx once instead of zero + scatter (plain loops, compiled twice: AVX2 and baseline)
 // -> the launchers. AVX2 variants run when has_avx2_fma() (FASTNN_SIMD=scalar switches them off).
 // Forward work is split over (n, c, oh) output rows; backward over (n, c) planes (a scatter never races).
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "fastnn.h"
+#include "simd.h"
 
 namespace fastnn {
 namespace {
@@ -82,7 +81,7 @@ void avg_bwd_plane__generic(const T* dy, T* dx, const PoolShape& s, bool cip) {
 // 2x2 s2 p0: the windows tile the input, so dx is written once, no zeroing first and no scatter (4x the generic
 // speed): the even/odd column stores vectorise. Rows/columns past the last window get 0.
 template <typename T>
-inline __attribute__((always_inline)) void avg_bwd_plane__2x2s2_body(const T* dy, T* dx, const PoolShape& s) {
+FASTNN_INLINE void avg_bwd_plane__2x2s2_body(const T* dy, T* dx, const PoolShape& s) {
     for (i64 oh = 0; oh < s.OH; ++oh) {
         T *r0 = dx + 2 * oh * s.W, *r1 = r0 + s.W;
         const T* g = dy + oh * s.OW;
@@ -103,8 +102,7 @@ template <typename T> void avg_bwd_plane__2x2s2(const T* dy, T* dx, const PoolSh
 // (the same for rows). So with g = dy/divisor, the "expanded" row e_oh[2m] = g[m], e_oh[2m+1] = g[m] + g[m+1],
 // and dx row 2m = e_m, row 2m+1 = e_m + e_{m+1}. scratch: 2*W + OW + 1 elements.
 template <typename T>
-inline __attribute__((always_inline)) void avg_bwd_plane__3x3s2p1_body(const T* dy, T* dx, const PoolShape& s,
-                                                                       bool cip, T* scratch) {
+FASTNN_INLINE void avg_bwd_plane__3x3s2p1_body(const T* dy, T* dx, const PoolShape& s, bool cip, T* scratch) {
     const i64 H = s.H, W = s.W, OH = s.OH, OW = s.OW;
     T *e = scratch, *e_next = scratch + W, *g = scratch + 2 * W;
     auto expand = [&](i64 oh, T* out) {
@@ -137,8 +135,7 @@ template <typename T> void avg_bwd_plane__3x3s2p1(const T* dy, T* dx, const Pool
 
 // ---------------------------------------------------------------------------------------- AVX2 float fast paths
 // Stride-2 windows read even and odd input columns: 16 floats from p split into 8 even + 8 odd (reads p[0..15]).
-#define AVX2 __attribute__((target("avx2,fma")))
-AVX2 inline void split8(const float* p, __m256& even, __m256& odd) {
+FASTNN_AVX2 inline void split8(const float* p, __m256& even, __m256& odd) {
     __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
     __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // a0 a2 b0 b2 | a4 a6 b4 b6
     __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
@@ -146,7 +143,7 @@ AVX2 inline void split8(const float* p, __m256& even, __m256& odd) {
     odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 // The three columns 2ow-1, 2ow, 2ow+1 of 8 stride-2 windows starting at p - 1 (reads p[-1..15]).
-AVX2 inline void cols3(const float* p, __m256& l, __m256& c, __m256& r) {
+FASTNN_AVX2 inline void cols3(const float* p, __m256& l, __m256& c, __m256& r) {
     __m256 unused;
     split8(p - 1, l, c);
     split8(p, unused, r);
@@ -161,7 +158,7 @@ struct MaxAcc {
     __m256 best;
     __m256i off;
 };
-AVX2 inline void max_step(MaxAcc& m, __m256 v, int off) {
+FASTNN_AVX2 inline void max_step(MaxAcc& m, __m256 v, int off) {
     // !(best >= v) is v > best, or either is NaN; "best is a number" then leaves exactly `better`.
     __m256 take = _mm256_and_ps(_mm256_cmp_ps(m.best, v, _CMP_NGE_UQ), _mm256_cmp_ps(m.best, m.best, _CMP_ORD_Q));
     m.best = _mm256_blendv_ps(m.best, v, take);
@@ -169,7 +166,7 @@ AVX2 inline void max_step(MaxAcc& m, __m256 v, int off) {
         _mm256_blendv_ps(_mm256_castsi256_ps(m.off), _mm256_castsi256_ps(_mm256_set1_epi32(off)), take));
 }
 // idx of lane k = base + 2k + off_k (window origins 2 columns apart).
-AVX2 inline void max_store(const MaxAcc& m, float* y, i64* idx, i64 base) {
+FASTNN_AVX2 inline void max_store(const MaxAcc& m, float* y, i64* idx, i64 base) {
     _mm256_storeu_ps(y, m.best);
     __m256i b = _mm256_set1_epi64x(base);
     __m256i lo = _mm256_add_epi64(_mm256_add_epi64(b, _mm256_setr_epi64x(0, 2, 4, 6)),
@@ -181,7 +178,7 @@ AVX2 inline void max_store(const MaxAcc& m, float* y, i64* idx, i64 base) {
 }
 
 // 2x2 s2 p0: 8 outputs from two rows of 16 inputs. OW = floor(W/2), so the loads stay inside the row.
-AVX2 void max_row__2x2s2_avx2(const float* x, float* y, i64* idx, const PoolShape& s, i64 oh) {
+FASTNN_AVX2 void max_row__2x2s2_avx2(const float* x, float* y, i64* idx, const PoolShape& s, i64 oh) {
     const float* r0 = x + 2 * oh * s.W;
     const float* r1 = r0 + s.W;
     const int W = int(s.W);
@@ -203,7 +200,7 @@ AVX2 void max_row__2x2s2_avx2(const float* x, float* y, i64* idx, const PoolShap
 // 3x3 s2 p1: columns 2ow-1, 2ow, 2ow+1 = odd, even, odd of the 16 floats from 2ow-1 and 2ow. Output 0 and a
 // window past the last column (and rows with fewer than 8 interior outputs) go through the generic code; clipped
 // rows need nothing special: only window rows inside the input are visited, in order.
-AVX2 void max_row__3x3s2p1_avx2(const float* x, float* y, i64* idx, const PoolShape& s, i64 oh) {
+FASTNN_AVX2 void max_row__3x3s2p1_avx2(const float* x, float* y, i64* idx, const PoolShape& s, i64 oh) {
     Span r = span(oh, 2, 1, 3, s.H);
     const i64 vec_end = std::min(s.OW, s.W / 2);  // interior outputs: 2ow+1 <= W-1
     const int W = int(s.W);
@@ -231,7 +228,7 @@ AVX2 void max_row__3x3s2p1_avx2(const float* x, float* y, i64* idx, const PoolSh
     max_row__generic(x, y, idx, s, oh, n >= 8 ? vec_end : 1, s.OW);
 }
 
-AVX2 void avg_row__2x2s2_avx2(const float* x, float* y, const PoolShape& s, i64 oh) {
+FASTNN_AVX2 void avg_row__2x2s2_avx2(const float* x, float* y, const PoolShape& s, i64 oh) {
     const float* r0 = x + 2 * oh * s.W;
     const float* r1 = r0 + s.W;
     for (i64 i = 0; s.OW >= 8 && i < s.OW; i += 8) {  // summed in the generic code's order; *0.25 == /4 exactly
@@ -246,7 +243,7 @@ AVX2 void avg_row__2x2s2_avx2(const float* x, float* y, const PoolShape& s, i64 
     avg_row__generic(x, y, s, true, oh, s.OW >= 8 ? s.OW : 0, s.OW);
 }
 
-AVX2 void avg_row__3x3s2p1_avx2(const float* x, float* y, const PoolShape& s, bool cip, i64 oh) {
+FASTNN_AVX2 void avg_row__3x3s2p1_avx2(const float* x, float* y, const PoolShape& s, bool cip, i64 oh) {
     Span r = span(oh, 2, 1, 3, s.H);
     const i64 vec_end = std::min(s.OW, s.W / 2);
     const __m256 div = _mm256_set1_ps(float(cip ? 9 : 3 * (r.hi - r.lo)));
@@ -266,12 +263,12 @@ AVX2 void avg_row__3x3s2p1_avx2(const float* x, float* y, const PoolShape& s, bo
     avg_row__generic(x, y, s, cip, oh, n >= 8 ? vec_end : 1, s.OW);
 }
 
-template <typename T> AVX2 void avg_bwd_plane__2x2s2_avx2(const T* dy, T* dx, const PoolShape& s) {
+template <typename T> FASTNN_AVX2 void avg_bwd_plane__2x2s2_avx2(const T* dy, T* dx, const PoolShape& s) {
     avg_bwd_plane__2x2s2_body(dy, dx, s);
     _mm256_zeroupper();
 }
 template <typename T>
-AVX2 void avg_bwd_plane__3x3s2p1_avx2(const T* dy, T* dx, const PoolShape& s, bool cip, T* scratch) {
+FASTNN_AVX2 void avg_bwd_plane__3x3s2p1_avx2(const T* dy, T* dx, const PoolShape& s, bool cip, T* scratch) {
     avg_bwd_plane__3x3s2p1_body(dy, dx, s, cip, scratch);
     _mm256_zeroupper();
 }
