@@ -59,7 +59,7 @@ struct PackPatchesT {
         constexpr i64 NR = Cf::NR, L = packed::transpose_block<T>();  // lanes per transpose block
         static_assert(NR % L == 0, "panel width must be a multiple of the transpose block");
         const i64 KK = s->KH * s->KW;
-        packed::Buffer<T>& lines = packed::scratch<T>(2);
+        packed::Buffer<T>& lines = packed::scratch<T>(packed::Slot::patch_lines);
         if ((i64)lines.size() < L * kc) lines.resize(L * kc);
         for (i64 j = 0; j < packed::round_up(nc, NR); j += L) {
             for (i64 i = 0; i < L; ++i) {
@@ -224,7 +224,7 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
         const i64 img = Cg * s.sh * s.sw * q.plane;  // one image's planes in xq
         // Slack past the last plane for the junk columns of the last rows (and the last panel's padding).
         const i64 xsize = ni * img + 2 * Wq + s.pw + 2 * Cf::NR;
-        packed::Buffer<T>& xq = packed::scratch<T>(4);
+        packed::Buffer<T>& xq = packed::scratch<T>(packed::Slot::conv_input);
         if ((i64)xq.size() < xsize) xq.resize(xsize);
         for (i64 i = 0; i < ni; ++i)
             copy_polyphase(x + ((n + i) * s.C + g * Cg) * HW, s, 0, Cg, oh0, q, xq.data() + i * img);
@@ -243,14 +243,14 @@ static void conv2d_fwd__polyphase_gemm(const T* x, const std::vector<packed::Pre
                 const i64 i = j / P, oh = (j % P) / s.OW, ow = j % s.OW;
                 col[j] = (int)(i * img + oh * Wq + ow);
             }
-            packed::Buffer<T>& yt = packed::scratch<T>(5);
+            packed::Buffer<T>& yt = packed::scratch<T>(packed::Slot::conv_output);
             if ((i64)yt.size() < Kg * nv) yt.resize(Kg * nv);
             packed::gemm_blocked<Cf>(Kg, nv, CRS, T(1), wp[g], PackGatherCols<Cf>{xq.data(), toff.data(), col.data()},
                                      T(0), yt.data(), nv);
             unpack_images(yt.data(), ni, Kg, P, bias ? bias + g * Kg : nullptr, y + (n * s.K + g * Kg) * P, s.K * P);
             return;
         }
-        packed::Buffer<T>& yt = packed::scratch<T>(5);
+        packed::Buffer<T>& yt = packed::scratch<T>(packed::Slot::conv_output);
         if ((i64)yt.size() < Kg * ncols) yt.resize(Kg * ncols);
         packed::gemm_blocked_rows<Cf>(Kg, ncols, CRS, wp[g], xq.data(), toff.data(), T(0), yt.data(), ncols);
         T* yg = y + (n * s.K + g * Kg) * P + oh0 * s.OW;
@@ -384,7 +384,7 @@ static void conv2d_fwd__direct(const float* x, const float* w, const float* bias
     const i64 nblk = (s.OH + rows - 1) / rows;
     // weights as [g][oc block][c][kh][kw][32 output channels], in a buffer kept between calls (a fresh 2.4 MB one per
     // call was paid again in page faults); the caller's buffer, seen by its threads through wk
-    static thread_local packed::Buffer<float> wk_buf;
+    packed::Buffer<float>& wk_buf = packed::scratch<float>(packed::Slot::conv_weights);
     if ((i64)wk_buf.size() < s.K * CRS) wk_buf.resize(s.K * CRS);
     float* const wk = wk_buf.data();
     parallel_items(s.K, double(CRS), [&](i64 k) {
@@ -394,10 +394,10 @@ static void conv2d_fwd__direct(const float* x, const float* w, const float* bias
     parallel_tasks(s.N * G * nblk, [&](i64 task) {
         const i64 ng = task / nblk, n = ng / G, g = ng % G, oh0 = (task % nblk) * rows, nr = std::min(rows, s.OH - oh0);
         const i64 Hq = (nr - 1) * s.sh + (s.KH - 1) * s.dh + 1, plane = Hq * Wp;  // padded input rows of the block
-        packed::Buffer<float>& xp = packed::scratch<float>(4);
+        packed::Buffer<float>& xp = packed::scratch<float>(packed::Slot::conv_input);
         if ((i64)xp.size() < Cg * plane) xp.resize(Cg * plane);
         copy_padded_rows(x + (n * s.C + g * Cg) * HW, s, Cg, oh0 * s.sh - s.ph, Hq, Wp, xp.data());
-        packed::Buffer<float>& acc = packed::scratch<float>(5);
+        packed::Buffer<float>& acc = packed::scratch<float>(packed::Slot::conv_output);
         const i64 nacc = ncb > 1 ? nr * ntile : 1;  // one tile's worth unless tiles must wait for later chunks
         if ((i64)acc.size() < nacc * TS) acc.resize(nacc * TS);
         for (i64 ob = 0; ob < nob; ++ob) {
@@ -501,7 +501,7 @@ static void conv2d_dw__direct(const float* dy, const float* x, float* dw, const 
     const int nth = get_num_threads();
     const bool by_tiles = s.N < nth;
     const int nbuf = by_tiles ? 1 : nth;
-    packed::Buffer<float>& part = packed::scratch<float>(3);  // the caller's; the threads see it through pp
+    packed::Buffer<float>& part = packed::scratch<float>(packed::Slot::conv_dw_partial);  // the caller's; the threads see it through pp
     if ((i64)part.size() < nbuf * WS) part.resize(nbuf * WS);
     float* const pp = part.data();
     std::atomic<i64> next_image{0};
@@ -509,8 +509,8 @@ static void conv2d_dw__direct(const float* dy, const float* x, float* dw, const 
         float* const acc = pp + (by_tiles ? 0 : tid * WS);
         const i64 tl0 = by_tiles ? ntl * tid / nth : 0, tl1 = by_tiles ? ntl * (tid + 1) / nth : ntl;
         std::fill(acc + tl0 * TB, acc + tl1 * TB, 0.f);
-        packed::Buffer<float>& xp = packed::scratch<float>(4);
-        packed::Buffer<float>& dyt = packed::scratch<float>(5);
+        packed::Buffer<float>& xp = packed::scratch<float>(packed::Slot::conv_input);
+        packed::Buffer<float>& dyt = packed::scratch<float>(packed::Slot::conv_output);
         if ((i64)xp.size() < s.C * plane) xp.resize(s.C * plane);
         if ((i64)dyt.size() < P * s.K) dyt.resize(P * s.K);
         auto image = [&](i64 n) {
@@ -709,10 +709,10 @@ static void conv2d_fwd__winograd(const float* x, const float* w, const float* bi
     const i64 C = s.C, K = s.K, TH = (s.OH + 1) / 2, TW = (s.OW + 1) / 2, TT = TH * TW, P = s.N * TT;
     // U[e] (K x C) = (G g G^T)[e] per filter g = w[k, c], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], written straight
     // into the GEMMs' packed A layout (PrepackedA: depth blocks of kb channels, MR-row panels), U[e] at U + e*Mp*C,
-    // in the calling thread's buffer 3 (kept between calls: a fresh 16*K*C allocation page-faulted every call).
+    // in the calling thread's Slot::conv_weights (kept between calls: a fresh 16*K*C allocation page-faulted every call).
     constexpr i64 MR = Cf::MR;
     const i64 Mp = packed::round_up(K, MR), kb = packed::depth_block<Cf>(C), UE = Mp * C;
-    packed::Buffer<T>& ubuf = packed::scratch<T>(3);
+    packed::Buffer<T>& ubuf = packed::scratch<T>(packed::Slot::conv_weights);
     if ((i64)ubuf.size() < 16 * UE) ubuf.resize(16 * UE);
     T* const U = ubuf.data();
     // A panel's MR filters (rows k0..k0+MR-1, one channel) at a time: their 16 values per e are MR contiguous floats.
@@ -751,8 +751,8 @@ static void conv2d_fwd__winograd(const float* x, const float* w, const float* bi
     const i64 nblk = (P + kWinoTiles - 1) / kWinoTiles;
     parallel_tasks(nblk, [&](i64 b) {
         const i64 p0 = b * kWinoTiles, np = std::min(kWinoTiles, P - p0);
-        packed::Buffer<T>& vbuf = packed::scratch<T>(4);
-        packed::Buffer<T>& mbuf = packed::scratch<T>(5);
+        packed::Buffer<T>& vbuf = packed::scratch<T>(packed::Slot::conv_input);
+        packed::Buffer<T>& mbuf = packed::scratch<T>(packed::Slot::conv_output);
         if ((i64)vbuf.size() < 16 * C * kWinoTiles) vbuf.resize(16 * C * kWinoTiles);
         if ((i64)mbuf.size() < 16 * K * kWinoTiles) mbuf.resize(16 * K * kWinoTiles);
         T *V = vbuf.data(), *M = mbuf.data();
@@ -830,7 +830,7 @@ static void conv2d_fwd_cfg(const T* x, const T* w, const T* bias, T* y, const Co
             static thread_local std::vector<int> col;
             col.assign(packed::round_up(nv, Cf::NR), 0);
             for (i64 j = 0; j < nv; ++j) col[j] = (int)((j / P) * s.C * HW + j % P);
-            packed::Buffer<T>& yt = packed::scratch<T>(5);
+            packed::Buffer<T>& yt = packed::scratch<T>(packed::Slot::conv_output);
             if ((i64)yt.size() < Kg * nv) yt.resize(Kg * nv);
             packed::gemm_blocked<Cf>(Kg, nv, CRS, T(1), wp[g],
                                      PackGatherCols<Cf>{x + (n * s.C + g * Cg) * HW, toff.data(), col.data()}, T(0),
@@ -904,7 +904,7 @@ static void conv2d_dw__gemm(const T* dy, const T* x, T* dw, const ConvShape& s) 
             const packed::PrepackedA<Cf>& a = dya[n - n0];
             const T* xg = x + (n * s.C + g * Cg) * HW;
             if (dgather) {
-                packed::Buffer<T>& xq = packed::scratch<T>(4);
+                packed::Buffer<T>& xq = packed::scratch<T>(packed::Slot::conv_input);
                 const i64 used = (c1 - c0) * s.sh * s.sw * qd.plane;
                 if ((i64)xq.size() < used + dslack) xq.resize(used + dslack);
                 copy_polyphase(xg, s, c0, c1, 0, qd, xq.data());
@@ -934,7 +934,7 @@ static void conv2d_dw__gemm(const T* dy, const T* x, T* dw, const ConvShape& s) 
     }
     // the extra threads' sums live in the calling thread's scratch buffer, kept between calls (a fresh allocation
     // per call was paid again in page faults)
-    packed::Buffer<T>& partial = packed::scratch<T>(3);
+    packed::Buffer<T>& partial = packed::scratch<T>(packed::Slot::conv_dw_partial);
     if ((i64)partial.size() < (nt - 1) * WS) partial.resize((nt - 1) * WS);
     std::atomic<i64> next_chunk{0};
     parallel_tasks(nt, [&](i64 t) {  // task t sums its chunks into its own buffer (t == 0: dw itself)
@@ -1018,7 +1018,7 @@ static void conv2d_bwd_cfg(const T* dy, const T* x, const T* w, T* dx, T* dw, T*
             return;
         }
         std::fill(dxg, dxg + Cg * HW, T(0));
-        packed::Buffer<T>& dcol = packed::scratch<T>(3);
+        packed::Buffer<T>& dcol = packed::scratch<T>(packed::Slot::conv_dcol);
         if ((i64)dcol.size() < CRS * rows * s.OW) dcol.resize(CRS * rows * s.OW);
         for (i64 oh0 = 0; oh0 < s.OH; oh0 += rows) {
             const i64 j0 = oh0 * s.OW, len = std::min(rows, s.OH - oh0) * s.OW;

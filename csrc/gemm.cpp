@@ -223,26 +223,26 @@ template <> UkernelInd<float> ukernel_ind<Avx512F32>() { FASTNN_PICK(has_avx512f
 template <> UkernelInd<double> ukernel_ind<Avx512F64>() { FASTNN_PICK(has_avx512f(), gemm_f64__avx512f_8x16_ind, (gemm__scalar_ind<double, 8, 16>)); }
 #undef FASTNN_PICK
 
-// Per-thread packing buffers, kept between calls (OpenMP reuses its threads), so a GEMM allocates nothing.
+// Per-thread buffers by owner (gemm_packed.h), kept between calls (the pool keeps its threads).
 template <typename T>
-Buffer<T>& scratch(int which) {
-    static thread_local Buffer<T> bufs[7];
-    return bufs[which];
+Buffer<T>& scratch(Slot which) {
+    static thread_local Buffer<T> bufs[int(Slot::count)];
+    return bufs[int(which)];
 }
-template Buffer<float>& scratch<float>(int);
-template Buffer<double>& scratch<double>(int);
+template Buffer<float>& scratch<float>(Slot);
+template Buffer<double>& scratch<double>(Slot);
 
 }  // namespace packed
 
 // Several threads: the operand every block reads (op(A) for column blocks, op(B) for row blocks) is packed once,
-// in parallel, into the calling thread's buffer 6 and shared read-only. Packing it again per block (4 blocks per
+// in parallel, into the calling thread's Slot::gemm_shared and shared read-only. Packing it again per block (4 blocks per
 // thread) cost 7 extra passes over a 4 MB operand per GEMM on the LSTM backward's 2048x512x2048 products.
 template <class Cf, typename T = typename Cf::T>
 static void gemm_packed_shared(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B,
                                i64 ldb, T beta, T* C, i64 ldc, int nt, i64 nblk, i64 step) {
     const bool split_n = N >= M;
     const i64 kb = packed::depth_block<Cf>(K), nkb = (K + kb - 1) / kb;
-    packed::Buffer<T>& sh = packed::scratch<T>(6);
+    packed::Buffer<T>& sh = packed::scratch<T>(packed::Slot::gemm_shared);
     if (split_n) {  // op(A) (M x K) in PrepackedA's layout: block (i0, p0) at p0*Mp + i0*kc
         const i64 Mp = packed::round_up(M, Cf::MR), nmc = (M + Cf::MC - 1) / Cf::MC;
         if ((i64)sh.size() < Mp * K) sh.resize(Mp * K);

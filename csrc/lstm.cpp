@@ -183,8 +183,8 @@ void lstm_bwd(const T* dhs, const T* dh_n, const T* dc_n, const T* xs, const T* 
     if (dc_n) std::memcpy(dc0, dc_n, sizeof(T) * N * H); else std::fill(dc0, dc0 + N * H, T(0));
     // dgates and the states entering each step live in this thread's scratch buffers, kept between calls: a fresh
     // 16 MB allocation per call (B64 T32 H512) cost ~5% of the backward in page faults.
-    packed::Buffer<T>& dg_buf = packed::scratch<T>(3);
-    packed::Buffer<T>& hp_buf = packed::scratch<T>(2);
+    packed::Buffer<T>& dg_buf = packed::scratch<T>(packed::Slot::lstm_dgates);
+    packed::Buffer<T>& hp_buf = packed::scratch<T>(packed::Slot::lstm_states);
     if ((i64)dg_buf.size() < N * TT * G) dg_buf.resize(N * TT * G);
     if ((i64)hp_buf.size() < N * TT * H) hp_buf.resize(N * TT * H);
     T* const dgates = dg_buf.data();
