@@ -274,19 +274,43 @@ FASTNN_AVX2 void avg_bwd_plane__3x3s2p1_avx2(const T* dy, T* dx, const PoolShape
 }
 
 // ---------------------------------------------------------------------------------------------------- launchers
-enum class Fast { none, k2s2, k3s2p1 };
-template <typename T> Fast fast_path(const PoolShape& s) {
-    if (!std::is_same<T, float>::value || !has_avx2_fma()) return Fast::none;
-    if (s.KH == 2 && s.KW == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0) return Fast::k2s2;
-    if (s.KH == 3 && s.KW == 3 && s.sh == 2 && s.sw == 2 && s.ph == 1 && s.pw == 1) return Fast::k3s2p1;
-    return Fast::none;
+// The geometry of the fast paths.
+inline bool is_k2s2(const PoolShape& s) {
+    return s.KH == 2 && s.KW == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
+}
+inline bool is_k3s2p1(const PoolShape& s) {
+    return s.KH == 3 && s.KW == 3 && s.sh == 2 && s.sw == 2 && s.ph == 1 && s.pw == 1;
+}
+
+// Whether a variant can run: the fast paths need their geometry; the forward ones are AVX2 float kernels, the
+// average backward ones plain loops for either type (compiled twice, the AVX2 copy where the CPU has it).
+template <typename T>
+bool can_run(PoolPass pass, Pool2dAlgo a, const PoolShape& s) {
+    if (a == Pool2dAlgo::generic) return true;
+    if (pass != PoolPass::avg_bwd && !(std::is_same<T, float>::value && has_avx2_fma())) return false;
+    return a == Pool2dAlgo::k2s2 ? is_k2s2(s) : is_k3s2p1(s);
+}
+
+template <typename T>
+Pool2dAlgo resolve(PoolPass pass, Pool2dAlgo a, const PoolShape& s) {
+    if (a == Pool2dAlgo::automatic) return pool2d_algo<T>(pass, s);
+    if (!can_run<T>(pass, a, s)) algo_cannot_run(AlgoNames<Pool2dAlgo>::op, algo_name(a));
+    return a;
 }
 
 }  // namespace
 
+// The rule: a fast path wherever it can run, else the generic kernels.
 template <typename T>
-void max_pool2d_fwd(const T* x, T* y, i64* idx, const PoolShape& s) {
-    const Fast fast = fast_path<T>(s);
+Pool2dAlgo pool2d_algo(PoolPass pass, const PoolShape& s) {
+    for (Pool2dAlgo a : {Pool2dAlgo::k2s2, Pool2dAlgo::k3s2p1})
+        if (can_run<T>(pass, a, s)) return a;
+    return Pool2dAlgo::generic;
+}
+
+template <typename T>
+void max_pool2d_fwd(const T* x, T* y, i64* idx, const PoolShape& s, Pool2dAlgo algo) {
+    const Pool2dAlgo a = resolve<T>(PoolPass::max_fwd, algo, s);
     const i64 rows = s.N * s.C * s.OH;
     parallel_items(rows, double(s.OW) * s.KH * s.KW, [&](i64 row) {
         const i64 plane = row / s.OH, oh = row % s.OH;
@@ -294,8 +318,8 @@ void max_pool2d_fwd(const T* x, T* y, i64* idx, const PoolShape& s) {
         T* yp = y + plane * s.OH * s.OW;
         i64* ip = idx + plane * s.OH * s.OW;
         if constexpr (std::is_same<T, float>::value) {
-            if (fast == Fast::k2s2) return max_row__2x2s2_avx2(xp, yp, ip, s, oh);
-            if (fast == Fast::k3s2p1) return max_row__3x3s2p1_avx2(xp, yp, ip, s, oh);
+            if (a == Pool2dAlgo::k2s2) return max_row__2x2s2_avx2(xp, yp, ip, s, oh);
+            if (a == Pool2dAlgo::k3s2p1) return max_row__3x3s2p1_avx2(xp, yp, ip, s, oh);
         }
         max_row__generic(xp, yp, ip, s, oh, 0, s.OW);
     });
@@ -313,26 +337,26 @@ void max_pool2d_bwd(const T* dy, const i64* idx, T* dx, const PoolShape& s) {
 }
 
 template <typename T>
-void avg_pool2d_fwd(const T* x, T* y, const PoolShape& s, bool cip) {
-    const Fast fast = fast_path<T>(s);
+void avg_pool2d_fwd(const T* x, T* y, const PoolShape& s, bool cip, Pool2dAlgo algo) {
+    const Pool2dAlgo a = resolve<T>(PoolPass::avg_fwd, algo, s);
     const i64 rows = s.N * s.C * s.OH;
     parallel_items(rows, double(s.OW) * s.KH * s.KW, [&](i64 row) {
         const i64 plane = row / s.OH, oh = row % s.OH;
         const T* xp = x + plane * s.H * s.W;
         T* yp = y + plane * s.OH * s.OW;
         if constexpr (std::is_same<T, float>::value) {
-            if (fast == Fast::k2s2) return avg_row__2x2s2_avx2(xp, yp, s, oh);
-            if (fast == Fast::k3s2p1) return avg_row__3x3s2p1_avx2(xp, yp, s, cip, oh);
+            if (a == Pool2dAlgo::k2s2) return avg_row__2x2s2_avx2(xp, yp, s, oh);
+            if (a == Pool2dAlgo::k3s2p1) return avg_row__3x3s2p1_avx2(xp, yp, s, cip, oh);
         }
         avg_row__generic(xp, yp, s, cip, oh, 0, s.OW);
     });
 }
 
 template <typename T>
-void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool cip) {
+void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool cip, Pool2dAlgo algo) {
+    const Pool2dAlgo a = resolve<T>(PoolPass::avg_bwd, algo, s);
     const i64 planes = s.N * s.C, HW = s.H * s.W, OHW = s.OH * s.OW;
-    const bool k2s2 = s.KH == 2 && s.KW == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
-    const bool k3s2p1 = s.KH == 3 && s.KW == 3 && s.sh == 2 && s.sw == 2 && s.ph == 1 && s.pw == 1;
+    const bool k2s2 = a == Pool2dAlgo::k2s2, k3s2p1 = a == Pool2dAlgo::k3s2p1;
     const bool avx2 = has_avx2_fma();
     const int nt = parallel_work(double(planes) * (HW + OHW));
     parallel_for(planes, (planes + 4 * nt - 1) / (4 * nt), [&](i64 p0, i64 p1) {
@@ -354,11 +378,12 @@ void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool cip) {
     }, nt);
 }
 
-#define INST(T)                                                                  \
-    template void max_pool2d_fwd<T>(const T*, T*, i64*, const PoolShape&);       \
-    template void max_pool2d_bwd<T>(const T*, const i64*, T*, const PoolShape&); \
-    template void avg_pool2d_fwd<T>(const T*, T*, const PoolShape&, bool);       \
-    template void avg_pool2d_bwd<T>(const T*, T*, const PoolShape&, bool);
+#define INST(T)                                                                        \
+    template Pool2dAlgo pool2d_algo<T>(PoolPass, const PoolShape&);                    \
+    template void max_pool2d_fwd<T>(const T*, T*, i64*, const PoolShape&, Pool2dAlgo); \
+    template void max_pool2d_bwd<T>(const T*, const i64*, T*, const PoolShape&);       \
+    template void avg_pool2d_fwd<T>(const T*, T*, const PoolShape&, bool, Pool2dAlgo); \
+    template void avg_pool2d_bwd<T>(const T*, T*, const PoolShape&, bool, Pool2dAlgo);
 INST(float)
 INST(double)
 
