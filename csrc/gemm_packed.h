@@ -97,17 +97,17 @@ template <typename T> using Buffer = std::vector<T, Aligned64<T>>;
 //   conv_dw_partial  the dweight's per-thread sums (direct or GEMM: a backward runs one dweight algorithm).
 // The backward runs dweight to completion before dx, and dx (its dcol blocks, or the forward of dy) uses other slots.
 enum class Slot : int {
-    gemm_a,           // gemm_blocked / gemm_blocked_rows: the packed A block
-    gemm_b,           // gemm_blocked: the packed B block
-    gemm_shared,      // gemm() on several threads: the operand packed once, in the calling thread's slot
+    gemm_a,            // gemm_blocked / gemm_blocked_rows: the packed A block
+    gemm_b,            // gemm_blocked: the packed B block
+    gemm_shared,       // gemm() on several threads: the operand packed once, in the calling thread's slot
     patch_lines,
     conv_input,
     conv_output,
     conv_weights,
     conv_dw_partial,
-    conv_dcol,        // conv dx: a task's dcol block, scattered into dx by col2im
-    lstm_dgates,      // lstm_bwd: dgates of every step (the calling thread's, held across its GEMMs)
-    lstm_states,      // lstm_bwd: the state entering each step
+    conv_dcol,         // conv dx: a task's dcol block, scattered into dx by col2im
+    recurrent_dgates,  // recurrence_bwd: dgates of every step (the calling thread's, held across its GEMMs)
+    recurrent_states,  // recurrence_bwd: the state entering each step
     count
 };
 template <typename T> Buffer<T>& scratch(Slot which);
