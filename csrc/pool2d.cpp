@@ -2,7 +2,8 @@
 // In order: the generic scalar kernels (any geometry; also the fallback and the border code of the fast paths)
 // -> fast paths for 2x2 s2 p0 and 3x3 s2 p1 (the ResNet shapes): AVX2 float forward kernels, and average-pool
 // backward kernels that write dx once instead of zero + scatter (plain loops, compiled twice: AVX2 and baseline)
-// -> the launchers. AVX2 variants run when has_avx2_fma() (FASTNN_SIMD=scalar switches them off).
+// -> the launchers, which run the variant pool2d_algo picks (a fast path wherever it can run) or the one forced.
+// AVX2 variants run when has_avx2_fma() (FASTNN_SIMD=scalar switches them off).
 // Forward work is split over (n, c, oh) output rows; backward over (n, c) planes (a scatter never races).
 #include <algorithm>
 #include <cstring>
