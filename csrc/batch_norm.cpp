@@ -10,8 +10,6 @@
 // The loop bodies are written once (always_inline) and compiled twice: an AVX2/FMA copy chosen at run time by
 // has_avx2_fma() and the baseline copy; `omp simd reduction` lets the compiler vectorise the double sums without
 // fast-math.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -20,18 +18,16 @@
 #include <vector>
 
 #include "fastnn.h"
+#include "simd.h"
 
 namespace fastnn {
 namespace {
-
-#define FI inline __attribute__((always_inline))
-#define AVX2 __attribute__((target("avx2,fma")))
 
 
 // ------------------------------------------------------------------------------------------- loop bodies (T x L)
 // s1 += sum(x - shift), s2 += sum((x - shift)^2) over n in [n0, n1) of one channel (rows of L, stride C*L).
 template <typename T>
-FI void stats_rows_body(const T* x, i64 stride, i64 n0, i64 n1, i64 L, double shift, double& s1, double& s2) {
+FASTNN_INLINE void stats_rows_body(const T* x, i64 stride, i64 n0, i64 n1, i64 L, double shift, double& s1, double& s2) {
     for (i64 n = n0; n < n1; ++n) {
         const T* p = x + n * stride;
         double a = 0, b = 0;
@@ -47,7 +43,7 @@ FI void stats_rows_body(const T* x, i64 stride, i64 n0, i64 n1, i64 L, double sh
 
 // y = (x - mean)*scale + beta over rows [n0, n1) of one channel.
 template <typename T>
-FI void norm_rows_body(const T* x, T* y, i64 stride, i64 n0, i64 n1, i64 L, T mean, T scale, T beta) {
+FASTNN_INLINE void norm_rows_body(const T* x, T* y, i64 stride, i64 n0, i64 n1, i64 L, T mean, T scale, T beta) {
     for (i64 n = n0; n < n1; ++n) {
         const T* p = x + n * stride;
         T* q = y + n * stride;
@@ -58,7 +54,7 @@ FI void norm_rows_body(const T* x, T* y, i64 stride, i64 n0, i64 n1, i64 L, T me
 
 // s1 += sum(dy), s2 += sum(dy*(x - mean)).
 template <typename T>
-FI void dstats_rows_body(const T* dy, const T* x, i64 stride, i64 n0, i64 n1, i64 L, double mean, double& s1,
+FASTNN_INLINE void dstats_rows_body(const T* dy, const T* x, i64 stride, i64 n0, i64 n1, i64 L, double mean, double& s1,
                     double& s2) {
     for (i64 n = n0; n < n1; ++n) {
         const T *g = dy + n * stride, *p = x + n * stride;
@@ -75,7 +71,7 @@ FI void dstats_rows_body(const T* dy, const T* x, i64 stride, i64 n0, i64 n1, i6
 
 // dx = a*dy + b*(x - mean) + d.
 template <typename T>
-FI void dx_rows_body(const T* dy, const T* x, T* dx, i64 stride, i64 n0, i64 n1, i64 L, T mean, T a, T b, T d) {
+FASTNN_INLINE void dx_rows_body(const T* dy, const T* x, T* dx, i64 stride, i64 n0, i64 n1, i64 L, T mean, T a, T b, T d) {
     for (i64 n = n0; n < n1; ++n) {
         const T *g = dy + n * stride, *p = x + n * stride;
         T* q = dx + n * stride;
@@ -87,7 +83,7 @@ FI void dx_rows_body(const T* dy, const T* x, T* dx, i64 stride, i64 n0, i64 n1,
 // Row path, columns [j0, j1) of the (N, CL) matrix; cshift/cmean etc. are per column.
 template <typename T>
 // Four rows per sweep: a quarter of the loads/stores of the accumulator arrays.
-FI void col_stats_body(const T* x, i64 N, i64 CL, i64 j0, i64 j1, const double* shift, double* s1, double* s2) {
+FASTNN_INLINE void col_stats_body(const T* x, i64 N, i64 CL, i64 j0, i64 j1, const double* shift, double* s1, double* s2) {
     i64 n = 0;
     for (; n + 4 <= N; n += 4) {
         const T* p = x + n * CL;
@@ -110,14 +106,14 @@ FI void col_stats_body(const T* x, i64 N, i64 CL, i64 j0, i64 j1, const double* 
     }
 }
 template <typename T>
-FI void col_norm_body(const T* x, T* y, i64 CL, i64 n0, i64 n1, const T* mean, const T* scale, const T* beta) {
+FASTNN_INLINE void col_norm_body(const T* x, T* y, i64 CL, i64 n0, i64 n1, const T* mean, const T* scale, const T* beta) {
     for (i64 n = n0; n < n1; ++n) {
 #pragma omp simd
         for (i64 j = 0; j < CL; ++j) y[n * CL + j] = (x[n * CL + j] - mean[j]) * scale[j] + beta[j];
     }
 }
 template <typename T>
-FI void col_dstats_body(const T* dy, const T* x, i64 N, i64 CL, i64 j0, i64 j1, const T* mean, double* s1,
+FASTNN_INLINE void col_dstats_body(const T* dy, const T* x, i64 N, i64 CL, i64 j0, i64 j1, const T* mean, double* s1,
                         double* s2) {
     i64 n = 0;
     for (; n + 4 <= N; n += 4) {
@@ -141,7 +137,7 @@ FI void col_dstats_body(const T* dy, const T* x, i64 N, i64 CL, i64 j0, i64 j1, 
     }
 }
 template <typename T>
-FI void col_dx_body(const T* dy, const T* x, T* dx, i64 CL, i64 n0, i64 n1, const T* mean, const T* a, const T* b,
+FASTNN_INLINE void col_dx_body(const T* dy, const T* x, T* dx, i64 CL, i64 n0, i64 n1, const T* mean, const T* a, const T* b,
                     const T* d) {
     for (i64 n = n0; n < n1; ++n) {
         const T *g = dy + n * CL, *p = x + n * CL;
@@ -151,22 +147,14 @@ FI void col_dx_body(const T* dy, const T* x, T* dx, i64 CL, i64 n0, i64 n1, cons
     }
 }
 
-// Each body, compiled twice; `name(a...)` runs the AVX2/FMA copy when the CPU has it.
-#define SIMD_DISPATCH(name)                                                                        \
-    template <typename... A> AVX2 void name##__avx2(A&&... a) { name##_body(a...); }                 \
-    template <typename... A> void name##__scalar(A&&... a) { name##_body(a...); }                    \
-    template <typename... A> void name(A&&... a) {                                                  \
-        if (has_avx2_fma()) name##__avx2(a...);                                                    \
-        else name##__scalar(a...);                                                                 \
-    }
-SIMD_DISPATCH(stats_rows)
-SIMD_DISPATCH(norm_rows)
-SIMD_DISPATCH(dstats_rows)
-SIMD_DISPATCH(dx_rows)
-SIMD_DISPATCH(col_stats)
-SIMD_DISPATCH(col_norm)
-SIMD_DISPATCH(col_dstats)
-SIMD_DISPATCH(col_dx)
+FASTNN_SIMD_DISPATCH(stats_rows)
+FASTNN_SIMD_DISPATCH(norm_rows)
+FASTNN_SIMD_DISPATCH(dstats_rows)
+FASTNN_SIMD_DISPATCH(dx_rows)
+FASTNN_SIMD_DISPATCH(col_stats)
+FASTNN_SIMD_DISPATCH(col_norm)
+FASTNN_SIMD_DISPATCH(col_dstats)
+FASTNN_SIMD_DISPATCH(col_dx)
 
 // ------------------------------------------------------------------------------------------------- the plans
 constexpr i64 kRowPathMaxL = 32;  // below this a channel row is too short to stream: use the column layout
@@ -191,7 +179,7 @@ inline void for_segments(i64 a, i64 b, i64 L, F&& f) {
 }
 
 // Non-temporal variants of the elementwise passes (float, AVX2): y = (x - mean)*scale + beta, dx = a*dy + b*(x-mean) + d.
-AVX2 void norm_row_stream__avx2(const float* x, float* y, i64 L, float mean, float scale, float beta) {
+FASTNN_AVX2 void norm_row_stream__avx2(const float* x, float* y, i64 L, float mean, float scale, float beta) {
     i64 i = 0;
     for (; i < L && (reinterpret_cast<uintptr_t>(y + i) & 31); ++i) y[i] = (x[i] - mean) * scale + beta;
     const __m256 m = _mm256_set1_ps(mean), sc = _mm256_set1_ps(scale), b = _mm256_set1_ps(beta);
@@ -199,7 +187,7 @@ AVX2 void norm_row_stream__avx2(const float* x, float* y, i64 L, float mean, flo
         _mm256_stream_ps(y + i, _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), sc, b));
     for (; i < L; ++i) y[i] = (x[i] - mean) * scale + beta;
 }
-AVX2 void dx_row_stream__avx2(const float* dy, const float* x, float* dx, i64 L, float mean, float a, float b,
+FASTNN_AVX2 void dx_row_stream__avx2(const float* dy, const float* x, float* dx, i64 L, float mean, float a, float b,
                               float d) {
     i64 i = 0;
     for (; i < L && (reinterpret_cast<uintptr_t>(dx + i) & 31); ++i) dx[i] = a * dy[i] + b * (x[i] - mean) + d;
@@ -216,7 +204,7 @@ AVX2 void dx_row_stream__avx2(const float* dy, const float* x, float* dx, i64 L,
 // bodies above was bound by its two accumulators' add latency (~50 GB/s from L3 for x and dy together). Here
 // each block of up to 256 elements is summed in float, in four independent accumulators per sum (a lane adds at
 // most 8 values: relative error ~1e-6), and the block sums are added in double.
-AVX2 void sums_row__avx2(const float* u, const float* v, i64 L, float um, float vm, double& s1, double& s2) {
+FASTNN_AVX2 void sums_row__avx2(const float* u, const float* v, i64 L, float um, float vm, double& s1, double& s2) {
     const __m256 mu = _mm256_set1_ps(um), mv = _mm256_set1_ps(vm);
     __m256d t1 = _mm256_setzero_pd(), t2 = _mm256_setzero_pd();
     i64 i = 0;

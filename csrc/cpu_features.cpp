@@ -3,7 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "fastnn.h"
+#include "simd.h"
 
 namespace fastnn {
 
@@ -25,7 +25,7 @@ bool has_avx2_fma() {
 
 namespace packed {
 // AVX-512F doubles the FMA width where the CPU has it; FASTNN_SIMD=avx2 (or scalar) keeps the narrower kernels.
-// Declared in gemm_packed.h (internal to the GEMM and conv kernels). __builtin_cpu_supports also checks that the
+// Declared in simd.h. __builtin_cpu_supports also checks that the
 // OS saves the zmm state.
 static bool detect_avx512() {
     const char* force = std::getenv("FASTNN_SIMD");

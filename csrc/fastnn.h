@@ -3,16 +3,14 @@
 // Index arithmetic is 64-bit throughout (i64).
 #pragma once
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "parallel.h"
 
 namespace fastnn {
 using i64 = std::int64_t;
-
-// ---- cpu_features.cpp: what runs, decided once at load time ----
-bool has_avx2_fma();           // CPUID + OS support for AVX2 and FMA
-const char* simd_variant();    // "avx2_fma" or "scalar": the GEMM microkernel in use
 
 // ---- gemm.cpp: C = alpha * op(A) @ op(B) + beta * C, row-major ----
 // op(A) is M x K (A is K x M when trans_a), op(B) is K x N; lda/ldb/ldc are row strides in elements.
@@ -37,7 +35,29 @@ template <typename T>
 void gemm_packed_b(bool trans_a, i64 M, T alpha, const T* A, i64 lda, const PackedB<T>& B, T beta, T* C, i64 ldc,
                    int threads = 0);
 
-// ---- im2col.cpp / conv2d.cpp ----
+// ---- algorithm choice: an op's variants are an enum whose `automatic` runs the op's rule (one function per op,
+// e.g. conv2d_fwd_algo) and whose other values force that variant. A forced variant that cannot run the call
+// (shape, dtype or CPU) throws std::invalid_argument naming it (ValueError in Python), before any work.
+template <class Algo> struct AlgoNames;  // names[i]: the id of value i ("" for automatic)
+template <class Algo> const char* algo_name(Algo a) { return AlgoNames<Algo>::names[int(a)]; }
+template <class Algo> constexpr int algo_count() { return int(sizeof(AlgoNames<Algo>::names) / sizeof(const char*)); }
+// The value named `name` ("" is automatic); throws std::invalid_argument listing the ids when there is none.
+template <class Algo> Algo algo_from_name(const std::string& name) {
+    std::string known;
+    for (int i = 0; i < algo_count<Algo>(); ++i) {
+        if (name == AlgoNames<Algo>::names[i]) return Algo(i);
+        if (i) known += std::string(i > 1 ? ", " : "") + AlgoNames<Algo>::names[i];
+    }
+    throw std::invalid_argument(std::string(AlgoNames<Algo>::op) + ": unknown algorithm '" + name + "' (known: " +
+                                known + ")");
+}
+// Throws the error of a forced variant that cannot run.
+[[noreturn]] inline void algo_cannot_run(const char* op, const char* name) {
+    throw std::invalid_argument(std::string(op) + ": algorithm '" + name +
+                                "' cannot run this call (shape, dtype or CPU)");
+}
+
+// ---- im2col.cpp / conv2d*.cpp ----
 struct ConvShape {
     i64 N, C, H, W;      // input
     i64 K, KH, KW;       // output channels, kernel (K unused by im2col/col2im)
@@ -47,20 +67,61 @@ struct ConvShape {
 // col is (N*OH*OW, C*KH*KW): row (n*OH+oh)*OW+ow, column (c*KH+kh)*KW+kw; padding reads as 0.
 template <typename T> void im2col(const T* x, T* col, const ConvShape& s);
 template <typename T> void col2im(const T* col, T* x, const ConvShape& s);   // overwrites x; overlaps summed
+// conv2d's variants (conv2d_impl.h), chosen by one function per part: conv2d_fwd_algo, conv2d_dw_algo,
+// conv2d_dx_algo (conv2d.cpp). They never return `automatic`.
+enum class Conv2dFwdAlgo : int {
+    automatic, winograd, direct, polyphase_gemm, polyphase_packed, gemm_1x1, gemm_1x1_packed
+};
+enum class Conv2dDwAlgo : int { automatic, direct, gemm };
+enum class Conv2dDxAlgo : int { automatic, forward_flipped, dcol, gemm_1x1 };
+template <typename T> Conv2dFwdAlgo conv2d_fwd_algo(const ConvShape& s);
+template <typename T> Conv2dDwAlgo conv2d_dw_algo(const ConvShape& s);
+template <typename T> Conv2dDxAlgo conv2d_dx_algo(const ConvShape& s);
 // x (N,C,H,W), w (K,C/groups,KH,KW), bias (K) or nullptr, y (N,K,OH,OW)
-template <typename T> void conv2d_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s);
+template <typename T>
+void conv2d_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s,
+                Conv2dFwdAlgo algo = Conv2dFwdAlgo::automatic);
 // writes dx (N,C,H,W), dw (K,C/groups,KH,KW), db (K)
 template <typename T>
-void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvShape& s);
+void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvShape& s,
+                Conv2dDwAlgo dw_algo = Conv2dDwAlgo::automatic, Conv2dDxAlgo dx_algo = Conv2dDxAlgo::automatic);
 
 // ---- pool2d.cpp ----
 struct PoolShape { i64 N, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW; };
+// The variants of the pooling passes that have a choice (max forward, average forward and backward), chosen by
+// pool2d_algo; the max backward is one scatter.
+enum class PoolPass : int { max_fwd, avg_fwd, avg_bwd };
+enum class Pool2dAlgo : int { automatic, k2s2, k3s2p1, generic };
+template <typename T> Pool2dAlgo pool2d_algo(PoolPass pass, const PoolShape& s);  // never `automatic`
 // idx: flat ih*W+iw within the (H,W) plane; padding never selected; first max wins; NaN propagates.
-template <typename T> void max_pool2d_fwd(const T* x, T* y, i64* idx, const PoolShape& s);
+template <typename T>
+void max_pool2d_fwd(const T* x, T* y, i64* idx, const PoolShape& s, Pool2dAlgo algo = Pool2dAlgo::automatic);
 // Backward scatters dy by index: only N, C, H, W, OH, OW are set; an index outside [0, H*W) is skipped.
 template <typename T> void max_pool2d_bwd(const T* dy, const i64* idx, T* dx, const PoolShape& s);
-template <typename T> void avg_pool2d_fwd(const T* x, T* y, const PoolShape& s, bool count_include_pad);
-template <typename T> void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool count_include_pad);
+template <typename T>
+void avg_pool2d_fwd(const T* x, T* y, const PoolShape& s, bool count_include_pad,
+                    Pool2dAlgo algo = Pool2dAlgo::automatic);
+template <typename T>
+void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool count_include_pad,
+                    Pool2dAlgo algo = Pool2dAlgo::automatic);
+
+template <> struct AlgoNames<Conv2dFwdAlgo> {
+    static constexpr const char* op = "conv2d forward";
+    static constexpr const char* names[] = {"", "winograd", "direct", "polyphase_gemm", "polyphase_packed",
+                                            "gemm_1x1", "gemm_1x1_packed"};
+};
+template <> struct AlgoNames<Conv2dDwAlgo> {
+    static constexpr const char* op = "conv2d dweight";
+    static constexpr const char* names[] = {"", "direct", "gemm"};
+};
+template <> struct AlgoNames<Conv2dDxAlgo> {
+    static constexpr const char* op = "conv2d dx";
+    static constexpr const char* names[] = {"", "forward_flipped", "dcol", "gemm_1x1"};
+};
+template <> struct AlgoNames<Pool2dAlgo> {
+    static constexpr const char* op = "pool2d";
+    static constexpr const char* names[] = {"", "k2s2", "k3s2p1", "generic"};
+};
 
 // ---- batch_norm.cpp: x viewed as (N, C, L), L = H*W (1 for 2-D input) ----
 // training: computes mean/invstd (outputs) and, when running_mean/running_var are non-null, updates them in place

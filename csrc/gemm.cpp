@@ -1,7 +1,6 @@
 // GEMM shared by conv2d and LSTM: C = alpha * op(A) @ op(B) + beta * C (row-major).
 //
 // Variants, in order:
-//   gemm_naive                   the algorithmic reference (row-at-a-time axpy); kept for reading, not called.
 //   gemm__scalar<T, MR, NR>      portable microkernels with the packed structure below (compiler may use SSE2),
 //                                one per configuration tile.
 //   gemm_f32__avx2_fma_6x16,
@@ -17,28 +16,10 @@
 #include <algorithm>
 #include <vector>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define FASTNN_X86 1
-#endif
-
 #include "gemm_packed.h"
+#include "simd.h"
 
 namespace fastnn {
-
-template <typename T>
-[[maybe_unused]] static void gemm_naive(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda,
-                                        const T* B, i64 ldb, T beta, T* C, i64 ldc) {
-    for (i64 i = 0; i < M; ++i) {
-        T* c = C + i * ldc;
-        for (i64 j = 0; j < N; ++j) c[j] = beta == T(0) ? T(0) : beta * c[j];
-        for (i64 k = 0; k < K; ++k) {
-            T a = alpha * (ta ? A[k * lda + i] : A[i * lda + k]);
-            if (tb) for (i64 j = 0; j < N; ++j) c[j] += a * B[j * ldb + k];
-            else    for (i64 j = 0; j < N; ++j) c[j] += a * B[k * ldb + j];
-        }
-    }
-}
 
 namespace packed {
 
@@ -156,7 +137,7 @@ static void gemm__scalar_ind(i64 kc, const T* a, const T* const* brow, i64 boff,
 #define BCAST _mm256_broadcast_ss
 #define MUL _mm256_mul_ps
 #define FMA _mm256_fmadd_ps
-FASTNN_UKERNEL_PAIR(gemm_f32__avx2_fma_6x16, "avx2,fma", float, __m256, 8, 6, 2)
+FASTNN_UKERNEL_PAIR(gemm_f32__avx2_fma_6x16, FASTNN_TARGET_AVX2, float, __m256, 8, 6, 2)
 #undef SETZERO
 #undef SET1
 #undef LOADU
@@ -171,7 +152,7 @@ FASTNN_UKERNEL_PAIR(gemm_f32__avx2_fma_6x16, "avx2,fma", float, __m256, 8, 6, 2)
 #define BCAST _mm256_broadcast_sd
 #define MUL _mm256_mul_pd
 #define FMA _mm256_fmadd_pd
-FASTNN_UKERNEL_PAIR(gemm_f64__avx2_fma_6x8, "avx2,fma", double, __m256d, 4, 6, 2)
+FASTNN_UKERNEL_PAIR(gemm_f64__avx2_fma_6x8, FASTNN_TARGET_AVX2, double, __m256d, 4, 6, 2)
 #undef SETZERO
 #undef SET1
 #undef LOADU
@@ -192,7 +173,7 @@ FASTNN_UKERNEL_PAIR(gemm_f64__avx2_fma_6x8, "avx2,fma", double, __m256d, 4, 6, 2
 #define BCAST(p) _mm512_set1_ps(*(p))
 #define MUL _mm512_mul_ps
 #define FMA _mm512_fmadd_ps
-FASTNN_UKERNEL_PAIR(gemm_f32__avx512f_8x48, "avx512f", float, __m512, 16, 8, 3)
+FASTNN_UKERNEL_PAIR(gemm_f32__avx512f_8x48, FASTNN_TARGET_AVX512, float, __m512, 16, 8, 3)
 #undef SETZERO
 #undef SET1
 #undef LOADU
@@ -207,7 +188,7 @@ FASTNN_UKERNEL_PAIR(gemm_f32__avx512f_8x48, "avx512f", float, __m512, 16, 8, 3)
 #define BCAST(p) _mm512_set1_pd(*(p))
 #define MUL _mm512_mul_pd
 #define FMA _mm512_fmadd_pd
-FASTNN_UKERNEL_PAIR(gemm_f64__avx512f_8x16, "avx512f", double, __m512d, 8, 8, 2)
+FASTNN_UKERNEL_PAIR(gemm_f64__avx512f_8x16, FASTNN_TARGET_AVX512, double, __m512d, 8, 8, 2)
 #undef SETZERO
 #undef SET1
 #undef LOADU
@@ -242,26 +223,26 @@ template <> UkernelInd<float> ukernel_ind<Avx512F32>() { FASTNN_PICK(has_avx512f
 template <> UkernelInd<double> ukernel_ind<Avx512F64>() { FASTNN_PICK(has_avx512f(), gemm_f64__avx512f_8x16_ind, (gemm__scalar_ind<double, 8, 16>)); }
 #undef FASTNN_PICK
 
-// Per-thread packing buffers, kept between calls (OpenMP reuses its threads), so a GEMM allocates nothing.
+// Per-thread buffers by owner (gemm_packed.h), kept between calls (the pool keeps its threads).
 template <typename T>
-Buffer<T>& scratch(int which) {
-    static thread_local Buffer<T> bufs[7];
-    return bufs[which];
+Buffer<T>& scratch(Slot which) {
+    static thread_local Buffer<T> bufs[int(Slot::count)];
+    return bufs[int(which)];
 }
-template Buffer<float>& scratch<float>(int);
-template Buffer<double>& scratch<double>(int);
+template Buffer<float>& scratch<float>(Slot);
+template Buffer<double>& scratch<double>(Slot);
 
 }  // namespace packed
 
 // Several threads: the operand every block reads (op(A) for column blocks, op(B) for row blocks) is packed once,
-// in parallel, into the calling thread's buffer 6 and shared read-only. Packing it again per block (4 blocks per
+// in parallel, into the calling thread's Slot::gemm_shared and shared read-only. Packing it again per block (4 blocks per
 // thread) cost 7 extra passes over a 4 MB operand per GEMM on the LSTM backward's 2048x512x2048 products.
 template <class Cf, typename T = typename Cf::T>
 static void gemm_packed_shared(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B,
                                i64 ldb, T beta, T* C, i64 ldc, int nt, i64 nblk, i64 step) {
     const bool split_n = N >= M;
     const i64 kb = packed::depth_block<Cf>(K), nkb = (K + kb - 1) / kb;
-    packed::Buffer<T>& sh = packed::scratch<T>(6);
+    packed::Buffer<T>& sh = packed::scratch<T>(packed::Slot::gemm_shared);
     if (split_n) {  // op(A) (M x K) in PrepackedA's layout: block (i0, p0) at p0*Mp + i0*kc
         const i64 Mp = packed::round_up(M, Cf::MR), nmc = (M + Cf::MC - 1) / Cf::MC;
         if ((i64)sh.size() < Mp * K) sh.resize(Mp * K);

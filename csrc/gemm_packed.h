@@ -21,6 +21,7 @@
 #endif
 
 #include "fastnn.h"
+#include "simd.h"  // has_avx512f
 
 namespace fastnn {
 namespace packed {
@@ -82,10 +83,34 @@ struct Aligned64 {
     bool operator!=(const Aligned64<U>&) const { return false; }
 };
 template <typename T> using Buffer = std::vector<T, Aligned64<T>>;
-template <typename T> Buffer<T>& scratch(int which);  // per-thread buffers: 0 = A block, 1 = B block, 2..5 = caller,
-                                                      // 6 = gemm()'s operand shared by its threads
-
-bool has_avx512f();  // cpu_features.cpp: CPU + OS support, and FASTNN_SIMD not set to "scalar" or "avx2"
+// Per-thread scratch buffers, kept between calls (the pool keeps its threads), so a kernel allocates nothing once
+// warm. A slot is named by its owner. Owners share a slot only where they can never hold it at the same time on one
+// thread (none of them calls another user of its slot while it holds it):
+//   patch_lines  im2col, col2im (their tile lines) and PackPatchesT (the GEMM dweight's B packer): never nested.
+//   conv_input   a conv task's input copy: polyphase planes (GEMM forward and dweight gather), padded rows (direct
+//                forward and dweight), Winograd's V block;
+//   conv_output  a conv task's output tile: GEMM tiles (polyphase, 1x1 gather), direct accumulators, the direct
+//                dweight's transposed dy, Winograd's M block. Within a task these two are the only conv slots held,
+//                and a task calls nothing but the GEMM drivers (gemm_a, gemm_b).
+//   conv_weights the calling thread's transformed weights, read by all the tasks of one forward: Winograd's U or
+//                the direct forward's channel-blocked copy (a forward runs one algorithm).
+//   conv_dw_partial  the dweight's per-thread sums (direct or GEMM: a backward runs one dweight algorithm).
+// The backward runs dweight to completion before dx, and dx (its dcol blocks, or the forward of dy) uses other slots.
+enum class Slot : int {
+    gemm_a,            // gemm_blocked / gemm_blocked_rows: the packed A block
+    gemm_b,            // gemm_blocked: the packed B block
+    gemm_shared,       // gemm() on several threads: the operand packed once, in the calling thread's slot
+    patch_lines,
+    conv_input,
+    conv_output,
+    conv_weights,
+    conv_dw_partial,
+    conv_dcol,         // conv dx: a task's dcol block, scattered into dx by col2im
+    recurrent_dgates,  // recurrence_bwd: dgates of every step (the calling thread's, held across its GEMMs)
+    recurrent_states,  // recurrence_bwd: the state entering each step
+    count
+};
+template <typename T> Buffer<T>& scratch(Slot which);
 
 // Calls f(Cfg{}) with the configuration that runs on this machine (decided once, at load time).
 template <typename T, class F>
@@ -251,8 +276,8 @@ void gemm_blocked(i64 M, i64 N, i64 K, T alpha, const PackA& packA, const PackB&
         return;
     }
     const Ukernel<T> uk = ukernel<P>();
-    Buffer<T>& abuf = scratch<T>(0);
-    Buffer<T>& bbuf = scratch<T>(1);
+    Buffer<T>& abuf = scratch<T>(Slot::gemm_a);
+    Buffer<T>& bbuf = scratch<T>(Slot::gemm_b);
     if ((i64)abuf.size() < P::MC * P::KC) abuf.resize(P::MC * P::KC);
     if ((i64)bbuf.size() < P::KC * P::NC) bbuf.resize(P::KC * P::NC);
     for (i64 jc = 0; jc < N; jc += P::NC) {
@@ -288,7 +313,7 @@ void gemm_blocked_rows(i64 M, i64 N, i64 K, const PackA& packA, const T* base, c
                        i64 ldc) {
     if (M <= 0 || N <= 0 || K <= 0) return;
     const UkernelInd<T> uk = ukernel_ind<P>();
-    Buffer<T>& abuf = scratch<T>(0);
+    Buffer<T>& abuf = scratch<T>(Slot::gemm_a);
     if ((i64)abuf.size() < P::MC * P::KC) abuf.resize(P::MC * P::KC);
     const T* brow[P::KC];
     const i64 kb = depth_block<P>(K);

@@ -53,7 +53,7 @@ void im2col(const T* x, T* col, const ConvShape& s) {
     const i64 taps = std::min(CRS, kMaxTaps), pos = tile_positions<T>(P, CRS);
     const i64 nblk = (P + pos - 1) / pos;
     parallel_for(s.N * nblk, 1, [&](i64 b, i64 e) {
-        packed::Buffer<T>& lines = packed::scratch<T>(2);
+        packed::Buffer<T>& lines = packed::scratch<T>(packed::Slot::patch_lines);
         if ((i64)lines.size() < taps * pos) lines.resize(taps * pos);
         for (i64 t = b; t < e; ++t) {
             const i64 n = t / nblk, j0 = (t % nblk) * pos, len = std::min(pos, P - j0);
@@ -78,7 +78,7 @@ void col2im(const T* col, T* x, const ConvShape& s) {
     const i64 cg = std::max<i64>(1, std::min<i64>(s.C, kMaxTaps / KK));  // channels per task
     const i64 ngrp = (s.C + cg - 1) / cg, pos = tile_positions<T>(P, CRS);
     parallel_for(s.N * ngrp, 1, [&](i64 b, i64 e) {
-        packed::Buffer<T>& lines = packed::scratch<T>(2);
+        packed::Buffer<T>& lines = packed::scratch<T>(packed::Slot::patch_lines);
         if ((i64)lines.size() < cg * KK * pos) lines.resize(cg * KK * pos);
         for (i64 t = b; t < e; ++t) {
             const i64 n = t / ngrp, c0 = (t % ngrp) * cg, nc = std::min(cg, s.C - c0), ntaps = nc * KK;

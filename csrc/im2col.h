@@ -6,12 +6,13 @@
 #include <algorithm>
 #include <cstring>
 
-#include "gemm_packed.h"  // has_avx512f
+#include "gemm_packed.h"
+#include "simd.h"
 
 namespace fastnn {
 
 // d[i] = s[2*i] for i < n: a stride-2 phase row (the 7x7/2 stem's input rows), 16 lanes from two loads.
-__attribute__((target("avx512f"))) inline void every_other__avx512f(const float* s, float* d, i64 n) {
+FASTNN_AVX512 inline void every_other__avx512f(const float* s, float* d, i64 n) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     i64 i = 0;
     for (; i + 17 <= n; i += 16)  // the second load ends at s[2i + 31]: keep it before s[2n - 2], the last one read
@@ -20,7 +21,7 @@ __attribute__((target("avx512f"))) inline void every_other__avx512f(const float*
 }
 // d[i] = s[i] for i < n: 16 lanes and a masked tail, no library call (the 14-float rows of a 14x14 plane went
 // through memmove, 3 % of the 256-channel conv).
-__attribute__((target("avx512f"))) inline void copy_row__avx512f(const float* s, float* d, i64 n) {
+FASTNN_AVX512 inline void copy_row__avx512f(const float* s, float* d, i64 n) {
     i64 i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, _mm512_loadu_ps(s + i));
     const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);

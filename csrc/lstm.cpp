@@ -1,18 +1,6 @@
 // lstm.cpp: an LSTM over T steps (the cell is T == 1); the 4H gate axis holds blocks in gate order (s.pos).
-// Forward:  gates = xs @ w_ih for all N*T rows in one GEMM; per step gates[:,t] += h_{t-1} @ w_hh (strided C; w_hh
-//           packed into microkernel panels once per call, gemm_packed_b), then
-//           the pointwise step per row (bias, sigmoid/tanh in place, c, h): with AVX-512 (float) one loop over the
-//           row (step_row__avx512f), else a loop per operation.
-// Backward: per step (t = T-1 .. 0) one fused pointwise pass -> dgates[:,t], then dh_{t-1} = dgates[:,t] @ w_hh^T
-//           (w_hh^T packed once per call); both recurrences run by batch rows, a block of rows per thread, when
-//           there are enough rows (rows_per_thread);
-//           after the loop one GEMM each for dxs, dw_ih and dw_hh (over a copy of the states entering each step),
-//           and dbias = column sums of dgates. No weight copies; the GEMMs read strided rows in place.
-// The activations run over contiguous H-long blocks: AVX2 and AVX-512 float versions (Cephes-style exp, the same
-// operations) and the scalar std:: version (double, and the fallback). Measured in float32: sigmoid and tanh within
-// 2e-7 relative.
-#include <immintrin.h>
-
+// The recurrence (the GEMMs, the threads, the order of steps) is recurrence.h's; this file is the LSTM cell: its
+// pointwise forward and backward steps, whose activations (vmath.h) run over contiguous H-long blocks.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -23,175 +11,17 @@
 
 #include "fastnn.h"
 #include "gemm_packed.h"
+#include "recurrence.h"
+#include "simd.h"
+#include "vmath.h"
 
 namespace fastnn {
 namespace {
 
-#define FI inline __attribute__((always_inline))
-#define AVX2 __attribute__((target("avx2,fma")))
-
-// ------------------------------------------------------------------------------------------------ activations
-template <typename T> inline T sigmoid1(T a) { return T(1) / (T(1) + std::exp(-a)); }  // exp overflow -> 0, fine
-
-// exp(x) for x clamped to [-87, 88]: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial for e^r (Cephes expf).
-// x86 min/max return their second operand when one is NaN: x goes second, so a NaN stays NaN (not -87).
-AVX2 inline __m256 exp8(__m256 x) {
-    x = _mm256_min_ps(_mm256_set1_ps(88.f), _mm256_max_ps(_mm256_set1_ps(-87.f), x));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-AVX2 inline __m256 sigmoid8(__m256 a) {
-    const __m256 one = _mm256_set1_ps(1.f);
-    return _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), a))));
-}
-// tanh: 1 - 2/(e^{2|a|}+1) with the sign put back; below 0.625 the Cephes odd polynomial (no cancellation near 0).
-AVX2 inline __m256 tanh8(__m256 a) {
-    const __m256 sign = _mm256_set1_ps(-0.f), one = _mm256_set1_ps(1.f);
-    __m256 z = _mm256_andnot_ps(sign, a);
-    __m256 big = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.f), _mm256_add_ps(exp8(_mm256_add_ps(z, z)), one)));
-    big = _mm256_or_ps(big, _mm256_and_ps(a, sign));
-    __m256 s = _mm256_mul_ps(a, a);
-    __m256 p = _mm256_set1_ps(-5.70498872745e-3f);
-    p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(2.06390887954e-2f));
-    p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(-5.37397155531e-2f));
-    p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(1.33314422036e-1f));
-    p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(-3.33332819422e-1f));
-    __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, s), a, a);
-    return _mm256_blendv_ps(big, small, _mm256_cmp_ps(z, _mm256_set1_ps(0.625f), _CMP_LT_OQ));
-}
-
-// dst[j] = act(src[j] + bias[j]) (bias may be nullptr), j < n; dst may alias src.
-enum class Act { sigmoid, tanh };
-AVX2 void act_rows__avx2(Act act, float* dst, const float* src, const float* bias, i64 n) {
-    i64 j = 0;
-    for (; j + 8 <= n; j += 8) {
-        __m256 a = _mm256_loadu_ps(src + j);
-        if (bias) a = _mm256_add_ps(a, _mm256_loadu_ps(bias + j));
-        _mm256_storeu_ps(dst + j, act == Act::sigmoid ? sigmoid8(a) : tanh8(a));
-    }
-    if (j < n) {  // the tail through a padded copy, so every element sees the same approximation
-        float in[8] = {0}, out[8];
-        for (i64 k = j; k < n; ++k) in[k - j] = src[k] + (bias ? bias[k] : 0.f);
-        _mm256_storeu_ps(out, act == Act::sigmoid ? sigmoid8(_mm256_loadu_ps(in)) : tanh8(_mm256_loadu_ps(in)));
-        for (i64 k = j; k < n; ++k) dst[k] = out[k - j];
-    }
-}
-
-// Double precision, 4 lanes: Cephes exp (x = n ln2 + r, exp(r) = 1 + 2r P(r^2) / (Q(r^2) - r P(r^2)), about 1 ulp)
-// and tanh (below 0.625 the odd rational x + x^3 P(x^2)/Q(x^2), else 1 - 2/(e^{2|x|}+1)), as scalar Cephes does.
-// 2^n is built in the exponent bits: AVX2 has no double -> int64 conversion, so n goes through int32.
-AVX2 inline __m256d exp4d(__m256d x) {
-    x = _mm256_min_pd(_mm256_set1_pd(709.0), _mm256_max_pd(_mm256_set1_pd(-708.0), x));
-    const __m256d n = _mm256_floor_pd(_mm256_fmadd_pd(x, _mm256_set1_pd(1.4426950408889634073599), _mm256_set1_pd(0.5)));
-    x = _mm256_fnmadd_pd(n, _mm256_set1_pd(6.93145751953125E-1), x);
-    x = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.42860682030941723212E-6), x);
-    const __m256d xx = _mm256_mul_pd(x, x);
-    __m256d p = _mm256_fmadd_pd(xx, _mm256_set1_pd(1.26177193074810590878E-4), _mm256_set1_pd(3.02994407707441961300E-2));
-    p = _mm256_mul_pd(x, _mm256_fmadd_pd(p, xx, _mm256_set1_pd(9.99999999999999999910E-1)));
-    __m256d q = _mm256_fmadd_pd(xx, _mm256_set1_pd(3.00198505138664455042E-6), _mm256_set1_pd(2.52448340349684104192E-3));
-    q = _mm256_fmadd_pd(q, xx, _mm256_set1_pd(2.27265548208155028766E-1));
-    q = _mm256_fmadd_pd(q, xx, _mm256_set1_pd(2.00000000000000000009E0));
-    const __m256d e = _mm256_fmadd_pd(_mm256_set1_pd(2.0), _mm256_div_pd(p, _mm256_sub_pd(q, p)), _mm256_set1_pd(1.0));
-    const __m256i k = _mm256_slli_epi64(
-        _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n)), _mm256_set1_epi64x(1023)), 52);
-    return _mm256_mul_pd(e, _mm256_castsi256_pd(k));
-}
-AVX2 inline __m256d sigmoid4d(__m256d a) {
-    const __m256d one = _mm256_set1_pd(1.0);
-    return _mm256_div_pd(one, _mm256_add_pd(one, exp4d(_mm256_sub_pd(_mm256_setzero_pd(), a))));
-}
-AVX2 inline __m256d tanh4d(__m256d a) {
-    const __m256d sign = _mm256_set1_pd(-0.0), one = _mm256_set1_pd(1.0);
-    const __m256d z = _mm256_andnot_pd(sign, a);
-    __m256d big = _mm256_sub_pd(one, _mm256_div_pd(_mm256_set1_pd(2.0), _mm256_add_pd(exp4d(_mm256_add_pd(z, z)), one)));
-    big = _mm256_or_pd(big, _mm256_and_pd(a, sign));
-    const __m256d s = _mm256_mul_pd(a, a);
-    __m256d p = _mm256_fmadd_pd(s, _mm256_set1_pd(-9.64399179425052238628E-1), _mm256_set1_pd(-9.92877231001918586564E1));
-    p = _mm256_fmadd_pd(p, s, _mm256_set1_pd(-1.61468768441708447952E3));
-    __m256d q = _mm256_add_pd(s, _mm256_set1_pd(1.12811678491632931402E2));
-    q = _mm256_fmadd_pd(q, s, _mm256_set1_pd(2.23548839060100448583E3));
-    q = _mm256_fmadd_pd(q, s, _mm256_set1_pd(4.84406305325125486048E3));
-    const __m256d small = _mm256_fmadd_pd(_mm256_mul_pd(a, s), _mm256_div_pd(p, q), a);
-    return _mm256_blendv_pd(big, small, _mm256_cmp_pd(z, _mm256_set1_pd(0.625), _CMP_LT_OQ));
-}
-AVX2 void act_rows__avx2(Act act, double* dst, const double* src, const double* bias, i64 n) {
-    i64 j = 0;
-    for (; j + 4 <= n; j += 4) {
-        __m256d a = _mm256_loadu_pd(src + j);
-        if (bias) a = _mm256_add_pd(a, _mm256_loadu_pd(bias + j));
-        _mm256_storeu_pd(dst + j, act == Act::sigmoid ? sigmoid4d(a) : tanh4d(a));
-    }
-    if (j < n) {  // the tail through a padded copy, as in the float version
-        double in[4] = {0}, out[4];
-        for (i64 k = j; k < n; ++k) in[k - j] = src[k] + (bias ? bias[k] : 0.0);
-        _mm256_storeu_pd(out, act == Act::sigmoid ? sigmoid4d(_mm256_loadu_pd(in)) : tanh4d(_mm256_loadu_pd(in)));
-        for (i64 k = j; k < n; ++k) dst[k] = out[k - j];
-    }
-}
-
-template <typename T>
-void act_rows(Act act, T* dst, const T* src, const T* bias, i64 n) {
-    if (has_avx2_fma()) return act_rows__avx2(act, dst, src, bias, n);
-    for (i64 j = 0; j < n; ++j) {
-        T a = src[j] + (bias ? bias[j] : T(0));
-        dst[j] = act == Act::sigmoid ? sigmoid1(a) : std::tanh(a);
-    }
-}
-
-// The same three functions on 16 lanes, operation for operation: tanh16 and tanh8 agree to the bit, so the
-// backward's recomputed tanh(c) is the forward's whichever width runs. AVX-512F has no float and/or/andnot: the
-// sign goes through epi32.
-#define AVX512 __attribute__((target("avx512f")))
-AVX512 inline __m512 exp16(__m512 x) {
-    x = _mm512_min_ps(_mm512_set1_ps(88.f), _mm512_max_ps(_mm512_set1_ps(-87.f), x));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-}
-AVX512 inline __m512 sigmoid16(__m512 a) {
-    const __m512 one = _mm512_set1_ps(1.f);
-    return _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), a))));
-}
-AVX512 inline __m512 tanh16(__m512 a) {
-    const __m512i sign = _mm512_set1_epi32(int(0x80000000u));
-    const __m512 one = _mm512_set1_ps(1.f);
-    __m512 z = _mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(a)));
-    __m512 big = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.f), _mm512_add_ps(exp16(_mm512_add_ps(z, z)), one)));
-    big = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(big),
-                                              _mm512_and_si512(_mm512_castps_si512(a), sign)));
-    __m512 s = _mm512_mul_ps(a, a);
-    __m512 p = _mm512_set1_ps(-5.70498872745e-3f);
-    p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(2.06390887954e-2f));
-    p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(-5.37397155531e-2f));
-    p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(1.33314422036e-1f));
-    p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(-3.33332819422e-1f));
-    __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(p, s), a, a);
-    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(z, _mm512_set1_ps(0.625f), _CMP_LT_OQ), big, small);
-}
+using namespace vmath;
 
 // The k lanes of v, plus b[j..] when there is a bias.
-AVX512 inline __m512 pre16(__mmask16 k, const float* v, const float* b, i64 j) {
+FASTNN_AVX512 inline __m512 pre16(__mmask16 k, const float* v, const float* b, i64 j) {
     const __m512 x = _mm512_maskz_loadu_ps(k, v);
     return b ? _mm512_add_ps(x, _mm512_maskz_loadu_ps(k, b + j)) : x;
 }
@@ -199,7 +29,7 @@ AVX512 inline __m512 pre16(__mmask16 k, const float* v, const float* b, i64 j) {
 // One row of one step in a single pass (AVX-512, float): the four gate blocks of a (bias added, activated in
 // place), c = f*c_prev + i*g, h = o*tanh(c), 16 units at a time, the tail masked. The pass-per-operation version
 // below (act_rows, cell, mul) walks the row six times.
-AVX512 void step_row__avx512f(float* a, const int pos[4], const float* bias, const float* c_prev, float* c,
+FASTNN_AVX512 void step_row__avx512f(float* a, const int pos[4], const float* bias, const float* c_prev, float* c,
                               float* h, i64 H) {
     float *pi = a + pos[0] * H, *pf = a + pos[1] * H, *pg = a + pos[2] * H, *po = a + pos[3] * H;
     const float *bi = bias ? bias + pos[0] * H : nullptr, *bf = bias ? bias + pos[1] * H : nullptr;
@@ -218,7 +48,7 @@ AVX512 void step_row__avx512f(float* a, const int pos[4], const float* bias, con
 
 // The backward's step for one row in one pass (AVX-512, float): tc = tanh(c_t) recomputed in registers, then the
 // gradient of grad_body below (same formulas), 16 units at a time.
-AVX512 void grad_row__avx512f(const float* a, const int pos[4], const float* c, const float* c_prev,
+FASTNN_AVX512 void grad_row__avx512f(const float* a, const int pos[4], const float* c, const float* c_prev,
                               const float* dh, const float* dhs, float* dc, float* da, i64 H) {
     const float *pi = a + pos[0] * H, *pf = a + pos[1] * H, *pg = a + pos[2] * H, *po = a + pos[3] * H;
     float *di = da + pos[0] * H, *df = da + pos[1] * H, *dg = da + pos[2] * H, *dO = da + pos[3] * H;
@@ -247,22 +77,22 @@ AVX512 void grad_row__avx512f(const float* a, const int pos[4], const float* c, 
 // `omp simd` tells the compiler the rows do not overlap (too many pointers for its own alias checks).
 // c = f*c_prev + i*g; h = c (tanh and *o follow).
 template <typename T>
-FI void cell_body(const T* i, const T* f, const T* g, const T* c_prev, T* c, T* h, i64 H) {
+FASTNN_INLINE void cell_state_body(const T* i, const T* f, const T* g, const T* c_prev, T* c, T* h, i64 H) {
 #pragma omp simd
     for (i64 j = 0; j < H; ++j) {
         c[j] = f[j] * c_prev[j] + i[j] * g[j];
         h[j] = c[j];
     }
 }
-template <typename T> FI void mul_body(T* h, const T* o, i64 H) {
+template <typename T> FASTNN_INLINE void mul_body(T* h, const T* o, i64 H) {
 #pragma omp simd
     for (i64 j = 0; j < H; ++j) h[j] *= o[j];
 }
 // One step's gradient for one row. In: the activated gates, tc = tanh(c_t), c_prev, dh (from the step after) plus
 // dhs (this step's output gradient), dc (in: from the step after; out: dc_prev). Out: pre-activation grads da_*.
 template <typename T>
-FI void grad_body(const T* i, const T* f, const T* g, const T* o, const T* tc, const T* c_prev, const T* dh,
-                  const T* dhs, T* dc, T* da_i, T* da_f, T* da_g, T* da_o, i64 H) {
+FASTNN_INLINE void grad_body(const T* i, const T* f, const T* g, const T* o, const T* tc, const T* c_prev,
+                             const T* dh, const T* dhs, T* dc, T* da_i, T* da_f, T* da_g, T* da_o, i64 H) {
 #pragma omp simd
     for (i64 j = 0; j < H; ++j) {
         T dhj = dh[j] + dhs[j];
@@ -274,148 +104,77 @@ FI void grad_body(const T* i, const T* f, const T* g, const T* o, const T* tc, c
         dc[j] = dct * f[j];
     }
 }
-#define SIMD_DISPATCH(name)                                                                        \
-    template <typename... A> AVX2 void name##__avx2(A&&... a) { name##_body(a...); }               \
-    template <typename... A> void name##__scalar(A&&... a) { name##_body(a...); }                  \
-    template <typename... A> void name(A&&... a) {                                                 \
-        if (has_avx2_fma()) name##__avx2(a...);                                                    \
-        else name##__scalar(a...);                                                                 \
-    }
-SIMD_DISPATCH(cell)
-SIMD_DISPATCH(mul)
-SIMD_DISPATCH(grad)
+FASTNN_SIMD_DISPATCH(cell_state)
+FASTNN_SIMD_DISPATCH(mul)
+FASTNN_SIMD_DISPATCH(grad)
 
-// The batch rows are independent through the recurrence: row n of step t needs only row n of step t-1 (h, c,
-// and in the backward dh, dc). With enough rows per thread, each thread takes its own rows through all T steps:
-// no barrier per step (two fork/joins per step before), and each pointwise pass reads the gates its own GEMM has
-// just written. Below 16 rows per thread the threads share each step's GEMM by column panels instead.
-bool rows_per_thread(i64 N, i64 TT, int nt) { return TT > 1 && nt > 1 && N >= 16 * i64(nt); }
-
-}  // namespace
-
+// The LSTM cell of the recurrence driver (recurrence.h): its own state c (cs, c0) and, in the backward, the
+// gradient dc it carries between steps (dc0) and a row of tanh(c_t) per batch row.
 template <typename T>
-void lstm_fwd(const T* xs, const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* bias, T* hs, T* cs,
-              T* gates, const LstmShape& s) {
-    const i64 N = s.N, TT = s.T, D = s.D, H = s.H, G = 4 * H;
-    const i64 pi = s.pos[0] * H, pf = s.pos[1] * H, pg = s.pos[2] * H, po = s.pos[3] * H;
-    if (N == 0) return;
-    gemm<T>(false, false, N * TT, G, D, T(1), xs, D, w_ih, G, T(0), gates, G);  // every step's x @ w_ih at once
-    const std::vector<T> zeros(H, T(0));  // stands for a missing c0 (keeps the pointwise loops branch-free)
-    PackedB<T> whh;  // w_hh packed once for the T steps (a single step packs inside gemm as before)
-    if (TT > 1) pack_b<T>(false, H, G, w_hh, G, whh);
-    // gates[rows n0..n1, t] += h_{t-1} @ w_hh, on `threads` threads
-    auto recur = [&](i64 t, i64 n0, i64 n1, int threads) {
-        T* gt = gates + (n0 * TT + t) * G;  // row n at gt + (n - n0)*TT*G
-        const T* h_prev = t ? hs + (n0 * TT + t - 1) * H : (h0 ? h0 + n0 * H : nullptr);
-        const i64 ldh = t ? TT * H : H;
-        if (h_prev && TT > 1) gemm_packed_b<T>(false, n1 - n0, T(1), h_prev, ldh, whh, T(1), gt, TT * G, threads);
-        else if (h_prev) gemm<T>(false, false, n1 - n0, G, H, T(1), h_prev, ldh, w_hh, G, T(1), gt, TT * G);
-    };
-    auto pointwise = [&](i64 t, i64 n) {
-        T* a = gates + (n * TT + t) * G;
-        const T* c_prev = t ? cs + (n * TT + t - 1) * H : (c0 ? c0 + n * H : zeros.data());
-        T *c = cs + (n * TT + t) * H, *h = hs + (n * TT + t) * H;
+struct LstmCell {
+    static constexpr int gates = 4;
+    const LstmShape& s;
+    const T* bias;   // forward: (4H) or nullptr
+    const T* c0;     // (N,H) or nullptr (zeros)
+    T* cs;           // (N,T,H): written by the forward, read by the backward
+    T* dc;           // backward: (N,H), dc of the step after in, dc_prev out
+    T* tc;           // backward: (N,H) scratch for tanh(c_t)
+    const T* zeros;  // H zeros: stands for a missing c0 (keeps the pointwise loops branch-free)
+
+    // The pointwise step per row (bias, sigmoid/tanh in place, c, h): with AVX-512 (float) one loop over the row
+    // (step_row__avx512f), else a loop per operation.
+    void forward_row(i64 t, i64 n, T* a, T* h) const {
+        const i64 TT = s.T, H = s.H;
+        const i64 pi = s.pos[0] * H, pf = s.pos[1] * H, pg = s.pos[2] * H, po = s.pos[3] * H;
+        const T* c_prev = t ? cs + (n * TT + t - 1) * H : (c0 ? c0 + n * H : zeros);
+        T* c = cs + (n * TT + t) * H;
         if constexpr (std::is_same<T, float>::value)
             if (packed::has_avx512f()) return step_row__avx512f(a, s.pos, bias, c_prev, c, h, H);
         act_rows(Act::sigmoid, a + pi, a + pi, bias ? bias + pi : nullptr, H);
         act_rows(Act::sigmoid, a + pf, a + pf, bias ? bias + pf : nullptr, H);
         act_rows(Act::tanh, a + pg, a + pg, bias ? bias + pg : nullptr, H);
         act_rows(Act::sigmoid, a + po, a + po, bias ? bias + po : nullptr, H);
-        cell(a + pi, a + pf, a + pg, c_prev, c, h, H);
+        cell_state(a + pi, a + pf, a + pg, c_prev, c, h, H);
         act_rows(Act::tanh, h, h, (const T*)nullptr, H);
         mul(h, (const T*)(a + po), H);
-    };
-    const int nt = get_num_threads();
-    if (rows_per_thread(N, TT, nt)) {
-        parallel_tasks(nt, [&](i64 part) {
-            const i64 n0 = N * part / nt, n1 = N * (part + 1) / nt;
-            for (i64 t = 0; t < TT; ++t) {
-                recur(t, n0, n1, 1);
-                for (i64 n = n0; n < n1; ++n) pointwise(t, n);
-            }
-        }, nt);
-        return;
     }
-    for (i64 t = 0; t < TT; ++t) {
-        recur(t, 0, N, 0);
-        parallel_items(N, double(G), [&](i64 n) { pointwise(t, n); });
+    // One fused pointwise pass per row.
+    void backward_row(i64 t, i64 n, const T* a, const T* dh, const T* dhs, T* da) const {
+        const i64 TT = s.T, H = s.H;
+        const i64 pi = s.pos[0] * H, pf = s.pos[1] * H, pg = s.pos[2] * H, po = s.pos[3] * H;
+        const T* c_prev = t ? cs + (n * TT + t - 1) * H : (c0 ? c0 + n * H : zeros);
+        if constexpr (std::is_same<T, float>::value)
+            if (packed::has_avx512f())
+                return grad_row__avx512f(a, s.pos, cs + (n * TT + t) * H, c_prev, dh, dhs, dc + n * H, da, H);
+        T* tcn = tc + n * H;
+        act_rows(Act::tanh, tcn, cs + (n * TT + t) * H, (const T*)nullptr, H);
+        grad(a + pi, a + pf, a + pg, a + po, (const T*)tcn, c_prev, dh, dhs, dc + n * H, da + pi, da + pf, da + pg,
+             da + po, H);
     }
+};
+
+}  // namespace
+
+template <typename T>
+void lstm_fwd(const T* xs, const T* h0, const T* c0, const T* w_ih, const T* w_hh, const T* bias, T* hs, T* cs,
+              T* gates, const LstmShape& s) {
+    const std::vector<T> zeros(s.H, T(0));
+    const LstmCell<T> cell{s, bias, c0, cs, nullptr, nullptr, zeros.data()};
+    recurrence_fwd(cell, xs, h0, w_ih, w_hh, hs, gates, s.N, s.T, s.D, s.H);
 }
 
 template <typename T>
 void lstm_bwd(const T* dhs, const T* dh_n, const T* dc_n, const T* xs, const T* h0, const T* c0, const T* w_ih,
               const T* w_hh, const T* gates, const T* hs, const T* cs, T* dxs, T* dh0, T* dc0, T* dw_ih, T* dw_hh,
               T* dbias, const LstmShape& s) {
-    const i64 N = s.N, TT = s.T, D = s.D, H = s.H, G = 4 * H;
-    const i64 pi = s.pos[0] * H, pf = s.pos[1] * H, pg = s.pos[2] * H, po = s.pos[3] * H;
-    // dh0/dc0 carry dh and dc backwards through the steps; they end up holding the gradients of h0/c0.
-    if (dh_n) std::memcpy(dh0, dh_n, sizeof(T) * N * H); else std::fill(dh0, dh0 + N * H, T(0));
+    const i64 N = s.N, H = s.H;
+    // dc0 carries dc backwards through the steps (as dh0 does dh); it ends up holding the gradient of c0.
     if (dc_n) std::memcpy(dc0, dc_n, sizeof(T) * N * H); else std::fill(dc0, dc0 + N * H, T(0));
-    // dgates and the states entering each step live in this thread's scratch buffers, kept between calls: a fresh
-    // 16 MB allocation per call (B64 T32 H512) cost ~5% of the backward in page faults.
-    packed::Buffer<T>& dg_buf = packed::scratch<T>(3);
-    packed::Buffer<T>& hp_buf = packed::scratch<T>(2);
-    if ((i64)dg_buf.size() < N * TT * G) dg_buf.resize(N * TT * G);
-    if ((i64)hp_buf.size() < N * TT * H) hp_buf.resize(N * TT * H);
-    T* const dgates = dg_buf.data();
     std::unique_ptr<T[]> tc_buf(new T[N * H]);
-    const std::vector<T> zeros(H, T(0));  // stands for a missing c0 or dhs
-    PackedB<T> whhT;  // w_hh^T (4H x H) packed once for the T steps
-    if (TT > 1) pack_b<T>(true, G, H, w_hh, G, whhT);
-    auto pointwise = [&](i64 t, i64 n) {
-        const T* a = gates + (n * TT + t) * G;
-        T* da = dgates + (n * TT + t) * G;
-        T* tc = tc_buf.get() + n * H;
-        const T* c_prev = t ? cs + (n * TT + t - 1) * H : (c0 ? c0 + n * H : zeros.data());
-        if constexpr (std::is_same<T, float>::value)
-            if (packed::has_avx512f())
-                return grad_row__avx512f(a, s.pos, cs + (n * TT + t) * H, c_prev, dh0 + n * H,
-                                         dhs ? dhs + (n * TT + t) * H : zeros.data(), dc0 + n * H, da, H);
-        act_rows(Act::tanh, tc, cs + (n * TT + t) * H, (const T*)nullptr, H);
-        grad(a + pi, a + pf, a + pg, a + po, (const T*)tc, c_prev, (const T*)(dh0 + n * H),
-             dhs ? dhs + (n * TT + t) * H : zeros.data(), dc0 + n * H, da + pi, da + pf, da + pg, da + po, H);
-    };
-    // dh_{t-1}[rows n0..n1] = dgates[rows, t] @ w_hh^T (overwrites the dh just consumed), on `threads` threads
-    auto recur = [&](i64 t, i64 n0, i64 n1, int threads) {
-        const T* dg = dgates + (n0 * TT + t) * G;
-        if (TT > 1) gemm_packed_b<T>(false, n1 - n0, T(1), dg, TT * G, whhT, T(0), dh0 + n0 * H, H, threads);
-        else gemm<T>(false, true, n1 - n0, H, G, T(1), dg, TT * G, w_hh, G, T(0), dh0 + n0 * H, H);
-    };
-    const int nt = get_num_threads();
-    if (rows_per_thread(N, TT, nt)) {
-        parallel_tasks(nt, [&](i64 part) {
-            const i64 n0 = N * part / nt, n1 = N * (part + 1) / nt;
-            for (i64 t = TT - 1; t >= 0; --t) {
-                for (i64 n = n0; n < n1; ++n) pointwise(t, n);
-                recur(t, n0, n1, 1);
-            }
-        }, nt);
-    } else {
-        for (i64 t = TT - 1; t >= 0; --t) {
-            parallel_items(N, double(G), [&](i64 n) { pointwise(t, n); });
-            recur(t, 0, N, 0);
-        }
-    }
-    const i64 R = N * TT;  // every (n, t) row at once
-    gemm<T>(false, true, R, D, G, T(1), dgates, G, w_ih, G, T(0), dxs, D);
-    gemm<T>(true, false, D, G, R, T(1), xs, D, dgates, G, T(0), dw_ih, G);
-    // The state entering each step: h0 (or 0) at t = 0, hs[:, t-1] after.
-    T* const h_prev = hp_buf.data();
-    parallel_items(N, double(TT) * H, [&](i64 n) {
-        T* dst = h_prev + n * TT * H;
-        if (h0) std::memcpy(dst, h0 + n * H, sizeof(T) * H); else std::fill(dst, dst + H, T(0));
-        std::memcpy(dst + H, hs + n * TT * H, sizeof(T) * (TT - 1) * H);
-    });
-    gemm<T>(true, false, H, G, R, T(1), h_prev, H, dgates, G, T(0), dw_hh, G);
-    // dbias: column sums in double, split over column ranges (no reduction across threads).
-    const i64 parts = std::max<i64>(1, std::min<i64>(parallel_work(double(R) * G), G / 64));
-    parallel_tasks(parts, [&](i64 k) {
-        const i64 j0 = G * k / parts, j1 = G * (k + 1) / parts;
-        std::vector<double> acc(j1 - j0, 0.0);
-        for (i64 r = 0; r < R; ++r)
-            for (i64 j = j0; j < j1; ++j) acc[j - j0] += double(dgates[r * G + j]);
-        for (i64 j = j0; j < j1; ++j) dbias[j] = T(acc[j - j0]);
-    });
+    const std::vector<T> zeros(H, T(0));
+    // cs is only read here (the cell's forward writes it)
+    const LstmCell<T> cell{s, nullptr, c0, const_cast<T*>(cs), dc0, tc_buf.get(), zeros.data()};
+    recurrence_bwd(cell, dhs, dh_n, xs, h0, w_ih, w_hh, gates, hs, dxs, dh0, dw_ih, dw_hh, dbias, N, s.T, s.D, H);
 }
 
 #define INST(T)                                                                                                 \

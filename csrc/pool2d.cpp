@@ -2,16 +2,16 @@
 // In order: the generic scalar kernels (any geometry; also the fallback and the border code of the fast paths)
 // -> fast paths for 2x2 s2 p0 and 3x3 s2 p1 (the ResNet shapes): AVX2 float forward kernels, and average-pool
 // backward kernels that write dx once instead of zero + scatter (plain loops, compiled twice: AVX2 and baseline)
-// -> the launchers. AVX2 variants run when has_avx2_fma() (FASTNN_SIMD=scalar switches them off).
+// -> the launchers, which run the variant pool2d_algo picks (a fast path wherever it can run) or the one forced.
+// AVX2 variants run when has_avx2_fma() (FASTNN_SIMD=scalar switches them off).
 // Forward work is split over (n, c, oh) output rows; backward over (n, c) planes (a scatter never races).
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "fastnn.h"
+#include "simd.h"
 
 namespace fastnn {
 namespace {
@@ -82,7 +82,7 @@ void avg_bwd_plane__generic(const T* dy, T* dx, const PoolShape& s, bool cip) {
 // 2x2 s2 p0: the windows tile the input, so dx is written once, no zeroing first and no scatter (4x the generic
 // speed): the even/odd column stores vectorise. Rows/columns past the last window get 0.
 template <typename T>
-inline __attribute__((always_inline)) void avg_bwd_plane__2x2s2_body(const T* dy, T* dx, const PoolShape& s) {
+FASTNN_INLINE void avg_bwd_plane__2x2s2_body(const T* dy, T* dx, const PoolShape& s) {
     for (i64 oh = 0; oh < s.OH; ++oh) {
         T *r0 = dx + 2 * oh * s.W, *r1 = r0 + s.W;
         const T* g = dy + oh * s.OW;
@@ -103,8 +103,7 @@ template <typename T> void avg_bwd_plane__2x2s2(const T* dy, T* dx, const PoolSh
 // (the same for rows). So with g = dy/divisor, the "expanded" row e_oh[2m] = g[m], e_oh[2m+1] = g[m] + g[m+1],
 // and dx row 2m = e_m, row 2m+1 = e_m + e_{m+1}. scratch: 2*W + OW + 1 elements.
 template <typename T>
-inline __attribute__((always_inline)) void avg_bwd_plane__3x3s2p1_body(const T* dy, T* dx, const PoolShape& s,
-                                                                       bool cip, T* scratch) {
+FASTNN_INLINE void avg_bwd_plane__3x3s2p1_body(const T* dy, T* dx, const PoolShape& s, bool cip, T* scratch) {
     const i64 H = s.H, W = s.W, OH = s.OH, OW = s.OW;
     T *e = scratch, *e_next = scratch + W, *g = scratch + 2 * W;
     auto expand = [&](i64 oh, T* out) {
@@ -137,8 +136,7 @@ template <typename T> void avg_bwd_plane__3x3s2p1(const T* dy, T* dx, const Pool
 
 // ---------------------------------------------------------------------------------------- AVX2 float fast paths
 // Stride-2 windows read even and odd input columns: 16 floats from p split into 8 even + 8 odd (reads p[0..15]).
-#define AVX2 __attribute__((target("avx2,fma")))
-AVX2 inline void split8(const float* p, __m256& even, __m256& odd) {
+FASTNN_AVX2 inline void split8(const float* p, __m256& even, __m256& odd) {
     __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
     __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // a0 a2 b0 b2 | a4 a6 b4 b6
     __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
@@ -146,7 +144,7 @@ AVX2 inline void split8(const float* p, __m256& even, __m256& odd) {
     odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 // The three columns 2ow-1, 2ow, 2ow+1 of 8 stride-2 windows starting at p - 1 (reads p[-1..15]).
-AVX2 inline void cols3(const float* p, __m256& l, __m256& c, __m256& r) {
+FASTNN_AVX2 inline void cols3(const float* p, __m256& l, __m256& c, __m256& r) {
     __m256 unused;
     split8(p - 1, l, c);
     split8(p, unused, r);
@@ -161,7 +159,7 @@ struct MaxAcc {
     __m256 best;
     __m256i off;
 };
-AVX2 inline void max_step(MaxAcc& m, __m256 v, int off) {
+FASTNN_AVX2 inline void max_step(MaxAcc& m, __m256 v, int off) {
     // !(best >= v) is v > best, or either is NaN; "best is a number" then leaves exactly `better`.
     __m256 take = _mm256_and_ps(_mm256_cmp_ps(m.best, v, _CMP_NGE_UQ), _mm256_cmp_ps(m.best, m.best, _CMP_ORD_Q));
     m.best = _mm256_blendv_ps(m.best, v, take);
@@ -169,7 +167,7 @@ AVX2 inline void max_step(MaxAcc& m, __m256 v, int off) {
         _mm256_blendv_ps(_mm256_castsi256_ps(m.off), _mm256_castsi256_ps(_mm256_set1_epi32(off)), take));
 }
 // idx of lane k = base + 2k + off_k (window origins 2 columns apart).
-AVX2 inline void max_store(const MaxAcc& m, float* y, i64* idx, i64 base) {
+FASTNN_AVX2 inline void max_store(const MaxAcc& m, float* y, i64* idx, i64 base) {
     _mm256_storeu_ps(y, m.best);
     __m256i b = _mm256_set1_epi64x(base);
     __m256i lo = _mm256_add_epi64(_mm256_add_epi64(b, _mm256_setr_epi64x(0, 2, 4, 6)),
@@ -181,7 +179,7 @@ AVX2 inline void max_store(const MaxAcc& m, float* y, i64* idx, i64 base) {
 }
 
 // 2x2 s2 p0: 8 outputs from two rows of 16 inputs. OW = floor(W/2), so the loads stay inside the row.
-AVX2 void max_row__2x2s2_avx2(const float* x, float* y, i64* idx, const PoolShape& s, i64 oh) {
+FASTNN_AVX2 void max_row__2x2s2_avx2(const float* x, float* y, i64* idx, const PoolShape& s, i64 oh) {
     const float* r0 = x + 2 * oh * s.W;
     const float* r1 = r0 + s.W;
     const int W = int(s.W);
@@ -203,7 +201,7 @@ AVX2 void max_row__2x2s2_avx2(const float* x, float* y, i64* idx, const PoolShap
 // 3x3 s2 p1: columns 2ow-1, 2ow, 2ow+1 = odd, even, odd of the 16 floats from 2ow-1 and 2ow. Output 0 and a
 // window past the last column (and rows with fewer than 8 interior outputs) go through the generic code; clipped
 // rows need nothing special: only window rows inside the input are visited, in order.
-AVX2 void max_row__3x3s2p1_avx2(const float* x, float* y, i64* idx, const PoolShape& s, i64 oh) {
+FASTNN_AVX2 void max_row__3x3s2p1_avx2(const float* x, float* y, i64* idx, const PoolShape& s, i64 oh) {
     Span r = span(oh, 2, 1, 3, s.H);
     const i64 vec_end = std::min(s.OW, s.W / 2);  // interior outputs: 2ow+1 <= W-1
     const int W = int(s.W);
@@ -231,7 +229,7 @@ AVX2 void max_row__3x3s2p1_avx2(const float* x, float* y, i64* idx, const PoolSh
     max_row__generic(x, y, idx, s, oh, n >= 8 ? vec_end : 1, s.OW);
 }
 
-AVX2 void avg_row__2x2s2_avx2(const float* x, float* y, const PoolShape& s, i64 oh) {
+FASTNN_AVX2 void avg_row__2x2s2_avx2(const float* x, float* y, const PoolShape& s, i64 oh) {
     const float* r0 = x + 2 * oh * s.W;
     const float* r1 = r0 + s.W;
     for (i64 i = 0; s.OW >= 8 && i < s.OW; i += 8) {  // summed in the generic code's order; *0.25 == /4 exactly
@@ -246,7 +244,7 @@ AVX2 void avg_row__2x2s2_avx2(const float* x, float* y, const PoolShape& s, i64 
     avg_row__generic(x, y, s, true, oh, s.OW >= 8 ? s.OW : 0, s.OW);
 }
 
-AVX2 void avg_row__3x3s2p1_avx2(const float* x, float* y, const PoolShape& s, bool cip, i64 oh) {
+FASTNN_AVX2 void avg_row__3x3s2p1_avx2(const float* x, float* y, const PoolShape& s, bool cip, i64 oh) {
     Span r = span(oh, 2, 1, 3, s.H);
     const i64 vec_end = std::min(s.OW, s.W / 2);
     const __m256 div = _mm256_set1_ps(float(cip ? 9 : 3 * (r.hi - r.lo)));
@@ -266,30 +264,54 @@ AVX2 void avg_row__3x3s2p1_avx2(const float* x, float* y, const PoolShape& s, bo
     avg_row__generic(x, y, s, cip, oh, n >= 8 ? vec_end : 1, s.OW);
 }
 
-template <typename T> AVX2 void avg_bwd_plane__2x2s2_avx2(const T* dy, T* dx, const PoolShape& s) {
+template <typename T> FASTNN_AVX2 void avg_bwd_plane__2x2s2_avx2(const T* dy, T* dx, const PoolShape& s) {
     avg_bwd_plane__2x2s2_body(dy, dx, s);
     _mm256_zeroupper();
 }
 template <typename T>
-AVX2 void avg_bwd_plane__3x3s2p1_avx2(const T* dy, T* dx, const PoolShape& s, bool cip, T* scratch) {
+FASTNN_AVX2 void avg_bwd_plane__3x3s2p1_avx2(const T* dy, T* dx, const PoolShape& s, bool cip, T* scratch) {
     avg_bwd_plane__3x3s2p1_body(dy, dx, s, cip, scratch);
     _mm256_zeroupper();
 }
 
 // ---------------------------------------------------------------------------------------------------- launchers
-enum class Fast { none, k2s2, k3s2p1 };
-template <typename T> Fast fast_path(const PoolShape& s) {
-    if (!std::is_same<T, float>::value || !has_avx2_fma()) return Fast::none;
-    if (s.KH == 2 && s.KW == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0) return Fast::k2s2;
-    if (s.KH == 3 && s.KW == 3 && s.sh == 2 && s.sw == 2 && s.ph == 1 && s.pw == 1) return Fast::k3s2p1;
-    return Fast::none;
+// The geometry of the fast paths.
+inline bool is_k2s2(const PoolShape& s) {
+    return s.KH == 2 && s.KW == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
+}
+inline bool is_k3s2p1(const PoolShape& s) {
+    return s.KH == 3 && s.KW == 3 && s.sh == 2 && s.sw == 2 && s.ph == 1 && s.pw == 1;
+}
+
+// Whether a variant can run: the fast paths need their geometry; the forward ones are AVX2 float kernels, the
+// average backward ones plain loops for either type (compiled twice, the AVX2 copy where the CPU has it).
+template <typename T>
+bool can_run(PoolPass pass, Pool2dAlgo a, const PoolShape& s) {
+    if (a == Pool2dAlgo::generic) return true;
+    if (pass != PoolPass::avg_bwd && !(std::is_same<T, float>::value && has_avx2_fma())) return false;
+    return a == Pool2dAlgo::k2s2 ? is_k2s2(s) : is_k3s2p1(s);
+}
+
+template <typename T>
+Pool2dAlgo resolve(PoolPass pass, Pool2dAlgo a, const PoolShape& s) {
+    if (a == Pool2dAlgo::automatic) return pool2d_algo<T>(pass, s);
+    if (!can_run<T>(pass, a, s)) algo_cannot_run(AlgoNames<Pool2dAlgo>::op, algo_name(a));
+    return a;
 }
 
 }  // namespace
 
+// The rule: a fast path wherever it can run, else the generic kernels.
 template <typename T>
-void max_pool2d_fwd(const T* x, T* y, i64* idx, const PoolShape& s) {
-    const Fast fast = fast_path<T>(s);
+Pool2dAlgo pool2d_algo(PoolPass pass, const PoolShape& s) {
+    for (Pool2dAlgo a : {Pool2dAlgo::k2s2, Pool2dAlgo::k3s2p1})
+        if (can_run<T>(pass, a, s)) return a;
+    return Pool2dAlgo::generic;
+}
+
+template <typename T>
+void max_pool2d_fwd(const T* x, T* y, i64* idx, const PoolShape& s, Pool2dAlgo algo) {
+    const Pool2dAlgo a = resolve<T>(PoolPass::max_fwd, algo, s);
     const i64 rows = s.N * s.C * s.OH;
     parallel_items(rows, double(s.OW) * s.KH * s.KW, [&](i64 row) {
         const i64 plane = row / s.OH, oh = row % s.OH;
@@ -297,8 +319,8 @@ void max_pool2d_fwd(const T* x, T* y, i64* idx, const PoolShape& s) {
         T* yp = y + plane * s.OH * s.OW;
         i64* ip = idx + plane * s.OH * s.OW;
         if constexpr (std::is_same<T, float>::value) {
-            if (fast == Fast::k2s2) return max_row__2x2s2_avx2(xp, yp, ip, s, oh);
-            if (fast == Fast::k3s2p1) return max_row__3x3s2p1_avx2(xp, yp, ip, s, oh);
+            if (a == Pool2dAlgo::k2s2) return max_row__2x2s2_avx2(xp, yp, ip, s, oh);
+            if (a == Pool2dAlgo::k3s2p1) return max_row__3x3s2p1_avx2(xp, yp, ip, s, oh);
         }
         max_row__generic(xp, yp, ip, s, oh, 0, s.OW);
     });
@@ -316,26 +338,26 @@ void max_pool2d_bwd(const T* dy, const i64* idx, T* dx, const PoolShape& s) {
 }
 
 template <typename T>
-void avg_pool2d_fwd(const T* x, T* y, const PoolShape& s, bool cip) {
-    const Fast fast = fast_path<T>(s);
+void avg_pool2d_fwd(const T* x, T* y, const PoolShape& s, bool cip, Pool2dAlgo algo) {
+    const Pool2dAlgo a = resolve<T>(PoolPass::avg_fwd, algo, s);
     const i64 rows = s.N * s.C * s.OH;
     parallel_items(rows, double(s.OW) * s.KH * s.KW, [&](i64 row) {
         const i64 plane = row / s.OH, oh = row % s.OH;
         const T* xp = x + plane * s.H * s.W;
         T* yp = y + plane * s.OH * s.OW;
         if constexpr (std::is_same<T, float>::value) {
-            if (fast == Fast::k2s2) return avg_row__2x2s2_avx2(xp, yp, s, oh);
-            if (fast == Fast::k3s2p1) return avg_row__3x3s2p1_avx2(xp, yp, s, cip, oh);
+            if (a == Pool2dAlgo::k2s2) return avg_row__2x2s2_avx2(xp, yp, s, oh);
+            if (a == Pool2dAlgo::k3s2p1) return avg_row__3x3s2p1_avx2(xp, yp, s, cip, oh);
         }
         avg_row__generic(xp, yp, s, cip, oh, 0, s.OW);
     });
 }
 
 template <typename T>
-void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool cip) {
+void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool cip, Pool2dAlgo algo) {
+    const Pool2dAlgo a = resolve<T>(PoolPass::avg_bwd, algo, s);
     const i64 planes = s.N * s.C, HW = s.H * s.W, OHW = s.OH * s.OW;
-    const bool k2s2 = s.KH == 2 && s.KW == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
-    const bool k3s2p1 = s.KH == 3 && s.KW == 3 && s.sh == 2 && s.sw == 2 && s.ph == 1 && s.pw == 1;
+    const bool k2s2 = a == Pool2dAlgo::k2s2, k3s2p1 = a == Pool2dAlgo::k3s2p1;
     const bool avx2 = has_avx2_fma();
     const int nt = parallel_work(double(planes) * (HW + OHW));
     parallel_for(planes, (planes + 4 * nt - 1) / (4 * nt), [&](i64 p0, i64 p1) {
@@ -357,11 +379,12 @@ void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool cip) {
     }, nt);
 }
 
-#define INST(T)                                                                  \
-    template void max_pool2d_fwd<T>(const T*, T*, i64*, const PoolShape&);       \
-    template void max_pool2d_bwd<T>(const T*, const i64*, T*, const PoolShape&); \
-    template void avg_pool2d_fwd<T>(const T*, T*, const PoolShape&, bool);       \
-    template void avg_pool2d_bwd<T>(const T*, T*, const PoolShape&, bool);
+#define INST(T)                                                                        \
+    template Pool2dAlgo pool2d_algo<T>(PoolPass, const PoolShape&);                    \
+    template void max_pool2d_fwd<T>(const T*, T*, i64*, const PoolShape&, Pool2dAlgo); \
+    template void max_pool2d_bwd<T>(const T*, const i64*, T*, const PoolShape&);       \
+    template void avg_pool2d_fwd<T>(const T*, T*, const PoolShape&, bool, Pool2dAlgo); \
+    template void avg_pool2d_bwd<T>(const T*, T*, const PoolShape&, bool, Pool2dAlgo);
 INST(float)
 INST(double)
 

@@ -56,30 +56,56 @@ def col2im(col, input_shape, kernel_size, stride, padding, dilation):
     return x
 
 
-def conv2d(x, weight, bias, stride, padding, dilation, groups):
+# _algo / _dw_algo / _dx_algo (private, for tests and benchmarks): force a variant by name (None: the kernel's rule);
+# one that cannot run the call raises ValueError. conv2d_algo / pool2d_algo name what would run.
+def conv2d(x, weight, bias, stride, padding, dilation, groups, *, _algo=None):
     x, weight = _c(x), _c(weight)
     K = weight.shape[0]
     y = _empty((x.shape[0], K) + _out2(x.shape[2:], weight.shape[2:], stride, padding, dilation), x.dtype)
-    _C.conv2d_fwd(x, weight, _opt(bias), y, stride, padding, dilation, groups)
+    _C.conv2d_fwd(x, weight, _opt(bias), y, stride, padding, dilation, groups, _algo or "")
     return y
 
 
-def conv2d_backward(dy, x, weight, stride, padding, dilation, groups):
+def conv2d_backward(dy, x, weight, stride, padding, dilation, groups, *, _dw_algo=None, _dx_algo=None):
     dy, x, weight = _c(dy), _c(x), _c(weight)
     dx, dw, db = _empty_like(x), _empty_like(weight), _empty(weight.shape[0], x.dtype)
-    _C.conv2d_bwd(dy, x, weight, dx, dw, db, stride, padding, dilation, groups)
+    _C.conv2d_bwd(dy, x, weight, dx, dw, db, stride, padding, dilation, groups, _dw_algo or "", _dx_algo or "")
     return dx, dw, db
+
+
+_CONV2D_PARTS = {"forward": (_C.conv2d_fwd_algo, _C.conv2d_fwd_algos),
+                 "dweight": (_C.conv2d_dw_algo, _C.conv2d_dw_algos),
+                 "dx": (_C.conv2d_dx_algo, _C.conv2d_dx_algos)}
+
+
+def conv2d_algo(x_shape, w_shape, stride, padding, dilation, groups, dtype, part="forward"):
+    """The name of the variant conv2d (part "forward") or conv2d_backward ("dweight", "dx") would run."""
+    return _CONV2D_PARTS[part][0](x_shape, w_shape, stride, padding, dilation, groups, np.dtype(dtype))
+
+
+def conv2d_algos(part="forward"):
+    """Every variant name of a conv2d part (what _algo / _dw_algo / _dx_algo accept)."""
+    return _CONV2D_PARTS[part][1]()
+
+
+def pool2d_algo(pass_, x_shape, kernel_size, stride, padding, dtype):
+    """The name of the variant a pooling pass ("max", "avg" or "avg_backward") would run."""
+    return _C.pool2d_algo(pass_, x_shape, kernel_size, stride, padding, np.dtype(dtype))
+
+
+def pool2d_algos():
+    return _C.pool2d_algos()
 
 
 def _pool_out(shape, kernel_size, stride, padding):
     return tuple(shape[:2]) + _out2(shape[2:], kernel_size, stride, padding)
 
 
-def max_pool2d(x, kernel_size, stride, padding):
+def max_pool2d(x, kernel_size, stride, padding, *, _algo=None):
     x = _c(x)
     shape = _pool_out(x.shape, kernel_size, stride, padding)
     y, idx = _empty(shape, x.dtype), _empty(shape, np.int64)
-    _C.max_pool2d_fwd(x, y, idx, kernel_size, stride, padding)
+    _C.max_pool2d_fwd(x, y, idx, kernel_size, stride, padding, _algo or "")
     return y, idx
 
 
@@ -89,17 +115,17 @@ def max_pool2d_backward(dy, indices, input_shape):
     return dx
 
 
-def avg_pool2d(x, kernel_size, stride, padding, count_include_pad):
+def avg_pool2d(x, kernel_size, stride, padding, count_include_pad, *, _algo=None):
     x = _c(x)
     y = _empty(_pool_out(x.shape, kernel_size, stride, padding), x.dtype)
-    _C.avg_pool2d_fwd(x, y, kernel_size, stride, padding, count_include_pad)
+    _C.avg_pool2d_fwd(x, y, kernel_size, stride, padding, count_include_pad, _algo or "")
     return y
 
 
-def avg_pool2d_backward(dy, input_shape, kernel_size, stride, padding, count_include_pad):
+def avg_pool2d_backward(dy, input_shape, kernel_size, stride, padding, count_include_pad, *, _algo=None):
     dy = _c(dy)
     dx = _empty(input_shape, dy.dtype)
-    _C.avg_pool2d_bwd(dy, dx, kernel_size, stride, padding, count_include_pad)
+    _C.avg_pool2d_bwd(dy, dx, kernel_size, stride, padding, count_include_pad, _algo or "")
     return dx
 
 
