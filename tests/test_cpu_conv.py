@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from fastnn._shapes import out_size
+
 _C = pytest.importorskip("fastnn._C")
 
 TOL = {np.float32: (1e-4, 1e-4), np.float64: (1e-11, 1e-11)}
@@ -21,10 +23,6 @@ def assert_close(out, ref, dtype, scale=1.0):
     err = np.abs(out.astype(np.float64) - ref)
     bad = err > atol * scale + rtol * np.abs(ref)
     assert not bad.any(), f"max err {err.max():.3g} at {np.argwhere(bad)[0]} (of {bad.sum()} bad)"
-
-
-def out_size(n, k, s, p, d):
-    return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 # ---- float64 NumPy checks (obvious, not fast) ----

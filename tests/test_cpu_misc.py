@@ -12,6 +12,7 @@ import pytest
 
 import fastnn.reference as reference
 from fastnn import _C, _cpu
+from fastnn._shapes import out_size
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 2e-5, np.float64: 1e-11}
@@ -25,10 +26,6 @@ def close(out, ref, tol, what=""):
 
 
 # --------------------------------------------------------------------------------------------------- pooling
-def out_size(n, k, s, p):
-    return (n + 2 * p - k) // s + 1
-
-
 def windows(shape, k, s, p):
     """(oh, ow, rows slice, cols slice, padded-window size) for every output, windows clipped to the input."""
     _, _, H, W = shape

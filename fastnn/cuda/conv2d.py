@@ -37,7 +37,8 @@ from numba import cuda, uint64
 from . import _fastlaunch as _fl
 from ._launch import blocks, kind_of
 from .gemm import ALIGN, BK, NT, PAD, TILES, flat, kernel_options, launch_tiled, nbtype, put, slab_mma
-from .im2col import launch_col2im, out_size, pair
+from .._shapes import out_hw as _out_hw, pair
+from .im2col import launch_col2im
 
 
 # ---------------------------------------------------------------- reference kernels
@@ -540,13 +541,14 @@ def _dummy(dtype):
     return _dummies[key]
 
 
-def _geometry(xd, wd, stride, padding, dilation, groups):
+def _geometry(xd, wd, stride, padding, dilation, groups, out_hw=None):
+    """Sizes and normalised pairs; out_hw (OH, OW) when known (checked by fastnn._checks, or dy's shape)."""
     if groups > _fl.GRID_MAX[2]:        # the kernels run one group per blockIdx.z
         raise ValueError(f"conv2d on the GPU takes at most {_fl.GRID_MAX[2]} groups, got groups={groups}")
     (sh, sw), (ph, pw), (dh, dw) = map(pair, (stride, padding, dilation))
     N, C, H, W = map(int, xd.shape)
     K, Cg, KH, KW = map(int, wd.shape)
-    OH, OW = out_size(H, W, KH, KW, sh, sw, ph, pw, dh, dw)
+    OH, OW = (int(n) for n in (out_hw or _out_hw((H, W), (KH, KW), stride, padding, dilation)))
     return N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw
 
 
@@ -579,9 +581,10 @@ def _launch_igemm(variant, dtype, KH, KW, tile, x, w, b, y, has_bias, N, C, H, W
         _fl.launch(sum_splits, np.dtype(dtype).char, blocks(size), 256, part, flat(y), nsplit, size)
 
 
-def _forward(xv, wv, bv, stride, padding, dilation, groups, variant, tile, kind):
+def _forward(xv, wv, bv, stride, padding, dilation, groups, variant, tile, kind, out_hw=None):
     """(caller-type array or None, View) of y."""
-    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xv, wv, stride, padding, dilation, groups)
+    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xv, wv, stride, padding, dilation, groups,
+                                                                      out_hw)
     dt = xv.dtype
     y = _fl.empty((N, K, OH, OW), dt, kind)
     has_bias = bv is not None
@@ -607,7 +610,8 @@ def _backward(dyv, xv, wv, stride, padding, dilation, groups, variant="igemm", d
     """(dx, dweight, dbias) as (caller-type array or None, View) pairs.
     dx_variant: "igemm" (stride 1: a forward implicit GEMM over dy with flipped weights, the default there)
     or "gemm_col2im" (W^T dy into a col buffer, then col2im; any stride)."""
-    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xv, wv, stride, padding, dilation, groups)
+    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xv, wv, stride, padding, dilation, groups,
+                                                                      dyv.shape[2:])
     G, Cg, Kg, P = groups, C // groups, K // groups, OH * OW
     KK = KH * KW
     CRS = Cg * KK
@@ -668,10 +672,11 @@ def conv2d_backward_device(dyd, xd, wd, stride, padding, dilation, groups, varia
 
 
 # ---------------------------------------------------------------- public functions (backend contract)
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, variant="igemm", tile=None):
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, variant="igemm", tile=None,
+           out_hw=None):
     kind = kind_of(x)
     v = _fl.view
-    y = _forward(v(x), v(weight), v(bias), stride, padding, dilation, int(groups), variant, tile, kind)
+    y = _forward(v(x), v(weight), v(bias), stride, padding, dilation, int(groups), variant, tile, kind, out_hw)
     return _fl.result(y, kind)
 
 
