@@ -34,8 +34,8 @@ import functools
 import numpy as np
 from numba import cuda, uint64
 
-from . import _fastlaunch as _fl
-from ._launch import blocks, kind_of
+from . import _launch as _fl     # the name bench/gpu_conv.py reads (C._fl.view)
+from ._launch import blocks, dummy as _dummy, kind_of
 from .gemm import ALIGN, BK, NT, PAD, TILES, flat, kernel_options, launch_tiled, nbtype, put, slab_mma
 from .._shapes import out_hw as _out_hw, pair
 from .im2col import launch_col2im
@@ -508,8 +508,8 @@ def conv2d_db__reduce(dy, db, N, K, P):
 
 
 # ---------------------------------------------------------------- launchers
-# Every launch goes through _fastlaunch (Numba's dispatcher costs ~100 us per launch of these 19-argument
-# kernels, longer than the small convolutions run); arrays travel as _fastlaunch Views.
+# Every launch goes through _launch.launch (Numba's dispatcher costs ~100 us per launch of these 19-argument
+# kernels, longer than the small convolutions run); arrays travel as _launch Views.
 
 FWD_KERNELS = {"igemm": conv2d__igemm2, "igemm1": conv2d__igemm}     # "igemm": the default
 
@@ -528,17 +528,6 @@ def fwd_tile_for(Kg):
 def dw_tile_for(Kg):
     """dweight tile (BM = channels): with K=64 the 64x128/2 pair was fastest, 128x128 for K >= 128."""
     return "64x128/2" if Kg <= 64 else "128x128"
-
-
-_dummies = {}
-
-
-def _dummy(dtype):
-    """A 1-element stand-in for an absent bias (the kernels take a flag)."""
-    key = (getattr(cuda.get_current_device(), "id", 0), np.dtype(dtype))
-    if key not in _dummies:
-        _dummies[key] = _fl.empty((1,), dtype, "numba")[1]
-    return _dummies[key]
 
 
 def _geometry(xd, wd, stride, padding, dilation, groups, out_hw=None):

@@ -9,7 +9,7 @@ Kernels, in order:
 from numba import cuda
 
 from .._shapes import out_hw as _out_hw, pair
-from ._launch import as_device, blocks, empty, kind_of, wrap
+from ._launch import as_device, blocks, empty_device as empty, kind_of, launch, wrap
 
 
 @cuda.jit
@@ -63,8 +63,7 @@ def col2im__gather(col, x, N, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, s
 
 
 def launch_col2im(col_flat, x_flat, N, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, strides):
-    """col_flat, x_flat: 1-D Numba device arrays or _fastlaunch Views (launched without Numba's dispatcher)."""
-    from ._fastlaunch import launch
+    """col_flat, x_flat: 1-D Numba device arrays or _launch Views (launched without Numba's dispatcher)."""
     launch(col2im__gather, x_flat.dtype.char, blocks(N * C * H * W), 256, col_flat, x_flat, N, C, H, W, KH, KW,
            OH, OW, sh, sw, ph, pw, dh, dw, *(int(s) for s in strides))
 

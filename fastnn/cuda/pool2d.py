@@ -23,8 +23,7 @@ import numpy as np
 from numba import cuda
 
 from .._shapes import out_size as _out, pair as _pair
-from ._fastlaunch import empty as _empty, launch, result as _result, view
-from ._launch import kind_of
+from ._launch import empty as _empty, kind_of, launch, result as _result, view
 
 TX, TY = 32, 8          # a warp spans 32 adjacent output columns: coalesced loads and stores
 MAX_Z = 65535           # gridDim.z limit; kernels loop over planes beyond it
@@ -322,7 +321,7 @@ def _geometry(shape, kernel_size, stride, padding, out_hw=None):
 
 
 # --------------------------------------------------------------------------------------------------- public
-# kernels launch through _fastlaunch.launch(kernel, key, grid, block, *args); key = the float dtype's char
+# kernels launch through _launch.launch(kernel, key, grid, block, *args); key = the float dtype's char
 
 def max_pool2d(x, kernel_size, stride, padding, out_hw=None):
     kind = kind_of(x)
