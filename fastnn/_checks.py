@@ -293,28 +293,27 @@ def _states(N, H, dt, **states):
         shape_is(v, name, (N, H))
 
 
+def _lstm_inputs(name, x, w_ih, w_hh, bias, gate_order, **states):
+    """The checks lstm_cell (x: N,D) and lstm (xs: N,T,D) share; returns the gate order."""
+    N, D = x.shape[0], x.shape[-1]
+    if N == 0 or D == 0:
+        raise ValueError(f"{name} of shape {tuple(x.shape)} is empty")
+    H = _lstm_weights(x, D, w_ih, w_hh, bias)
+    _states(N, H, dtype_of(x), **states)
+    same_kind(**{name: x}, **states, w_ih=w_ih, w_hh=w_hh, bias=bias)
+    return _gate_order(gate_order)
+
+
 def lstm_cell(x, h, c, w_ih, w_hh, bias, gate_order):
     array(x, "x", 2)
-    N, D = x.shape
-    if N == 0 or D == 0:
-        raise ValueError(f"x of shape {tuple(x.shape)} is empty")
-    H = _lstm_weights(x, D, w_ih, w_hh, bias)
-    _states(N, H, dtype_of(x), h=h, c=c)
-    same_kind(x=x, h=h, c=c, w_ih=w_ih, w_hh=w_hh, bias=bias)
-    return x, h, c, w_ih, w_hh, bias, _gate_order(gate_order)
+    return x, h, c, w_ih, w_hh, bias, _lstm_inputs("x", x, w_ih, w_hh, bias, gate_order, h=h, c=c)
 
 
 def lstm(xs, h0, c0, w_ih, w_hh, bias, gate_order):
     array(xs, "xs", 3)
-    N, T, D = xs.shape
-    if T == 0:
+    if xs.shape[1] == 0:
         raise ValueError("xs must have at least one time step, got shape " + str(tuple(xs.shape)))
-    if N == 0 or D == 0:
-        raise ValueError(f"xs of shape {tuple(xs.shape)} is empty")
-    H = _lstm_weights(xs, D, w_ih, w_hh, bias)
-    _states(N, H, dtype_of(xs), h0=h0, c0=c0)
-    same_kind(xs=xs, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, bias=bias)
-    return xs, h0, c0, w_ih, w_hh, bias, _gate_order(gate_order)
+    return xs, h0, c0, w_ih, w_hh, bias, _lstm_inputs("xs", xs, w_ih, w_hh, bias, gate_order, h0=h0, c0=c0)
 
 
 def _cache(cache):

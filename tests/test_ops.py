@@ -8,6 +8,7 @@ import pytest
 
 import fastnn
 from fastnn import reference as R
+from fastnn._shapes import pair as npairs
 from cases import CASES, arrays
 
 BACKENDS = ("numpy", "cpu", "cuda")
@@ -88,10 +89,6 @@ def assert_unchanged(before, a, skip=()):
 def geometry(case):
     p = case.p
     return {k: p[k] for k in ("kernel_size", "stride", "padding", "dilation", "count_include_pad") if k in p}
-
-
-def npairs(v):
-    return (v, v) if isinstance(v, int) else v
 
 
 # -------------------------------------------------------------------------------------------- im2col / col2im
