@@ -1,4 +1,4 @@
-"""Conformance: every op x backend x dtype x case of tests/cases.py through the public API, against
+"""Conformance: every op x backend x dtype x case of fastnn/optable.py (CASES) through the public API, against
 fastnn.reference run on float64 copies of the same inputs. Forward and backward, every output."""
 import importlib.util
 import os
@@ -9,7 +9,7 @@ import pytest
 import fastnn
 from fastnn import reference as R
 from fastnn._shapes import pair as npairs
-from cases import CASES, arrays
+from fastnn.optable import CASES, arrays
 
 BACKENDS = ("numpy", "cpu", "cuda")
 DTYPES = (np.float32, np.float64)
