@@ -1,9 +1,9 @@
 """pytest-benchmark suites for fastnn: `python -m pytest bench/ --benchmark-only` (see bench/README.md).
 
-Each test module has one test per op, named `test_<op>` (the op's name in the public API);
-`pytest_generate_tests` below parametrizes every test over that op's shapes and over the implementations
-(the NumPy reference, the `cpu` backend, and PyTorch as a comparison entry when it imports). Inputs, PyTorch
-equivalents and the shape list are those of `python -m fastnn.bench`, so the two always time the same thing.
+bench/test_bench_ops.py has one test; `pytest_generate_tests` below parametrizes it over the ops of the op table
+(fastnn/optable.py), each op's shapes and the implementations (the NumPy reference, the `cpu` backend, and PyTorch
+as a comparison entry when it imports). Inputs, PyTorch equivalents and the shape list are those of
+`python -m fastnn.bench`, so the two always time the same thing.
 
 Environment: FASTNN_BENCH_SIZES=small|default (default: default), FASTNN_BENCH_DTYPE=float32|float64.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import bench
+from fastnn import bench, optable
 
 SIZES = os.environ.get("FASTNN_BENCH_SIZES", "default")
 DTYPE = np.dtype(os.environ.get("FASTNN_BENCH_DTYPE", "float32"))
@@ -22,10 +22,10 @@ IMPLS = ["numpy", "cpu"] + (["torch"] if importlib.util.find_spec("torch") else 
 
 
 def pytest_generate_tests(metafunc):
-    if "shape" in metafunc.fixturenames:
-        op = bench.OPS_BY_NAME[metafunc.function.__name__.removeprefix("test_")]
-        shapes = bench.shapes_for(op.family, SIZES, "cpu")
-        metafunc.parametrize("shape", shapes, ids=[bench.shape_id(s).replace(" ", "-") for s in shapes])
+    if "op" in metafunc.fixturenames:        # ids "<op>-<shape>", e.g. conv2d_backward-N4-C3-H16-...
+        pairs = [(op, s) for op in optable.OPS for s in optable.shapes_for(op.family, SIZES, "cpu")]
+        metafunc.parametrize("op,shape", pairs,
+                             ids=[f"{op.name}-{optable.shape_id(s).replace(' ', '-')}" for op, s in pairs])
     if "impl" in metafunc.fixturenames:
         metafunc.parametrize("impl", IMPLS)
 
@@ -45,14 +45,14 @@ def run_op(benchmark, torch):
     """run_op(name, shape, impl): benchmark `fastnn.<name>` (or its PyTorch equivalent) on one shape.
     A kernel that is not written yet is a skip, with its message."""
     def run(name, shape, impl):
-        op = bench.OPS_BY_NAME[name]
+        op = optable.OPS_BY_NAME[name]
         args, kw = op.make(shape, DTYPE, np.random.default_rng(0))
         try:
             fn = bench.bind(op, impl, shape, args, kw, bench.CPU(), torch)
             fn()
         except RuntimeError as e:
             pytest.skip(f"{impl}: {e}")
-        benchmark.group = f"{name} {bench.shape_id(shape)}"
+        benchmark.group = f"{name} {optable.shape_id(shape)}"
         if impl == "numpy":
             benchmark.pedantic(fn, rounds=3, warmup_rounds=1)    # the reference is slow: a few rounds
         else:

@@ -18,20 +18,20 @@ __all__ = [
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, backend=None):
     """Unfold (N,C,H,W) patches into a (N*OH*OW, C*KH*KW) matrix (row n,oh,ow; column c,kh,kw)."""
-    args = _checks.im2col(x, kernel_size, stride, padding, dilation)
-    return _dispatch.pick(backend, x).im2col(*args)
+    args, out_hw = _checks.im2col(x, kernel_size, stride, padding, dilation)
+    return _dispatch.pick(backend, x).im2col(*args, out_hw=out_hw)
 
 
 def col2im(col, input_shape, kernel_size, stride=1, padding=0, dilation=1, backend=None):
     """Fold a (N*OH*OW, C*KH*KW) matrix back into an input_shape array, summing overlaps (im2col's adjoint)."""
-    args = _checks.col2im(col, input_shape, kernel_size, stride, padding, dilation)
-    return _dispatch.pick(backend, col).col2im(*args)
+    args, out_hw = _checks.col2im(col, input_shape, kernel_size, stride, padding, dilation)
+    return _dispatch.pick(backend, col).col2im(*args, out_hw=out_hw)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, backend=None):
     """2-D convolution (cross-correlation, as PyTorch): x (N,C,H,W), weight (K,C/groups,KH,KW) -> (N,K,OH,OW)."""
-    args = _checks.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    return _dispatch.pick(backend, x, weight, bias).conv2d(*args)
+    args, out_hw = _checks.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    return _dispatch.pick(backend, x, weight, bias).conv2d(*args, out_hw=out_hw)
 
 
 def conv2d_backward(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, backend=None):
@@ -42,8 +42,8 @@ def conv2d_backward(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, ba
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, backend=None):
     """Max pooling -> (y, indices); indices are int64 flat positions ih*W+iw in each (H,W) plane; first max wins."""
-    args = _checks.max_pool2d(x, kernel_size, stride, padding)
-    return _dispatch.pick(backend, x).max_pool2d(*args)
+    args, out_hw = _checks.max_pool2d(x, kernel_size, stride, padding)
+    return _dispatch.pick(backend, x).max_pool2d(*args, out_hw=out_hw)
 
 
 def max_pool2d_backward(dy, indices, input_shape, backend=None):
@@ -54,8 +54,8 @@ def max_pool2d_backward(dy, indices, input_shape, backend=None):
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, backend=None):
     """Average pooling; the divisor counts padded positions when count_include_pad."""
-    args = _checks.avg_pool2d(x, kernel_size, stride, padding, count_include_pad)
-    return _dispatch.pick(backend, x).avg_pool2d(*args)
+    args, out_hw = _checks.avg_pool2d(x, kernel_size, stride, padding, count_include_pad)
+    return _dispatch.pick(backend, x).avg_pool2d(*args, out_hw=out_hw)
 
 
 def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0, count_include_pad=True, backend=None):

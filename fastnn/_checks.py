@@ -4,6 +4,8 @@ import numbers
 
 import numpy as np
 
+from . import _shapes
+
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -91,7 +93,7 @@ def number(v, name, lo=None, hi=None):
 
 
 def out_size(size, k, s, p, d, what):
-    o = (size + 2 * p - d * (k - 1) - 1) // s + 1
+    o = _shapes.out_size(size, k, s, p, d)
     if o <= 0:
         raise ValueError(f"{what}: output size would be {o} (input {size}, kernel {k}, dilation {d}, "
                          f"padding {p}, stride {s}); the kernel is larger than the padded input")
@@ -105,6 +107,7 @@ def input_shape(shape, name, ndim=4):
 
 
 # ---- per-op checks: return the normalised arguments in backend order ----
+# The window ops also return the output's (OH, OW), computed here once: the backends take it as out_hw=.
 
 def window(x_shape, kernel_size, stride, padding, dilation, what):
     if any(d == 0 for d in x_shape):
@@ -120,8 +123,8 @@ def window(x_shape, kernel_size, stride, padding, dilation, what):
 
 def im2col(x, kernel_size, stride, padding, dilation):
     array(x, "x", 4)
-    ks, st, pd, dl, _ = window(x.shape, kernel_size, stride, padding, dilation, "im2col")
-    return x, ks, st, pd, dl
+    ks, st, pd, dl, out = window(x.shape, kernel_size, stride, padding, dilation, "im2col")
+    return (x, ks, st, pd, dl), out
 
 
 def col2im(col, input_shape_, kernel_size, stride, padding, dilation):
@@ -129,7 +132,7 @@ def col2im(col, input_shape_, kernel_size, stride, padding, dilation):
     shp = input_shape(input_shape_, "input_shape")
     ks, st, pd, dl, (oh, ow) = window(shp, kernel_size, stride, padding, dilation, "col2im")
     shape_is(col, "col", (shp[0] * oh * ow, shp[1] * ks[0] * ks[1]))
-    return col, shp, ks, st, pd, dl
+    return (col, shp, ks, st, pd, dl), (oh, ow)
 
 
 def _conv(x, weight, stride, padding, dilation, groups):
@@ -151,11 +154,11 @@ def _conv(x, weight, stride, padding, dilation, groups):
 
 
 def conv2d(x, weight, bias, stride, padding, dilation, groups):
-    st, pd, dl, groups, _ = _conv(x, weight, stride, padding, dilation, groups)
+    st, pd, dl, groups, yshape = _conv(x, weight, stride, padding, dilation, groups)
     array(bias, "bias", 1, dtype_of(x), optional=True)
     same_kind(x=x, bias=bias)
     shape_is(bias, "bias", (weight.shape[0],))
-    return x, weight, bias, st, pd, dl, groups
+    return (x, weight, bias, st, pd, dl, groups), yshape[2:]
 
 
 def conv2d_backward(dy, x, weight, stride, padding, dilation, groups):
@@ -180,8 +183,8 @@ def _pool(x_shape, kernel_size, stride, padding, what):
 
 def max_pool2d(x, kernel_size, stride, padding):
     array(x, "x", 4)
-    ks, st, pd, _ = _pool(x.shape, kernel_size, stride, padding, "max_pool2d")
-    return x, ks, st, pd
+    ks, st, pd, yshape = _pool(x.shape, kernel_size, stride, padding, "max_pool2d")
+    return (x, ks, st, pd), yshape[2:]
 
 
 def max_pool2d_backward(dy, indices, input_shape_):
@@ -199,8 +202,8 @@ def max_pool2d_backward(dy, indices, input_shape_):
 
 def avg_pool2d(x, kernel_size, stride, padding, count_include_pad):
     array(x, "x", 4)
-    ks, st, pd, _ = _pool(x.shape, kernel_size, stride, padding, "avg_pool2d")
-    return x, ks, st, pd, bool(count_include_pad)
+    ks, st, pd, yshape = _pool(x.shape, kernel_size, stride, padding, "avg_pool2d")
+    return (x, ks, st, pd, bool(count_include_pad)), yshape[2:]
 
 
 def avg_pool2d_backward(dy, input_shape_, kernel_size, stride, padding, count_include_pad):
@@ -290,28 +293,27 @@ def _states(N, H, dt, **states):
         shape_is(v, name, (N, H))
 
 
+def _lstm_inputs(name, x, w_ih, w_hh, bias, gate_order, **states):
+    """The checks lstm_cell (x: N,D) and lstm (xs: N,T,D) share; returns the gate order."""
+    N, D = x.shape[0], x.shape[-1]
+    if N == 0 or D == 0:
+        raise ValueError(f"{name} of shape {tuple(x.shape)} is empty")
+    H = _lstm_weights(x, D, w_ih, w_hh, bias)
+    _states(N, H, dtype_of(x), **states)
+    same_kind(**{name: x}, **states, w_ih=w_ih, w_hh=w_hh, bias=bias)
+    return _gate_order(gate_order)
+
+
 def lstm_cell(x, h, c, w_ih, w_hh, bias, gate_order):
     array(x, "x", 2)
-    N, D = x.shape
-    if N == 0 or D == 0:
-        raise ValueError(f"x of shape {tuple(x.shape)} is empty")
-    H = _lstm_weights(x, D, w_ih, w_hh, bias)
-    _states(N, H, dtype_of(x), h=h, c=c)
-    same_kind(x=x, h=h, c=c, w_ih=w_ih, w_hh=w_hh, bias=bias)
-    return x, h, c, w_ih, w_hh, bias, _gate_order(gate_order)
+    return x, h, c, w_ih, w_hh, bias, _lstm_inputs("x", x, w_ih, w_hh, bias, gate_order, h=h, c=c)
 
 
 def lstm(xs, h0, c0, w_ih, w_hh, bias, gate_order):
     array(xs, "xs", 3)
-    N, T, D = xs.shape
-    if T == 0:
+    if xs.shape[1] == 0:
         raise ValueError("xs must have at least one time step, got shape " + str(tuple(xs.shape)))
-    if N == 0 or D == 0:
-        raise ValueError(f"xs of shape {tuple(xs.shape)} is empty")
-    H = _lstm_weights(xs, D, w_ih, w_hh, bias)
-    _states(N, H, dtype_of(xs), h0=h0, c0=c0)
-    same_kind(xs=xs, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, bias=bias)
-    return xs, h0, c0, w_ih, w_hh, bias, _gate_order(gate_order)
+    return xs, h0, c0, w_ih, w_hh, bias, _lstm_inputs("xs", xs, w_ih, w_hh, bias, gate_order, h0=h0, c0=c0)
 
 
 def _cache(cache):

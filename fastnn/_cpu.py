@@ -5,6 +5,7 @@ import math
 import numpy as np
 
 from . import _C
+from ._shapes import out_hw as _out_hw
 from .reference import LSTMCache
 
 _c = np.ascontiguousarray
@@ -31,25 +32,18 @@ def _empty_like(a):
     return _empty(a.shape, a.dtype)
 
 
-def _out(size, k, s, p, d=1):
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+# out_hw: the output's (OH, OW) as fastnn._checks computed it; None (a direct call) computes it here.
 
-
-def _out2(hw, kernel_size, stride, padding, dilation=(1, 1)):
-    """(OH, OW) of a window op over the spatial sizes hw."""
-    return tuple(_out(*a) for a in zip(hw, kernel_size, stride, padding, dilation))
-
-
-def im2col(x, kernel_size, stride, padding, dilation):
+def im2col(x, kernel_size, stride, padding, dilation, out_hw=None):
     x = _c(x)
     N, C = x.shape[:2]
-    oh, ow = _out2(x.shape[2:], kernel_size, stride, padding, dilation)
+    oh, ow = out_hw or _out_hw(x.shape[2:], kernel_size, stride, padding, dilation)
     col = _empty((N * oh * ow, C * kernel_size[0] * kernel_size[1]), x.dtype)
     _C.im2col(x, col, kernel_size, stride, padding, dilation)
     return col
 
 
-def col2im(col, input_shape, kernel_size, stride, padding, dilation):
+def col2im(col, input_shape, kernel_size, stride, padding, dilation, out_hw=None):   # out_hw: _C derives it
     col = _c(col)
     x = _empty(input_shape, col.dtype)
     _C.col2im(col, x, kernel_size, stride, padding, dilation)
@@ -58,10 +52,10 @@ def col2im(col, input_shape, kernel_size, stride, padding, dilation):
 
 # _algo / _dw_algo / _dx_algo (private, for tests and benchmarks): force a variant by name (None: the kernel's rule);
 # one that cannot run the call raises ValueError. conv2d_algo / pool2d_algo name what would run.
-def conv2d(x, weight, bias, stride, padding, dilation, groups, *, _algo=None):
+def conv2d(x, weight, bias, stride, padding, dilation, groups, out_hw=None, *, _algo=None):
     x, weight = _c(x), _c(weight)
-    K = weight.shape[0]
-    y = _empty((x.shape[0], K) + _out2(x.shape[2:], weight.shape[2:], stride, padding, dilation), x.dtype)
+    out_hw = out_hw or _out_hw(x.shape[2:], weight.shape[2:], stride, padding, dilation)
+    y = _empty((x.shape[0], weight.shape[0]) + tuple(out_hw), x.dtype)
     _C.conv2d_fwd(x, weight, _opt(bias), y, stride, padding, dilation, groups, _algo or "")
     return y
 
@@ -97,13 +91,13 @@ def pool2d_algos():
     return _C.pool2d_algos()
 
 
-def _pool_out(shape, kernel_size, stride, padding):
-    return tuple(shape[:2]) + _out2(shape[2:], kernel_size, stride, padding)
+def _pool_out(shape, kernel_size, stride, padding, out_hw=None):
+    return tuple(shape[:2]) + tuple(out_hw or _out_hw(shape[2:], kernel_size, stride, padding))
 
 
-def max_pool2d(x, kernel_size, stride, padding, *, _algo=None):
+def max_pool2d(x, kernel_size, stride, padding, out_hw=None, *, _algo=None):
     x = _c(x)
-    shape = _pool_out(x.shape, kernel_size, stride, padding)
+    shape = _pool_out(x.shape, kernel_size, stride, padding, out_hw)
     y, idx = _empty(shape, x.dtype), _empty(shape, np.int64)
     _C.max_pool2d_fwd(x, y, idx, kernel_size, stride, padding, _algo or "")
     return y, idx
@@ -115,9 +109,9 @@ def max_pool2d_backward(dy, indices, input_shape):
     return dx
 
 
-def avg_pool2d(x, kernel_size, stride, padding, count_include_pad, *, _algo=None):
+def avg_pool2d(x, kernel_size, stride, padding, count_include_pad, out_hw=None, *, _algo=None):
     x = _c(x)
-    y = _empty(_pool_out(x.shape, kernel_size, stride, padding), x.dtype)
+    y = _empty(_pool_out(x.shape, kernel_size, stride, padding, out_hw), x.dtype)
     _C.avg_pool2d_fwd(x, y, kernel_size, stride, padding, count_include_pad, _algo or "")
     return y
 

@@ -33,6 +33,7 @@ Differences from the originals (all deliberate, each also said in the class docs
 import numpy as np
 
 import fastnn as _F
+from fastnn._shapes import pair as _pair
 
 __all__ = ["Convolution", "Pooling", "BatchNormalization", "LSTM", "TimeLSTM"]
 
@@ -73,13 +74,6 @@ def _vector(v, size, dt, xp=np):
     if v.size == 1 and size != 1:
         return xp.full((size,), v.reshape(()), dtype=dt)
     return xp.ascontiguousarray(v.reshape(size))
-
-
-def _pair(v):
-    if np.isscalar(v):
-        return int(v), int(v)
-    h, w = v
-    return int(h), int(w)
 
 
 def _state(v, shape, dt):

@@ -13,24 +13,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._shapes import out_size as _out_size, pair as _pair   # the output-size formula and pair normaliser, once
+
 __all__ = [
     "LSTMCache", "im2col", "col2im", "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward",
     "avg_pool2d", "avg_pool2d_backward", "batch_norm", "batch_norm_backward", "lstm_cell",
     "lstm_cell_backward", "lstm", "lstm_backward",
 ]
-
-
-def _pair(v):
-    """An int or a pair -> a tuple (h, w) of ints."""
-    if np.isscalar(v):
-        return int(v), int(v)
-    h, w = v
-    return int(h), int(w)
-
-
-def _out_size(size, k, s, p, d=1):
-    """Output length of a window op along one axis (floor mode, as PyTorch)."""
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 def _window(k, s, d, out):
@@ -45,16 +34,20 @@ def _sum64(a, axis):
 
 # ----------------------------------------------------------------------------------------------- im2col / col2im
 
-def _col_shape(input_shape, kernel_size, stride, padding, dilation):
-    """Normalised pairs and the output size of a convolution window over input_shape."""
+def _col_shape(input_shape, kernel_size, stride, padding, dilation, out_hw=None):
+    """Normalised pairs and the output size of a convolution window over input_shape.
+
+    out_hw: (OH, OW) when the caller has computed it already (the public API's checks), else computed here."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (kernel_size, stride, padding, dilation))
     _, _, h, w = input_shape
-    return (kh, kw), (sh, sw), (ph, pw), (dh, dw), _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
+    oh, ow = out_hw or (_out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw))
+    return (kh, kw), (sh, sw), (ph, pw), (dh, dw), oh, ow
 
 
-def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1, out_hw=None):
     """(N,C,H,W) -> (N*OH*OW, C*KH*KW): row (n*OH + oh)*OW + ow, column (c*KH + kh)*KW + kw; padding reads 0."""
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw), oh, ow = _col_shape(x.shape, kernel_size, stride, padding, dilation)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), oh, ow = _col_shape(x.shape, kernel_size, stride, padding, dilation,
+                                                                out_hw)
     n, c = x.shape[:2]
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
@@ -64,9 +57,10 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     return cols.transpose(0, 4, 5, 1, 2, 3).reshape(n * oh * ow, c * kh * kw)
 
 
-def col2im(col, input_shape, kernel_size, stride=1, padding=0, dilation=1):
+def col2im(col, input_shape, kernel_size, stride=1, padding=0, dilation=1, out_hw=None):
     """The adjoint of im2col: scatter-add the columns back into an (N,C,H,W) array (overlaps are summed)."""
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw), oh, ow = _col_shape(input_shape, kernel_size, stride, padding, dilation)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), oh, ow = _col_shape(input_shape, kernel_size, stride, padding, dilation,
+                                                                out_hw)
     n, c, h, w = input_shape
     cols = col.reshape(n, oh, ow, c, kh, kw).transpose(0, 3, 4, 5, 1, 2)
     xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
@@ -79,17 +73,17 @@ def col2im(col, input_shape, kernel_size, stride=1, padding=0, dilation=1):
 
 # ------------------------------------------------------------------------------------------------------ conv2d
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, out_hw=None):
     """y (N,K,OH,OW) = cross-correlation of x (N,C,H,W) with weight (K, C//groups, KH, KW), plus bias (K,)."""
     n = x.shape[0]
     k, cg, kh, kw = weight.shape
-    col = im2col(x, (kh, kw), stride, padding, dilation)                  # (N*OH*OW, C*KH*KW)
+    *_, oh, ow = _col_shape(x.shape, (kh, kw), stride, padding, dilation, out_hw)
+    col = im2col(x, (kh, kw), stride, padding, dilation, (oh, ow))       # (N*OH*OW, C*KH*KW)
     col = col.reshape(col.shape[0], groups, cg * kh * kw)
     wg = weight.reshape(groups, k // groups, cg * kh * kw)
     y = np.concatenate([col[:, g] @ wg[g].T for g in range(groups)], axis=1)  # (N*OH*OW, K)
     if bias is not None:
         y += bias
-    _, _, _, _, oh, ow = _col_shape(x.shape, (kh, kw), stride, padding, dilation)
     return np.ascontiguousarray(y.reshape(n, oh, ow, k).transpose(0, 3, 1, 2))
 
 
@@ -108,20 +102,21 @@ def conv2d_backward(dy, x, weight, stride=1, padding=0, dilation=1, groups=1):
 
 # ----------------------------------------------------------------------------------------------------- pooling
 
-def _pool_geometry(x_shape, kernel_size, stride, padding):
-    """Normalised pairs (stride None = kernel_size) and the output size of a pooling window."""
+def _pool_geometry(x_shape, kernel_size, stride, padding, out_hw=None):
+    """Normalised pairs (stride None = kernel_size) and the output size of a pooling window (out_hw if given)."""
     (kh, kw), (ph, pw) = _pair(kernel_size), _pair(padding)
     sh, sw = _pair(kernel_size if stride is None else stride)
     h, w = x_shape[-2:]
-    return (kh, kw), (sh, sw), (ph, pw), _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+    oh, ow = out_hw or (_out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw))
+    return (kh, kw), (sh, sw), (ph, pw), oh, ow
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
+def max_pool2d(x, kernel_size, stride=None, padding=0, out_hw=None):
     """(y, indices): window maxima and their flat int64 index ih*W + iw in the (H, W) plane.
 
     Padding is never selected; the first maximum in row-major window order wins; a NaN is the maximum (first NaN wins).
     """
-    (kh, kw), (sh, sw), (ph, pw), oh, ow = _pool_geometry(x.shape, kernel_size, stride, padding)
+    (kh, kw), (sh, sw), (ph, pw), oh, ow = _pool_geometry(x.shape, kernel_size, stride, padding, out_hw)
     h, w = x.shape[-2:]
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     y = np.full(x.shape[:2] + (oh, ow), -np.inf, dtype=x.dtype)
@@ -160,9 +155,9 @@ def _avg_divisor(x_shape, kh, kw, sh, sw, ph, pw, oh, ow, count_include_pad):
     return nh[:, None] * nw[None, :]
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, out_hw=None):
     """Window means; padding counts as 0 and, if count_include_pad, in the divisor."""
-    (kh, kw), (sh, sw), (ph, pw), oh, ow = _pool_geometry(x.shape, kernel_size, stride, padding)
+    (kh, kw), (sh, sw), (ph, pw), oh, ow = _pool_geometry(x.shape, kernel_size, stride, padding, out_hw)
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     total = np.zeros(x.shape[:2] + (oh, ow), dtype=x.dtype)
     for i in range(kh):
@@ -174,7 +169,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
 
 def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0, count_include_pad=True):
     """dx (input_shape): each dy / divisor spread over its window (overlaps summed, padding dropped)."""
-    (kh, kw), (sh, sw), (ph, pw), oh, ow = _pool_geometry(input_shape, kernel_size, stride, padding)
+    (kh, kw), (sh, sw), (ph, pw), oh, ow = _pool_geometry(input_shape, kernel_size, stride, padding, dy.shape[2:])
     n, c, h, w = input_shape
     g = (dy / _avg_divisor(input_shape, kh, kw, sh, sw, ph, pw, oh, ow, count_include_pad)).astype(dy.dtype)
     dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)

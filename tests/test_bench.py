@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from fastnn import optable
+
 fastnn_bench = pytest.importorskip("fastnn.bench")
 _cpu = pytest.importorskip("fastnn._cpu")      # needs the C++ extension (the cpu backend is what is timed)
 
@@ -17,8 +19,7 @@ def _run(tmp_path, *extra):
 def test_small_run_writes_a_row_per_op_and_shape(tmp_path, capsys):
     report = _run(tmp_path)
     rows = report["rows"]
-    expected = [(op.name, fastnn_bench.shape_id(s))
-                for op in fastnn_bench.OPS for s in fastnn_bench.SHAPES["small"][op.family]]
+    expected = [(op.name, optable.shape_id(s)) for op in optable.OPS for s in optable.SHAPES["small"][op.family]]
     assert [(r["op"], r["shape"]) for r in rows] == expected
     for r in rows:
         assert r["numpy_ms"] > 0, r                       # the reference always runs
@@ -67,9 +68,9 @@ def test_training_forward_note():
 
     def factory(seconds):
         return lambda torch, dev, s, args, kw: (lambda: time.sleep(seconds))
-    base = fastnn_bench.OPS_BY_NAME["lstm"]
-    op = fastnn_bench.Op(base.name, base.family, base.make, factory(0.001), base.flops, factory(0.02))
-    shape = fastnn_bench.SHAPES["small"]["lstm"][0]
+    base = optable.OPS_BY_NAME["lstm"]
+    op = optable.Op(base.name, base.family, base.make, factory(0.001), base.flops, factory(0.02))
+    shape = optable.SHAPES["small"]["lstm"][0]
     cfg = fastnn_bench.Config(sizes="small", repeat=2, budget=0.05, numpy_budget=0.05)
     row = fastnn_bench.measure(op, shape, cfg, fastnn_bench.CPU(), torch=object())
     assert row.torch_ms >= 1 and row.torch_train_ms >= 20 and row.fastnn_ms > 0

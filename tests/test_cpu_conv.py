@@ -10,6 +10,9 @@ import sys
 import numpy as np
 import pytest
 
+from fastnn._shapes import out_size
+from fastnn.optable import KERNEL_CASES
+
 _C = pytest.importorskip("fastnn._C")
 
 TOL = {np.float32: (1e-4, 1e-4), np.float64: (1e-11, 1e-11)}
@@ -21,10 +24,6 @@ def assert_close(out, ref, dtype, scale=1.0):
     err = np.abs(out.astype(np.float64) - ref)
     bad = err > atol * scale + rtol * np.abs(ref)
     assert not bad.any(), f"max err {err.max():.3g} at {np.argwhere(bad)[0]} (of {bad.sum()} bad)"
-
-
-def out_size(n, k, s, p, d):
-    return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 # ---- float64 NumPy checks (obvious, not fast) ----
@@ -120,45 +119,7 @@ def test_gemm_strided_ld():
     assert_close(y, ref_conv(x, w, None, (1, 1), (0, 0), (1, 1), 1), np.float32)
 
 
-# ---- conv shapes: (N, C, H, W, K, KH, KW, stride, pad, dilation, groups) ----
-CASES = [
-    (2, 3, 7, 9, 4, 1, 1, (1, 1), (0, 0), (1, 1), 1),      # 1x1 plain GEMM
-    (2, 3, 7, 9, 4, 1, 1, (2, 2), (0, 0), (1, 1), 1),      # 1x1 strided (implicit path)
-    (1, 1, 5, 5, 1, 3, 3, (1, 1), (0, 0), (1, 1), 1),      # batch 1, one channel
-    (3, 2, 11, 10, 7, 2, 2, (3, 3), (0, 0), (1, 1), 1),    # stride > kernel (gaps)
-    (2, 4, 9, 8, 5, 3, 3, (1, 1), (1, 1), (1, 1), 1),      # padding
-    (2, 3, 12, 11, 6, 3, 3, (1, 2), (2, 1), (2, 2), 1),    # dilation 2, mixed stride/pad
-    (2, 4, 8, 8, 6, 3, 3, (1, 1), (1, 1), (1, 1), 2),      # groups 2
-    (2, 6, 9, 9, 6, 3, 3, (2, 2), (1, 1), (1, 1), 6),      # depthwise
-    (2, 6, 9, 9, 12, 3, 3, (1, 1), (1, 1), (1, 1), 6),     # depthwise, multiplier 2
-    (2, 3, 13, 17, 19, 5, 3, (2, 1), (2, 0), (1, 1), 1),   # non-square
-    (3, 5, 20, 21, 22, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # sizes not multiples of the tile
-    (2, 33, 6, 7, 13, 3, 3, (1, 1), (3, 3), (1, 1), 1),    # CRS > KC (two depth blocks), pad > kernel/2
-    (1, 3, 4, 4, 2, 5, 5, (1, 1), (2, 2), (1, 1), 1),      # kernel larger than the input
-    (2, 16, 10, 9, 12, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # >= 8 channels: dx as a conv of dy (stride 1)
-    (2, 16, 12, 11, 8, 3, 2, (1, 1), (2, 0), (2, 3), 2),   # the same with dilation, groups, uneven padding
-    (1, 20, 6, 6, 9, 1, 3, (1, 1), (0, 1), (1, 1), 1),     # 1xk kernel, batch 1
-    (2, 9, 7, 6, 10, 3, 3, (1, 1), (2, 2), (1, 1), 1),     # pad == kernel extent - 1 (no junk column), "full" conv
-    (17, 8, 6, 6, 40, 3, 3, (1, 1), (1, 1), (1, 1), 1),    # small images, many channels: gathered B, 2 images/task
-    (16, 6, 8, 8, 80, 3, 3, (2, 2), (1, 1), (1, 1), 2),    # the same strided, groups
-    (19, 10, 7, 7, 12, 1, 1, (1, 1), (0, 0), (1, 1), 2),   # 1x1 on small planes: B gathered over images, groups
-    (2, 3, 41, 47, 8, 7, 7, (2, 2), (3, 3), (1, 1), 1),    # stem-like 7x7/2: rows long enough for the vector copy
-    # the direct AVX-512 path (float32: 32-channel output blocks, OW within 10 % of a multiple of 14)
-    (2, 5, 14, 14, 32, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # one channel chunk, one tile per row
-    (1, 35, 13, 28, 64, 3, 3, (1, 1), (1, 1), (1, 1), 1),  # batch 1: 3 channel chunks (16+16+3), 2 output blocks
-    (2, 6, 13, 15, 32, 3, 3, (1, 1), (1, 0), (1, 1), 1),   # OW 13: a partial tile
-    (2, 4, 27, 27, 32, 3, 3, (2, 2), (1, 1), (1, 1), 1),   # stride 2
-    (2, 3, 55, 55, 32, 7, 7, (2, 2), (3, 3), (1, 1), 1),   # stem-like 7x7/2, 2 tiles per row
-    (2, 8, 14, 14, 64, 3, 3, (1, 1), (2, 2), (2, 2), 2),   # dilation 2, groups 2
-    (2, 4, 10, 28, 32, 3, 5, (1, 1), (1, 2), (1, 1), 1),   # 3x5 kernel (KW not unrolled)
-    (2, 3, 9, 27, 32, 3, 3, (3, 2), (1, 1), (1, 1), 1),    # stride 3 down, 2 across
-    (2, 32, 14, 14, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # dx of the backward (32 input channels) on the path
-    (2, 4, 12, 14, 32, 3, 3, (1, 1), (2, 1), (2, 1), 1),   # row dilation 2 (dweight's direct path: columns at 1)
-    # Winograd F(2x2,3x3) (float, 3x3/s1, >= 32 channels in and out, >= 192 2x2 tiles), forward and the dx:
-    (5, 64, 15, 11, 72, 3, 3, (1, 1), (1, 1), (1, 1), 1),  # odd output (edge tiles cut), 240 tiles: a part block
-    (2, 65, 20, 23, 68, 3, 3, (1, 1), (0, 0), (1, 1), 1),  # no padding, 198 tiles: blocks across images and rows
-    (1, 300, 26, 27, 64, 3, 3, (1, 1), (2, 2), (1, 1), 1),  # 2 depth blocks of channels, padding 2, batch 1
-]
+CASES = KERNEL_CASES["conv2d"]     # (N, C, H, W, K, KH, KW, stride, pad, dilation, groups)
 IDS = [f"N{c[0]}C{c[1]}H{c[2]}W{c[3]}K{c[4]}k{c[5]}x{c[6]}s{c[7][0]}{c[7][1]}p{c[8][0]}{c[8][1]}d{c[9][0]}g{c[10]}"
        for c in CASES]
 

@@ -12,6 +12,9 @@ import pytest
 
 import fastnn.reference as reference
 from fastnn import _C, _cpu
+from fastnn import optable
+from fastnn._shapes import out_size
+from fastnn.optable import KERNEL_CASES
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 2e-5, np.float64: 1e-11}
@@ -25,10 +28,6 @@ def close(out, ref, tol, what=""):
 
 
 # --------------------------------------------------------------------------------------------------- pooling
-def out_size(n, k, s, p):
-    return (n + 2 * p - k) // s + 1
-
-
 def windows(shape, k, s, p):
     """(oh, ow, rows slice, cols slice, padded-window size) for every output, windows clipped to the input."""
     _, _, H, W = shape
@@ -68,17 +67,7 @@ def avg_pool_bwd_ref(dy, shape, k, s, p, cip):
     return dx
 
 
-POOL_CASES = [  # shape, kernel, stride, padding
-    ((2, 3, 8, 8), (2, 2), (2, 2), (0, 0)),          # 2x2 fast path, fewer than 8 outputs per row
-    ((2, 3, 38, 37), (2, 2), (2, 2), (0, 0)),        # 2x2 fast path + tail, odd W
-    ((1, 2, 35, 40), (2, 2), (2, 2), (0, 0)),        # odd H: last input row unused
-    ((2, 3, 40, 57), (3, 3), (2, 2), (1, 1)),        # 3x3 s2 p1 fast path, odd W
-    ((1, 2, 33, 38), (3, 3), (2, 2), (1, 1)),        # even W: last window hangs over the right edge
-    ((1, 1, 5, 7), (3, 2), (4, 3), (1, 1)),          # batch 1, one channel, stride > kernel, non-square
-    ((3, 2, 9, 11), (2, 3), (1, 1), (1, 1)),         # stride 1, overlapping windows
-    ((2, 1, 1, 1), (1, 1), (1, 1), (0, 0)),          # 1x1 plane
-    ((1, 2, 6, 20), (5, 4), (2, 3), (2, 2)),         # padding = kernel // 2
-]
+POOL_CASES = KERNEL_CASES["pool2d"]     # shape, kernel, stride, padding
 POOL_IDS = [f"{s}-k{k}-s{st}-p{p}".replace(" ", "") for s, k, st, p in POOL_CASES]
 
 
@@ -149,8 +138,7 @@ def bn_bwd_ref(dy, x, gamma, mean, invstd, training):
     return dx, dgamma, dbeta
 
 
-# > 16 MB in float32: the non-temporal store path (rows not 32-byte aligned), threads sharing a channel / not
-BIG, BIG_C = (3, 2, 701, 1001), (1, 9, 701, 667)
+BIG, BIG_C = optable.BIG, optable.BIG_C   # > 16 MB in float32: the non-temporal store path
 
 
 def skip_big_unless_streaming(shape, dtype):
@@ -159,17 +147,7 @@ def skip_big_unless_streaming(shape, dtype):
         pytest.skip("the streaming path is float32 + AVX2 only")
 
 
-BN_CASES = [  # shape, affine
-    ((4, 3, 7, 9), True),      # few channels: rows of a channel split over threads
-    ((3, 64, 40, 40), True),   # a thread per channel
-    ((16, 5), True),           # (N, C): the column path
-    ((5, 4, 3, 3), False),     # small L: column path on 4-D input, gamma/beta None
-    ((1, 1, 40, 40), False),   # batch 1, one channel
-    ((2, 8, 1, 1), True),      # L == 1 on 4-D input
-    ((7, 9, 6, 6), True),      # L = 36 > the column-path cut-off, odd sizes
-    (BIG, True),
-    (BIG_C, False),
-]
+BN_CASES = KERNEL_CASES["batch_norm"]     # shape, affine
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -272,16 +250,7 @@ def lstm_bwd_ref(dhs, dh_n, dc_n, xs, h0, c0, w_ih, w_hh, bias, order):
     return (da @ w_ih.T, dh, dc, xs.reshape(N * T, D).T.astype(np.float64) @ da2, h_prev.T @ da2, da2.sum(0))
 
 
-LSTM_CASES = [  # N, T, D, H, gate order, with states/bias/dhs
-    (3, 5, 4, 7, "ifgo", True),
-    (1, 1, 3, 9, "fgio", False),     # batch 1, one step, None everywhere
-    (4, 3, 17, 16, "fgio", True),    # H a multiple of 8 (no SIMD tail)
-    (2, 4, 5, 3, "ifgo", False),
-    (2, 6, 1, 11, "goif", True),     # D = 1, another order
-    # big enough for the threaded per-step GEMM (op(A) packed once, shared): batch past one MC row block and not a
-    # multiple of the MR rows, backward depth 4H = 320 in two depth blocks
-    (197, 3, 5, 80, "ifgo", True),
-]
+LSTM_CASES = KERNEL_CASES["lstm"]     # N, T, D, H, gate order, with states/bias/dhs
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -24,7 +24,7 @@ from fastnn import reference as R  # noqa: E402
 gemm = importlib.import_module("fastnn.cuda.gemm")
 conv = importlib.import_module("fastnn.cuda.conv2d")      # the modules, not the functions fastnn.cuda exports
 i2c = importlib.import_module("fastnn.cuda.im2col")
-fl = importlib.import_module("fastnn.cuda._fastlaunch")
+fl = importlib.import_module("fastnn.cuda._launch")
 
 EPS = {np.float64: 2.0**-53, np.float32: 2.0**-24}
 

@@ -194,7 +194,7 @@ def test_batch_norm_block_limit(monkeypatch):
 def test_batch_norm_channels_beyond_grid_y(monkeypatch):
     """The split path puts channels on gridDim.y (at most 65535): more channels are refused by name, and leave
     the running stats as they were; the one-block path (channels on x) still runs them. Limit lowered to 2."""
-    monkeypatch.setattr(importlib.import_module("fastnn.cuda._fastlaunch"), "GRID_MAX", (2**31 - 1, 2, 65535))
+    monkeypatch.setattr(importlib.import_module("fastnn.cuda._launch"), "GRID_MAX", (2**31 - 1, 2, 65535))
     x, g, b, rm, rv = _bn_inputs((4, 3), np.float64)
     rm0 = rm.copy()
     with pytest.raises(ValueError, match="at most 2 channels"):

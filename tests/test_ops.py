@@ -1,4 +1,4 @@
-"""Conformance: every op x backend x dtype x case of tests/cases.py through the public API, against
+"""Conformance: every op x backend x dtype x case of fastnn/optable.py (CASES) through the public API, against
 fastnn.reference run on float64 copies of the same inputs. Forward and backward, every output."""
 import importlib.util
 import os
@@ -8,7 +8,8 @@ import pytest
 
 import fastnn
 from fastnn import reference as R
-from cases import CASES, arrays
+from fastnn._shapes import pair as npairs
+from fastnn.optable import CASES, arrays
 
 BACKENDS = ("numpy", "cpu", "cuda")
 DTYPES = (np.float32, np.float64)
@@ -88,10 +89,6 @@ def assert_unchanged(before, a, skip=()):
 def geometry(case):
     p = case.p
     return {k: p[k] for k in ("kernel_size", "stride", "padding", "dilation", "count_include_pad") if k in p}
-
-
-def npairs(v):
-    return (v, v) if isinstance(v, int) else v
 
 
 # -------------------------------------------------------------------------------------------- im2col / col2im

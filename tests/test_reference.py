@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from fastnn import reference as R
+from fastnn._shapes import out_hw, pair
 
 rng = np.random.default_rng(0)
 
@@ -62,10 +63,10 @@ def test_conv2d_backward_fd(n, c, h, w, k, kh, kw, stride, padding, dilation, gr
 
 def conv2d_loops(x, wt, b, stride, padding, dilation, groups):
     """Convolution straight from its definition, one output element at a time (independent of im2col)."""
-    (sh, sw), (ph, pw), (dh, dw) = R._pair(stride), R._pair(padding), R._pair(dilation)
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
     n, c, h, w = x.shape
     k, cg, kh, kw = wt.shape
-    oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = out_hw((h, w), (kh, kw), stride, padding, dilation)
     y = np.zeros((n, k, oh, ow))
     for ni, ki, i, j in np.ndindex(n, k, oh, ow):
         g = ki // (k // groups)

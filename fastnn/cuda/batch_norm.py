@@ -26,9 +26,8 @@ import math
 import numpy as np
 from numba import config, cuda, float64
 
-from . import _fastlaunch as _fl
-from ._fastlaunch import empty as _empty, launch, of, result as _result, view
-from ._launch import kind_of
+from . import _launch as _fl
+from ._launch import dummy as _dummy, empty as _empty, kind_of, launch, of, result as _result, view
 
 BS = 256             # threads per block
 TARGET_BLOCKS = 2048  # enough blocks to fill 132 SMs several times over
@@ -417,15 +416,6 @@ def _partials(C, S):
     return _scratch[key]
 
 
-_dummies = {}
-
-
-def _dummy(dtype):
-    """A 1-element stand-in for an absent optional array (the kernels take a flag instead)."""
-    key = (getattr(cuda.get_current_device(), "id", 0), np.dtype(dtype))
-    if key not in _dummies:
-        _dummies[key] = of(cuda.device_array(1, dtype=dtype))
-    return _dummies[key]
 
 
 def _plan(shape):

@@ -35,10 +35,11 @@ import functools
 import numpy as np
 from numba import cuda, uint64
 
-from . import _fastlaunch as _fl
-from ._launch import blocks, kind_of
+from . import _launch as _fl     # the name bench/gpu_conv.py reads (C._fl.view)
+from ._launch import blocks, dummy as _dummy, kind_of
 from .gemm import ALIGN, BK, NT, PAD, TILES, flat, kernel_options, launch_tiled, nbtype, put, slab_mma
-from .im2col import launch_col2im, out_size, pair
+from .._shapes import out_hw as _out_hw, pair
+from .im2col import launch_col2im
 
 
 # ---------------------------------------------------------------- reference kernels
@@ -510,8 +511,8 @@ def conv2d_db__reduce(dy, db, N, K, P):
 
 
 # ---------------------------------------------------------------- launchers
-# Every launch goes through _fastlaunch (Numba's dispatcher costs ~100 us per launch of these 19-argument
-# kernels, longer than the small convolutions run); arrays travel as _fastlaunch Views.
+# Every launch goes through _launch.launch (Numba's dispatcher costs ~100 us per launch of these 19-argument
+# kernels, longer than the small convolutions run); arrays travel as _launch Views.
 
 FWD_KERNELS = {"igemm": conv2d__igemm2, "igemm1": conv2d__igemm}     # "igemm": the default
 
@@ -528,24 +529,14 @@ def dw_tile_for(Kg):
     return "64x128/2" if Kg <= 64 else "128x128"
 
 
-_dummies = {}
-
-
-def _dummy(dtype):
-    """A 1-element stand-in for an absent bias (the kernels take a flag)."""
-    key = (getattr(cuda.get_current_device(), "id", 0), np.dtype(dtype))
-    if key not in _dummies:
-        _dummies[key] = _fl.empty((1,), dtype, "numba")[1]
-    return _dummies[key]
-
-
-def _geometry(xd, wd, stride, padding, dilation, groups):
+def _geometry(xd, wd, stride, padding, dilation, groups, out_hw=None):
+    """Sizes and normalised pairs; out_hw (OH, OW) when known (checked by fastnn._checks, or dy's shape)."""
     if groups > _fl.GRID_MAX[2]:        # the kernels run one group per blockIdx.z
         raise ValueError(f"conv2d on the GPU takes at most {_fl.GRID_MAX[2]} groups, got groups={groups}")
     (sh, sw), (ph, pw), (dh, dw) = map(pair, (stride, padding, dilation))
     N, C, H, W = map(int, xd.shape)
     K, Cg, KH, KW = map(int, wd.shape)
-    OH, OW = out_size(H, W, KH, KW, sh, sw, ph, pw, dh, dw)
+    OH, OW = (int(n) for n in (out_hw or _out_hw((H, W), (KH, KW), stride, padding, dilation)))
     return N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw
 
 
@@ -578,9 +569,10 @@ def _launch_igemm(variant, dtype, KH, KW, tile, x, w, b, y, has_bias, N, C, H, W
         _fl.launch(sum_splits, np.dtype(dtype).char, blocks(size), 256, part, flat(y), nsplit, size)
 
 
-def _forward(xv, wv, bv, stride, padding, dilation, groups, variant, tile, kind):
+def _forward(xv, wv, bv, stride, padding, dilation, groups, variant, tile, kind, out_hw=None):
     """(caller-type array or None, View) of y."""
-    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xv, wv, stride, padding, dilation, groups)
+    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xv, wv, stride, padding, dilation, groups,
+                                                                      out_hw)
     dt = xv.dtype
     y = _fl.empty((N, K, OH, OW), dt, kind)
     has_bias = bv is not None
@@ -606,7 +598,8 @@ def _backward(dyv, xv, wv, stride, padding, dilation, groups, variant="igemm", d
     """(dx, dweight, dbias) as (caller-type array or None, View) pairs.
     dx_variant: "igemm" (stride 1: a forward implicit GEMM over dy with flipped weights, the default there)
     or "gemm_col2im" (W^T dy into a col buffer, then col2im; any stride)."""
-    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xv, wv, stride, padding, dilation, groups)
+    N, C, H, W, K, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw = _geometry(xv, wv, stride, padding, dilation, groups,
+                                                                      dyv.shape[2:])
     G, Cg, Kg, P = groups, C // groups, K // groups, OH * OW
     KK = KH * KW
     CRS = Cg * KK
@@ -667,10 +660,11 @@ def conv2d_backward_device(dyd, xd, wd, stride, padding, dilation, groups, varia
 
 
 # ---------------------------------------------------------------- public functions (backend contract)
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, variant="igemm", tile=None):
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, variant="igemm", tile=None,
+           out_hw=None):
     kind = kind_of(x)
     v = _fl.view
-    y = _forward(v(x), v(weight), v(bias), stride, padding, dilation, int(groups), variant, tile, kind)
+    y = _forward(v(x), v(weight), v(bias), stride, padding, dilation, int(groups), variant, tile, kind, out_hw)
     return _fl.result(y, kind)
 
 

@@ -9,7 +9,7 @@ Versions, in order:
                      loads and a hand-unrolled slab (a quarter of the load instructions, no loop counter).
 It is also batched (blockIdx.z), which conv2d_backward uses for W^T @ dy per (image, group), and
 launch_split_k uses for split-K: the skinny LSTM GEMMs (64x512 @ 512x2048 filled 32 of 132 SMs) run as
-4-16 reduction slices whose sum the consumer kernel forms. Every launch goes through _fastlaunch.
+4-16 reduction slices whose sum the consumer kernel forms. Every launch goes through _launch.launch.
 The tile is picked by pick_tile; what the tiles measured on the H100 against cuBLAS is in docs/log.md.
 """
 import functools
@@ -17,7 +17,7 @@ import functools
 import numpy as np
 from numba import config, cuda, float32, float64, uint64
 
-from . import _fastlaunch as _fl
+from . import _launch as _fl
 
 NT = 256          # threads per block: a 16x16 grid of threads, each owning a TMxTN block of outputs
 BK = 8            # depth of one shared-memory slab
@@ -213,8 +213,8 @@ def gemm__tiled(dtype, ta, tb, tile=DEFAULT_TILE):
 
 def launch_tiled(a, b, c, M, N, K, lda, ldb, ldc, ta=False, tb=False, beta=0.0, batch=1, G=1,
                  sa=(0, 0), sb=(0, 0), sc=(0, 0), tile=None):
-    """Run gemm__tiled on flat (1-D) device arrays or _fastlaunch Views; batch = number of z slices
-    (z//G, z%G pick the offsets). Launched through _fastlaunch: Numba's dispatcher costs ~100 us a call.
+    """Run gemm__tiled on flat (1-D) device arrays or _launch Views; batch = number of z slices
+    (z//G, z%G pick the offsets). Launched through _launch.launch: Numba's dispatcher costs ~100 us a call.
     Row tiles or batch slices beyond the grid's y/z limits (65535: a depthwise backward with N*G > 65535 slices
     has them) run as several launches."""
     k = gemm__tiled(np.dtype(c.dtype), bool(ta), bool(tb), tile or pick_tile(M, N, batch))

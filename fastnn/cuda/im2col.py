@@ -8,15 +8,8 @@ Kernels, in order:
 """
 from numba import cuda
 
-from ._launch import as_device, blocks, empty, kind_of, wrap
-
-
-def pair(v):
-    return (int(v[0]), int(v[1])) if hasattr(v, "__len__") else (int(v), int(v))
-
-
-def out_size(H, W, kh, kw, sh, sw, ph, pw, dh, dw):
-    return (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+from .._shapes import out_hw as _out_hw, pair
+from ._launch import as_device, blocks, empty_device as empty, kind_of, launch, wrap
 
 
 @cuda.jit
@@ -70,18 +63,17 @@ def col2im__gather(col, x, N, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, s
 
 
 def launch_col2im(col_flat, x_flat, N, C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, strides):
-    """col_flat, x_flat: 1-D Numba device arrays or _fastlaunch Views (launched without Numba's dispatcher)."""
-    from ._fastlaunch import launch
+    """col_flat, x_flat: 1-D Numba device arrays or _launch Views (launched without Numba's dispatcher)."""
     launch(col2im__gather, x_flat.dtype.char, blocks(N * C * H * W), 256, col_flat, x_flat, N, C, H, W, KH, KW,
            OH, OW, sh, sw, ph, pw, dh, dw, *(int(s) for s in strides))
 
 
-def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1, out_hw=None):
     kind = kind_of(x)
     xd = as_device(x)
     (KH, KW), (sh, sw), (ph, pw), (dh, dw) = map(pair, (kernel_size, stride, padding, dilation))
     N, C, H, W = xd.shape
-    OH, OW = out_size(H, W, KH, KW, sh, sw, ph, pw, dh, dw)
+    OH, OW = out_hw or _out_hw((H, W), kernel_size, stride, padding, dilation)
     col = empty((N * OH * OW, C * KH * KW), xd.dtype, kind)
     if col.size:
         im2col__gather[blocks(col.size), 256](xd.reshape(xd.size), col.reshape(col.size), N, C, H, W,
@@ -89,12 +81,12 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     return wrap(col, kind)
 
 
-def col2im(col, input_shape, kernel_size, stride=1, padding=0, dilation=1):
+def col2im(col, input_shape, kernel_size, stride=1, padding=0, dilation=1, out_hw=None):
     kind = kind_of(col)
     cd = as_device(col)
     (KH, KW), (sh, sw), (ph, pw), (dh, dw) = map(pair, (kernel_size, stride, padding, dilation))
     N, C, H, W = map(int, input_shape)
-    OH, OW = out_size(H, W, KH, KW, sh, sw, ph, pw, dh, dw)
+    OH, OW = out_hw or _out_hw((H, W), kernel_size, stride, padding, dilation)
     x = empty((N, C, H, W), cd.dtype, kind)
     if x.size:
         CKK = C * KH * KW

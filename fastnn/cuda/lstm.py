@@ -15,7 +15,7 @@ Kernels, in order:
   lstm_bwd_step   one thread per (n, j): gate gradients into the (N,T,4H) buffer and a contiguous (N,4H) copy
                   for the recurrent GEMM, dc_prev in place, and h_{t-1} into a (N,T,H) buffer so dw_hh is one GEMM.
   colsum          dbias: 32 columns per block, 32 row lanes summing in float64, then a shared-memory fold.
-Host side (it dominates at (64, 512, 512)): every kernel, GEMMs included, launches through _fastlaunch; the
+Host side (it dominates at (64, 512, 512)): every kernel, GEMMs included, launches through _launch.launch; the
 forward works on Views (no Numba arrays built) and its cache holds the caller's arrays (torch/CuPy); scratch
 buffers are reused across calls and arrays that outlive the call come from the caller's allocator.
 """
@@ -25,8 +25,7 @@ import numpy as np
 from numba import cuda, float64
 
 from ..reference import LSTMCache
-from ._fastlaunch import empty as _empty, launch, of as _of, result as _result, view
-from ._launch import kind_of
+from ._launch import dummy as _dummy, empty as _empty, kind_of, launch, of as _of, result as _result, view
 from .gemm import launch_split_k, matmul, split_k_for
 
 BS = 256
@@ -149,15 +148,6 @@ def _zero(a):
 
 # ---------------------------------------------------------------------------------------------- launchers
 
-_dummies = {}
-
-
-def _dummy(dtype, ndim):
-    """A stand-in for an absent optional array (the kernels take a flag instead)."""
-    key = (getattr(cuda.get_current_device(), "id", 0), np.dtype(dtype), ndim)
-    if key not in _dummies:
-        _dummies[key] = cuda.device_array((1,) * ndim, dtype=dtype)
-    return _dummies[key]
 
 
 _scratch = {}

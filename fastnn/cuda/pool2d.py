@@ -22,20 +22,12 @@ import functools
 import numpy as np
 from numba import cuda
 
-from ._fastlaunch import empty as _empty, launch, result as _result, view
-from ._launch import kind_of
+from .._shapes import out_size as _out, pair as _pair
+from ._launch import empty as _empty, kind_of, launch, result as _result, view
 
 TX, TY = 32, 8          # a warp spans 32 adjacent output columns: coalesced loads and stores
 MAX_Z = 65535           # gridDim.z limit; kernels loop over planes beyond it
 MAX_FIXED = 25          # windows up to 5x5 get a kernel compiled for their size (unrolled); larger run the naive
-
-
-def _pair(v):
-    return (int(v[0]), int(v[1])) if hasattr(v, "__len__") else (int(v), int(v))
-
-
-def _out(size, k, s, p):
-    return (size + 2 * p - k) // s + 1
 
 
 def _grid(ow, oh, planes):
@@ -319,21 +311,23 @@ def avg_pool2d_bwd__gather(dy, dx, H, W, OH, OW, kh, kw, sh, sw, ph, pw, include
 
 # ------------------------------------------------------------------------------------------------ launchers
 
-def _geometry(shape, kernel_size, stride, padding):
+def _geometry(shape, kernel_size, stride, padding, out_hw=None):
+    """Sizes and normalised pairs; out_hw (OH, OW) when known (checked by fastnn._checks, or dy's shape)."""
     (kh, kw), (ph, pw) = _pair(kernel_size), _pair(padding)
     sh, sw = _pair(kernel_size if stride is None else stride)
     H, W = (int(v) for v in tuple(shape)[-2:])     # tuple(): the simulator's shapes lack negative indexing
-    return H, W, _out(H, kh, sh, ph), _out(W, kw, sw, pw), kh, kw, sh, sw, ph, pw
+    OH, OW = (int(n) for n in out_hw) if out_hw else (_out(H, kh, sh, ph), _out(W, kw, sw, pw))
+    return H, W, OH, OW, kh, kw, sh, sw, ph, pw
 
 
 # --------------------------------------------------------------------------------------------------- public
-# kernels launch through _fastlaunch.launch(kernel, key, grid, block, *args); key = the float dtype's char
+# kernels launch through _launch.launch(kernel, key, grid, block, *args); key = the float dtype's char
 
-def max_pool2d(x, kernel_size, stride, padding):
+def max_pool2d(x, kernel_size, stride, padding, out_hw=None):
     kind = kind_of(x)
     d = view(x)
     N, C = d.shape[:2]
-    H, W, OH, OW, kh, kw, sh, sw, ph, pw = _geometry(d.shape, kernel_size, stride, padding)
+    H, W, OH, OW, kh, kw, sh, sw, ph, pw = _geometry(d.shape, kernel_size, stride, padding, out_hw)
     P = N * C
     y = _empty((N, C, OH, OW), d.dtype, kind)
     ind = _empty((N, C, OH, OW), np.int64, kind)
@@ -363,7 +357,7 @@ def max_pool2d_backward(dy, indices, input_shape, kernel_size=None, stride=None,
         launch(max_pool2d_bwd__scatter, k, ((OH * OW + 255) // 256, min(P, MAX_Z)), 256,
                g.reshape(P, OH * OW), ind.reshape(P, OH * OW), dx[1].reshape(P, H * W))
         return _result(dx, kind)
-    _, _, _, _, kh, kw, sh, sw, ph, pw = _geometry(input_shape, kernel_size, stride, padding)
+    _, _, _, _, kh, kw, sh, sw, ph, pw = _geometry(input_shape, kernel_size, stride, padding, (OH, OW))
     gv, iv, dxv = g.reshape(P, OH, OW), ind.reshape(P, OH, OW), dx[1].reshape(P, H, W)
     if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
         launch(max_pool2d_bwd__k2s2, k, _grid(W, H, (P + 1) // 2), (TX, TY), gv, iv, dxv, H, W, OH, OW)
@@ -375,11 +369,11 @@ def max_pool2d_backward(dy, indices, input_shape, kernel_size=None, stride=None,
     return _result(dx, kind)
 
 
-def avg_pool2d(x, kernel_size, stride, padding, count_include_pad):
+def avg_pool2d(x, kernel_size, stride, padding, count_include_pad, out_hw=None):
     kind = kind_of(x)
     d = view(x)
     N, C = d.shape[:2]
-    H, W, OH, OW, kh, kw, sh, sw, ph, pw = _geometry(d.shape, kernel_size, stride, padding)
+    H, W, OH, OW, kh, kw, sh, sw, ph, pw = _geometry(d.shape, kernel_size, stride, padding, out_hw)
     P = N * C
     y = _empty((N, C, OH, OW), d.dtype, kind)
     xv, yv = d.reshape(P, H, W), y[1].reshape(P, OH, OW)
@@ -398,7 +392,7 @@ def avg_pool2d_backward(dy, input_shape, kernel_size, stride, padding, count_inc
     kind = kind_of(dy)
     g = view(dy)
     N, C, H, W = (int(s) for s in input_shape)
-    _, _, OH, OW, kh, kw, sh, sw, ph, pw = _geometry(input_shape, kernel_size, stride, padding)
+    _, _, OH, OW, kh, kw, sh, sw, ph, pw = _geometry(input_shape, kernel_size, stride, padding, g.shape[2:])
     P = N * C
     dx = _empty((N, C, H, W), g.dtype, kind)
     launch(avg_pool2d_bwd__gather, g.dtype.char, _grid(W, H, P), (TX, TY), g.reshape(P, OH, OW),

@@ -1,0 +1,663 @@
+"""The op table: for every op, its cases, its input makers, its PyTorch baseline and its work count, in one place.
+
+The conformance tests (tests/test_ops.py), the kernel tests (tests/test_cpu_*.py), `python -m fastnn.bench` and the
+pytest-benchmark suite (bench/) all read this module, so a new op or a new awkward case is tested and timed by
+adding it here; tests/test_completeness.py fails while an op of OPS lacks a backend, a reference, a public function
+or its section of docs/internals.md. Importable without PyTorch (the baselines receive the torch module).
+
+In order:
+  CASES         test cases per forward op (a backward is exercised with its forward; im2col covers col2im):
+                `tiny` ones also run in the CUDA simulator, `realistic` ones are network-sized (GPU tests only);
+                `arrays(case, dtype)` makes their inputs.
+  KERNEL_CASES  shapes aimed at particular C++ kernel paths (tests/test_cpu_conv.py, tests/test_cpu_misc.py).
+  SHAPES        benchmark shapes per family and size set ("cpu", "cuda", "mixed", "small").
+  make_*        benchmark inputs: (args, kwargs) for `fastnn.<op>(*args, **kwargs)`.
+  torch_*       the PyTorch baselines.
+  OPS           one Op per public op: name, shape family, test cases, maker, baseline, FLOP count.
+"""
+import math
+from collections import namedtuple
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+
+from . import reference
+from ._shapes import out_size, pair
+
+# ------------------------------------------------------------------------------------------------- test cases
+
+
+class Case(NamedTuple):
+    op: str
+    p: dict
+    tiny: bool = False
+    realistic: bool = False
+
+    @property
+    def id(self):
+        """A readable test id, e.g. "x=1x2x5x4,kernel_size=3x2,stride=1x2,padding=1x0"."""
+        def fmt(v):
+            if not isinstance(v, tuple):
+                return v
+            return ("+" if isinstance(v[0], str) else "x").join(map(str, v))   # none=h0+c0, shapes 1x2x5x4
+        return ",".join(f"{k}={fmt(v)}" for k, v in self.p.items() if v != ())
+
+
+def im2col_case(x, kernel_size, stride=1, padding=0, dilation=1, tiny=False, realistic=False):
+    return Case("im2col", dict(x=x, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation),
+                tiny, realistic)
+
+
+def conv_case(x, k, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True, tiny=False, realistic=False):
+    return Case("conv2d", dict(x=x, k=k, kernel_size=kernel_size, stride=stride, padding=padding,
+                               dilation=dilation, groups=groups, bias=bias), tiny, realistic)
+
+
+def pool_case(op, x, kernel_size, stride=None, padding=0, tiny=False, realistic=False, **extra):
+    return Case(op, dict(x=x, kernel_size=kernel_size, stride=stride, padding=padding, **extra), tiny, realistic)
+
+
+def bn_case(x, training=True, affine=True, running=True, momentum=0.1, eps=1e-5, tiny=False, realistic=False):
+    return Case("batch_norm", dict(x=x, training=training, affine=affine, running=running, momentum=momentum,
+                                   eps=eps), tiny, realistic)
+
+
+def lstm_cell_case(n, d, h, gate_order="ifgo", bias=True, none=(), tiny=False, realistic=False):
+    """`none`: which of h, c, dh_next, dc_next are passed as None."""
+    return Case("lstm_cell", dict(n=n, d=d, h=h, gate_order=gate_order, bias=bias, none=none), tiny, realistic)
+
+
+def lstm_case(n, t, d, h, gate_order="ifgo", bias=True, none=(), tiny=False, realistic=False):
+    """`none`: which of h0, c0, dhs, dh_n, dc_n are passed as None."""
+    return Case("lstm", dict(n=n, t=t, d=d, h=h, gate_order=gate_order, bias=bias, none=none), tiny, realistic)
+
+
+CASES = {
+    "im2col": [
+        im2col_case((1, 1, 4, 4), 2, tiny=True),
+        im2col_case((2, 2, 5, 4), (3, 2), (2, 1), 1, tiny=True),               # non-square kernel and stride
+        im2col_case((1, 2, 5, 5), 2, 1, 1, 2, tiny=True),                       # dilation 2
+        im2col_case((1, 1, 5, 7), 1, 3, tiny=True),                             # 1x1 kernel, stride > kernel
+        im2col_case((1, 3, 3, 3), 3, 1, 1, tiny=True),
+        im2col_case((2, 3, 17, 15), 3, 1, 1),
+        im2col_case((3, 5, 20, 13), (5, 3), 2, (2, 1), (1, 2)),
+        im2col_case((8, 64, 56, 56), 3, 1, 1, realistic=True),
+    ],
+    "conv2d": [
+        conv_case((1, 1, 4, 4), 1, 1, tiny=True),                               # 1x1, one channel
+        conv_case((2, 2, 5, 5), 3, 3, 1, 1, tiny=True),
+        conv_case((1, 2, 6, 5), 2, (3, 2), 2, 1, bias=False, tiny=True),        # stride 2, no bias
+        conv_case((1, 4, 5, 5), 4, 3, 1, 1, groups=2, tiny=True),               # groups 2
+        conv_case((1, 2, 7, 7), 2, 3, 1, 2, 2, tiny=True),                      # dilation 2
+        conv_case((1, 1, 7, 5), 3, 1, 3, tiny=True),                            # stride > kernel
+        conv_case((1, 3, 3, 4), 3, 3, 1, 1, groups=3, tiny=True),               # depthwise
+        conv_case((2, 8, 17, 15), 12, 3, 1, 1),
+        conv_case((3, 6, 13, 11), 10, (5, 3), 2, (2, 1), groups=2),
+        conv_case((1, 16, 16, 16), 32, 3, 1, 2, 2, groups=4),
+        conv_case((4, 3, 23, 19), 7, (7, 5), 3, 2),
+        conv_case((2, 6, 9, 9), 6, 1, 2, groups=3, bias=False),
+        conv_case((1, 1, 31, 29), 1, 3, 1, 1),
+        conv_case((8, 64, 56, 56), 64, 3, 1, 1, realistic=True),                # ResNet stage 1
+        conv_case((4, 3, 224, 224), 64, 7, 2, 3, realistic=True),               # ResNet stem
+        conv_case((8, 256, 14, 14), 256, 3, 1, 1, realistic=True),
+    ],
+    "max_pool2d": [
+        pool_case("max_pool2d", (1, 1, 4, 4), 2, tiny=True),
+        pool_case("max_pool2d", (2, 2, 5, 6), 3, 2, 1, tiny=True),              # overlapping windows, padding
+        pool_case("max_pool2d", (1, 2, 5, 4), (3, 2), (1, 2), (1, 0), tiny=True),
+        pool_case("max_pool2d", (1, 1, 7, 7), 2, 3, tiny=True),                 # stride > kernel
+        pool_case("max_pool2d", (1, 3, 3, 3), 3, 1, 1, tiny=True),
+        pool_case("max_pool2d", (2, 8, 17, 15), 3, 2, 1),
+        pool_case("max_pool2d", (3, 5, 20, 13), 2),
+        pool_case("max_pool2d", (2, 4, 11, 9), (3, 5), (2, 1), (1, 2)),
+        pool_case("max_pool2d", (8, 64, 112, 112), 3, 2, 1, realistic=True),    # ResNet stem pool
+    ],
+    "avg_pool2d": [
+        pool_case("avg_pool2d", (1, 1, 4, 4), 2, tiny=True, count_include_pad=True),
+        pool_case("avg_pool2d", (2, 2, 5, 6), 3, 2, 1, tiny=True, count_include_pad=True),
+        pool_case("avg_pool2d", (2, 2, 5, 6), 3, 2, 1, tiny=True, count_include_pad=False),
+        pool_case("avg_pool2d", (1, 2, 5, 4), (3, 2), (1, 2), (1, 0), tiny=True, count_include_pad=False),
+        pool_case("avg_pool2d", (1, 1, 7, 7), 2, 3, tiny=True, count_include_pad=True),
+        pool_case("avg_pool2d", (2, 8, 17, 15), 3, 2, 1, count_include_pad=False),
+        pool_case("avg_pool2d", (3, 5, 20, 13), 2, count_include_pad=True),
+        pool_case("avg_pool2d", (2, 4, 11, 9), (3, 5), (2, 1), (1, 2), count_include_pad=True),
+        pool_case("avg_pool2d", (8, 512, 7, 7), 7, realistic=True, count_include_pad=True),          # global pool
+        pool_case("avg_pool2d", (8, 64, 56, 56), 3, 2, 1, realistic=True, count_include_pad=False),
+    ],
+    "batch_norm": [
+        bn_case((6, 3), tiny=True),
+        bn_case((1, 2, 3, 4), tiny=True),                                       # batch 1 (4-D: M = 12)
+        bn_case((4, 1), affine=False, running=False, tiny=True),                # one channel, gamma/beta None
+        bn_case((2, 3, 3, 5), momentum=0.3, eps=1e-3, tiny=True),
+        bn_case((3, 2, 2, 3), training=False, tiny=True),
+        bn_case((5, 4), training=False, affine=False, tiny=True),
+        bn_case((64, 100)),
+        bn_case((4, 16, 13, 11)),
+        bn_case((128, 33), affine=False),
+        bn_case((8, 10, 9, 7), training=False),
+        bn_case((32, 64, 56, 56), realistic=True),
+        bn_case((32, 256, 14, 14), training=False, realistic=True),
+        bn_case((32, 256, 14, 14), realistic=True),                             # cuda: one block per channel, full
+    ],
+    "lstm_cell": [
+        lstm_cell_case(2, 3, 4, tiny=True),
+        lstm_cell_case(1, 5, 3, "fgio", none=("h", "c"), tiny=True),
+        lstm_cell_case(3, 2, 5, bias=False, none=("dc_next",), tiny=True),
+        lstm_cell_case(2, 4, 2, "fgio", none=("dh_next",), tiny=True),
+        lstm_cell_case(16, 33, 20),
+        lstm_cell_case(7, 64, 50, "fgio"),
+        lstm_cell_case(64, 512, 512, realistic=True),
+    ],
+    "lstm": [
+        lstm_case(2, 3, 3, 4, tiny=True),
+        lstm_case(1, 3, 2, 3, "fgio", none=("h0", "c0", "dh_n", "dc_n"), tiny=True),
+        lstm_case(2, 2, 4, 2, bias=False, none=("dhs",), tiny=True),
+        lstm_case(8, 10, 17, 12, "fgio"),
+        lstm_case(5, 7, 32, 24, none=("h0", "c0")),
+        lstm_case(64, 32, 256, 256, realistic=True),
+    ],
+}
+
+
+def arrays(case, dtype, seed=0):
+    """The input arrays of a case, in `dtype`: forward inputs plus the upstream gradient(s) of the backward.
+
+    Convolution, im2col and pooling get small integers, so their sums are exact in float32 (and max-pool ties are
+    common, which tests first-max-wins); batch norm and LSTM get Gaussian data.
+    """
+    rng = np.random.default_rng(seed)
+    p = case.p
+
+    def ints(*shape):
+        return rng.integers(-4, 5, shape).astype(dtype)
+
+    def gauss(*shape, scale=1.0, shift=0.0):
+        return (rng.standard_normal(shape) * scale + shift).astype(dtype)
+
+    if case.op in ("im2col", "conv2d", "max_pool2d", "avg_pool2d"):
+        n, c, h, w = p["x"]
+        (kh, kw) = pair(p["kernel_size"])
+        (ph, pw) = pair(p["padding"])
+        (dh, dw) = pair(p.get("dilation", 1))
+        (sh, sw) = pair(p["kernel_size"] if p["stride"] is None else p["stride"])
+        oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+        a = dict(x=ints(n, c, h, w))
+        if case.op == "im2col":
+            a["col"] = ints(n * oh * ow, c * kh * kw)
+        elif case.op == "conv2d":
+            k = p["k"]
+            a["weight"] = ints(k, c // p["groups"], kh, kw)
+            a["bias"] = ints(k) if p["bias"] else None
+            a["dy"] = ints(n, k, oh, ow)
+        else:
+            a["dy"] = ints(n, c, oh, ow)
+        return a
+    if case.op == "batch_norm":
+        shape, c = p["x"], p["x"][1]
+        return dict(x=gauss(*shape, scale=2.0, shift=0.5),
+                    gamma=gauss(c) if p["affine"] else None, beta=gauss(c) if p["affine"] else None,
+                    running_mean=gauss(c) if p["running"] else None,
+                    running_var=rng.uniform(0.5, 2.0, c).astype(dtype) if p["running"] else None,
+                    dy=gauss(*shape))
+    n, d, h = p["n"], p["d"], p["h"]
+    none = p["none"]
+    scale = 1 / np.sqrt(h)           # keeps the gates away from saturation, where every backend agrees trivially
+    weights = dict(w_ih=gauss(d, 4 * h, scale=scale), w_hh=gauss(h, 4 * h, scale=scale),
+                   bias=gauss(4 * h, scale=scale) if p["bias"] else None)
+
+    def opt(name, *shape):
+        return None if name in none else gauss(*shape)
+
+    if case.op == "lstm_cell":
+        return dict(x=gauss(n, d), h=opt("h", n, h), c=opt("c", n, h), **weights,
+                    dh_next=opt("dh_next", n, h), dc_next=opt("dc_next", n, h))
+    t = p["t"]
+    return dict(xs=gauss(n, t, d), h0=opt("h0", n, h), c0=opt("c0", n, h), **weights,
+                dhs=opt("dhs", n, t, h), dh_n=opt("dh_n", n, h), dc_n=opt("dc_n", n, h))
+
+
+# ---------------------------------------------------------------------------------------------- kernel cases
+# Shapes aimed at particular paths of the C++ kernels (tiles, tails, thread splits, SIMD paths), run straight on
+# fastnn._C / fastnn._cpu by tests/test_cpu_conv.py and tests/test_cpu_misc.py against their own float64 checks.
+
+# > 16 MB in float32: the non-temporal store path (rows not 32-byte aligned), threads sharing a channel / not
+BIG, BIG_C = (3, 2, 701, 1001), (1, 9, 701, 667)
+
+KERNEL_CASES = {
+    # conv2d, im2col/col2im: (N, C, H, W, K, KH, KW, stride, pad, dilation, groups)
+    "conv2d": [
+        (2, 3, 7, 9, 4, 1, 1, (1, 1), (0, 0), (1, 1), 1),      # 1x1 plain GEMM
+        (2, 3, 7, 9, 4, 1, 1, (2, 2), (0, 0), (1, 1), 1),      # 1x1 strided (implicit path)
+        (1, 1, 5, 5, 1, 3, 3, (1, 1), (0, 0), (1, 1), 1),      # batch 1, one channel
+        (3, 2, 11, 10, 7, 2, 2, (3, 3), (0, 0), (1, 1), 1),    # stride > kernel (gaps)
+        (2, 4, 9, 8, 5, 3, 3, (1, 1), (1, 1), (1, 1), 1),      # padding
+        (2, 3, 12, 11, 6, 3, 3, (1, 2), (2, 1), (2, 2), 1),    # dilation 2, mixed stride/pad
+        (2, 4, 8, 8, 6, 3, 3, (1, 1), (1, 1), (1, 1), 2),      # groups 2
+        (2, 6, 9, 9, 6, 3, 3, (2, 2), (1, 1), (1, 1), 6),      # depthwise
+        (2, 6, 9, 9, 12, 3, 3, (1, 1), (1, 1), (1, 1), 6),     # depthwise, multiplier 2
+        (2, 3, 13, 17, 19, 5, 3, (2, 1), (2, 0), (1, 1), 1),   # non-square
+        (3, 5, 20, 21, 22, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # sizes not multiples of the tile
+        (2, 33, 6, 7, 13, 3, 3, (1, 1), (3, 3), (1, 1), 1),    # CRS > KC (two depth blocks), pad > kernel/2
+        (1, 3, 4, 4, 2, 5, 5, (1, 1), (2, 2), (1, 1), 1),      # kernel larger than the input
+        (2, 16, 10, 9, 12, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # >= 8 channels: dx as a conv of dy (stride 1)
+        (2, 16, 12, 11, 8, 3, 2, (1, 1), (2, 0), (2, 3), 2),   # the same with dilation, groups, uneven padding
+        (1, 20, 6, 6, 9, 1, 3, (1, 1), (0, 1), (1, 1), 1),     # 1xk kernel, batch 1
+        (2, 9, 7, 6, 10, 3, 3, (1, 1), (2, 2), (1, 1), 1),     # pad == kernel extent - 1 (no junk column), "full" conv
+        (17, 8, 6, 6, 40, 3, 3, (1, 1), (1, 1), (1, 1), 1),    # small images, many channels: gathered B, 2 images/task
+        (16, 6, 8, 8, 80, 3, 3, (2, 2), (1, 1), (1, 1), 2),    # the same strided, groups
+        (19, 10, 7, 7, 12, 1, 1, (1, 1), (0, 0), (1, 1), 2),   # 1x1 on small planes: B gathered over images, groups
+        (2, 3, 41, 47, 8, 7, 7, (2, 2), (3, 3), (1, 1), 1),    # stem-like 7x7/2: rows long enough for the vector copy
+        # the direct AVX-512 path (float32: 32-channel output blocks, OW within 10 % of a multiple of 14)
+        (2, 5, 14, 14, 32, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # one channel chunk, one tile per row
+        (1, 35, 13, 28, 64, 3, 3, (1, 1), (1, 1), (1, 1), 1),  # batch 1: 3 channel chunks (16+16+3), 2 output blocks
+        (2, 6, 13, 15, 32, 3, 3, (1, 1), (1, 0), (1, 1), 1),   # OW 13: a partial tile
+        (2, 4, 27, 27, 32, 3, 3, (2, 2), (1, 1), (1, 1), 1),   # stride 2
+        (2, 3, 55, 55, 32, 7, 7, (2, 2), (3, 3), (1, 1), 1),   # stem-like 7x7/2, 2 tiles per row
+        (2, 8, 14, 14, 64, 3, 3, (1, 1), (2, 2), (2, 2), 2),   # dilation 2, groups 2
+        (2, 4, 10, 28, 32, 3, 5, (1, 1), (1, 2), (1, 1), 1),   # 3x5 kernel (KW not unrolled)
+        (2, 3, 9, 27, 32, 3, 3, (3, 2), (1, 1), (1, 1), 1),    # stride 3 down, 2 across
+        (2, 32, 14, 14, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1),   # dx of the backward (32 input channels) on the path
+        (2, 4, 12, 14, 32, 3, 3, (1, 1), (2, 1), (2, 1), 1),   # row dilation 2 (dweight's direct path: columns at 1)
+        # Winograd F(2x2,3x3) (float, 3x3/s1, >= 32 channels in and out, >= 192 2x2 tiles), forward and the dx:
+        (5, 64, 15, 11, 72, 3, 3, (1, 1), (1, 1), (1, 1), 1),  # odd output (edge tiles cut), 240 tiles: a part block
+        (2, 65, 20, 23, 68, 3, 3, (1, 1), (0, 0), (1, 1), 1),  # no padding, 198 tiles: blocks across images and rows
+        (1, 300, 26, 27, 64, 3, 3, (1, 1), (2, 2), (1, 1), 1),  # 2 depth blocks of channels, padding 2, batch 1
+    ],
+    # max/avg pooling: shape, kernel, stride, padding
+    "pool2d": [
+        ((2, 3, 8, 8), (2, 2), (2, 2), (0, 0)),          # 2x2 fast path, fewer than 8 outputs per row
+        ((2, 3, 38, 37), (2, 2), (2, 2), (0, 0)),        # 2x2 fast path + tail, odd W
+        ((1, 2, 35, 40), (2, 2), (2, 2), (0, 0)),        # odd H: last input row unused
+        ((2, 3, 40, 57), (3, 3), (2, 2), (1, 1)),        # 3x3 s2 p1 fast path, odd W
+        ((1, 2, 33, 38), (3, 3), (2, 2), (1, 1)),        # even W: last window hangs over the right edge
+        ((1, 1, 5, 7), (3, 2), (4, 3), (1, 1)),          # batch 1, one channel, stride > kernel, non-square
+        ((3, 2, 9, 11), (2, 3), (1, 1), (1, 1)),         # stride 1, overlapping windows
+        ((2, 1, 1, 1), (1, 1), (1, 1), (0, 0)),          # 1x1 plane
+        ((1, 2, 6, 20), (5, 4), (2, 3), (2, 2)),         # padding = kernel // 2
+    ],
+    # batch norm in training: shape, affine
+    "batch_norm": [
+        ((4, 3, 7, 9), True),      # few channels: rows of a channel split over threads
+        ((3, 64, 40, 40), True),   # a thread per channel
+        ((16, 5), True),           # (N, C): the column path
+        ((5, 4, 3, 3), False),     # small L: column path on 4-D input, gamma/beta None
+        ((1, 1, 40, 40), False),   # batch 1, one channel
+        ((2, 8, 1, 1), True),      # L == 1 on 4-D input
+        ((7, 9, 6, 6), True),      # L = 36 > the column-path cut-off, odd sizes
+        (BIG, True),
+        (BIG_C, False),
+    ],
+    # lstm: N, T, D, H, gate order, with states/bias/dhs
+    "lstm": [
+        (3, 5, 4, 7, "ifgo", True),
+        (1, 1, 3, 9, "fgio", False),     # batch 1, one step, None everywhere
+        (4, 3, 17, 16, "fgio", True),    # H a multiple of 8 (no SIMD tail)
+        (2, 4, 5, 3, "ifgo", False),
+        (2, 6, 1, 11, "goif", True),     # D = 1, another order
+        # big enough for the threaded per-step GEMM (op(A) packed once, shared): batch past one MC row block and not a
+        # multiple of the MR rows, backward depth 4H = 320 in two depth blocks
+        (197, 3, 5, 80, "ifgo", True),
+    ],
+}
+
+
+# -------------------------------------------------------------------------------------------- benchmark shapes
+
+Conv = namedtuple("Conv", "N C H W K R S stride pad")            # conv2d: x (N,C,H,W), weight (K,C,R,S)
+Unfold = namedtuple("Unfold", "N C H W R S stride pad")          # im2col / col2im
+Pool = namedtuple("Pool", "N C H W k stride pad")                # max_pool2d / avg_pool2d, square windows
+BN = namedtuple("BN", "N C H W")                                 # batch_norm, training mode
+Cell = namedtuple("Cell", "B D H")                               # lstm_cell: x (B,D), h/c (B,H)
+Seq = namedtuple("Seq", "B T D H")                               # lstm: xs (B,T,D)
+
+_RESNET = [Conv(32, 64, 56, 56, 64, 3, 3, 1, 1), Conv(32, 128, 28, 28, 128, 3, 3, 1, 1),
+           Conv(32, 256, 14, 14, 256, 3, 3, 1, 1)]
+
+# The benchmark shapes: `python -m fastnn.bench` and the bench/ pytest-benchmark suite both read them.
+# "cpu"/"cuda": the default shapes of that backend; "small": quick smoke shapes (any backend, the tests use them).
+SHAPES = {
+    "cpu": {
+        "conv2d": [Conv(100, 1, 28, 28, 30, 5, 5, 1, 0), *_RESNET,            # MNIST-style, ResNet stages
+                   Conv(8, 3, 224, 224, 64, 7, 7, 2, 3),                      # ResNet stem
+                   Conv(32, 256, 14, 14, 64, 1, 1, 1, 0)],                    # 1x1 bottleneck
+        "im2col": [Unfold(32, 64, 56, 56, 3, 3, 1, 1), Unfold(8, 3, 224, 224, 7, 7, 2, 3)],
+        "pool2d": [Pool(32, 64, 56, 56, 2, 2, 0), Pool(32, 64, 56, 56, 3, 2, 1)],
+        "batch_norm": [BN(32, 64, 56, 56)],
+        "lstm_cell": [Cell(64, 512, 512)],
+        "lstm": [Seq(64, 32, 512, 512)],
+    },
+    "cuda": {
+        "conv2d": list(_RESNET),
+        "im2col": [Unfold(32, 64, 56, 56, 3, 3, 1, 1)],
+        "pool2d": [Pool(128, 64, 56, 56, 2, 2, 0)],
+        "batch_norm": [BN(128, 64, 56, 56), BN(32, 256, 14, 14)],
+        "lstm_cell": [Cell(64, 512, 512)],
+        "lstm": [Seq(64, 32, 512, 512)],
+    },
+    # --mixed: the textbook networks' sizes, where a call is short enough that a thread pool's wake-up and spin
+    # decide its time (DeepConvNet-style 16 channels on 28x28, book 2's LSTM: H=100, batch 20, 35 steps)
+    "mixed": {
+        "conv2d": [Conv(64, 16, 28, 28, 16, 3, 3, 1, 1)],
+        "im2col": [Unfold(64, 16, 28, 28, 3, 3, 1, 1)],
+        "pool2d": [Pool(64, 16, 28, 28, 2, 2, 0)],
+        "batch_norm": [BN(64, 16, 28, 28)],
+        "lstm_cell": [Cell(20, 100, 100)],
+        "lstm": [Seq(20, 35, 100, 100)],
+    },
+    "small": {
+        "conv2d": [Conv(4, 3, 16, 16, 8, 3, 3, 1, 1)],
+        "im2col": [Unfold(4, 3, 16, 16, 3, 3, 1, 1)],
+        "pool2d": [Pool(4, 8, 16, 16, 2, 2, 0), Pool(4, 8, 16, 16, 3, 2, 1)],
+        "batch_norm": [BN(4, 8, 16, 16)],
+        "lstm_cell": [Cell(8, 32, 32)],
+        "lstm": [Seq(8, 4, 32, 32)],
+    },
+}
+
+
+def shapes_for(family, sizes="default", backend="cpu"):
+    """The shapes of one family: SHAPES["small"] or SHAPES["mixed"], else the backend's defaults."""
+    return SHAPES[sizes if sizes in ("small", "mixed") else backend][family]
+
+
+def shape_id(shape):
+    """A short label, e.g. 'N32 C64 H56 W56 K64 R3 S3 stride1 pad1'."""
+    return " ".join(f"{k}{v}" for k, v in shape._asdict().items())
+
+
+# ------------------------------------------------------------------------------------------- input makers
+# Each returns (args, kwargs) for the public API call `fastnn.<op>(*args, **kwargs)`, as NumPy arrays.
+# Backward inputs that come from a forward pass (max-pool indices, batch-norm statistics, the LSTM cache) are made
+# with the NumPy reference, so a backward row is timed even when the backend's forward is not written yet.
+
+def _gauss(rng, dtype, *shape, scale=1.0):
+    return (rng.standard_normal(shape, dtype=np.float32) * scale).astype(dtype, copy=False)
+
+
+def _conv(s, dtype, rng):
+    return _gauss(rng, dtype, s.N, s.C, s.H, s.W), _gauss(rng, dtype, s.K, s.C, s.R, s.S), _gauss(rng, dtype, s.K)
+
+
+def make_conv2d(s, dtype, rng):
+    x, w, b = _conv(s, dtype, rng)
+    return (x, w, b), dict(stride=s.stride, padding=s.pad)
+
+
+def make_conv2d_backward(s, dtype, rng):
+    x, w, _ = _conv(s, dtype, rng)
+    dy = _gauss(rng, dtype, s.N, s.K, out_size(s.H, s.R, s.stride, s.pad), out_size(s.W, s.S, s.stride, s.pad))
+    return (dy, x, w), dict(stride=s.stride, padding=s.pad)
+
+
+def make_im2col(s, dtype, rng):
+    return (_gauss(rng, dtype, s.N, s.C, s.H, s.W), (s.R, s.S)), dict(stride=s.stride, padding=s.pad)
+
+
+def make_col2im(s, dtype, rng):
+    rows = s.N * out_size(s.H, s.R, s.stride, s.pad) * out_size(s.W, s.S, s.stride, s.pad)
+    col = _gauss(rng, dtype, rows, s.C * s.R * s.S)
+    return (col, (s.N, s.C, s.H, s.W), (s.R, s.S)), dict(stride=s.stride, padding=s.pad)
+
+
+def _pool_kw(s):
+    return dict(stride=s.stride, padding=s.pad)
+
+
+def make_pool(s, dtype, rng):
+    return (_gauss(rng, dtype, s.N, s.C, s.H, s.W), s.k), _pool_kw(s)
+
+
+def _pool_dy(s, dtype, rng):
+    return _gauss(rng, dtype, s.N, s.C, out_size(s.H, s.k, s.stride, s.pad), out_size(s.W, s.k, s.stride, s.pad))
+
+
+def make_max_pool2d_backward(s, dtype, rng):
+    x = _gauss(rng, dtype, s.N, s.C, s.H, s.W)
+    _, idx = reference.max_pool2d(x, s.k, s.stride, s.pad)
+    return (_pool_dy(s, dtype, rng), idx, x.shape), {}
+
+
+def make_avg_pool2d_backward(s, dtype, rng):
+    return (_pool_dy(s, dtype, rng), (s.N, s.C, s.H, s.W), s.k), _pool_kw(s)
+
+
+def _bn(s, dtype, rng):
+    x = _gauss(rng, dtype, s.N, s.C, s.H, s.W)
+    return x, 1 + _gauss(rng, dtype, s.C, scale=0.1), _gauss(rng, dtype, s.C, scale=0.1)
+
+
+def make_batch_norm(s, dtype, rng):
+    x, gamma, beta = _bn(s, dtype, rng)
+    running_mean, running_var = np.zeros(s.C, dtype), np.ones(s.C, dtype)
+    return (x, gamma, beta, running_mean, running_var), dict(training=True)
+
+
+def make_batch_norm_backward(s, dtype, rng):
+    x, gamma, beta = _bn(s, dtype, rng)
+    _, mean, invstd = reference.batch_norm(x, gamma, beta)
+    return (_gauss(rng, dtype, *x.shape), x, gamma, mean, invstd), dict(training=True)
+
+
+def _lstm_weights(D, H, dtype, rng):
+    scale = 1 / math.sqrt(H)
+    return (_gauss(rng, dtype, D, 4 * H, scale=scale), _gauss(rng, dtype, H, 4 * H, scale=scale),
+            _gauss(rng, dtype, 4 * H, scale=scale))
+
+
+def make_lstm_cell(s, dtype, rng):
+    x, h, c = _gauss(rng, dtype, s.B, s.D), _gauss(rng, dtype, s.B, s.H), _gauss(rng, dtype, s.B, s.H)
+    return (x, h, c, *_lstm_weights(s.D, s.H, dtype, rng)), {}
+
+
+def make_lstm_cell_backward(s, dtype, rng):
+    args, _ = make_lstm_cell(s, dtype, rng)
+    *_, cache = reference.lstm_cell(*args[:-1], None)     # bias None: PyTorch rebuilds it as zeros
+    return (_gauss(rng, dtype, s.B, s.H), _gauss(rng, dtype, s.B, s.H), cache), {}
+
+
+def make_lstm(s, dtype, rng):
+    xs, h0, c0 = _gauss(rng, dtype, s.B, s.T, s.D), _gauss(rng, dtype, s.B, s.H), _gauss(rng, dtype, s.B, s.H)
+    return (xs, h0, c0, *_lstm_weights(s.D, s.H, dtype, rng)), {}
+
+
+def make_lstm_backward(s, dtype, rng):
+    args, _ = make_lstm(s, dtype, rng)
+    *_, cache = reference.lstm(*args[:-1], None)          # bias None: PyTorch rebuilds it as zeros
+    dh = _gauss(rng, dtype, s.B, s.H)
+    return (_gauss(rng, dtype, s.B, s.T, s.H), dh, dh.copy(), cache), {}
+
+
+# ----------------------------------------------------------------------------------------- PyTorch equivalents
+# Each takes (torch, device, shape, args, kwargs) - the same NumPy inputs as fastnn - and returns a zero-argument
+# callable. Conversions (to tensors, weights to PyTorch's layout) happen here, once, outside the timing.
+# Forwards run under no_grad; backwards time torch.autograd.grad of a graph built once (retain_graph=True).
+
+def _t(torch, dev, *arrays, grad=False):
+    return [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(dev).requires_grad_(grad)
+            for a in arrays]
+
+
+def _grad(torch, outputs, inputs, grads):
+    return lambda: torch.autograd.grad(outputs, inputs, grads, retain_graph=True)
+
+
+def _no_grad(torch, fn):
+    def run():
+        with torch.no_grad():
+            return fn()
+    return run
+
+
+def torch_conv2d(torch, dev, s, args, kw):
+    x, w, b = _t(torch, dev, *args)
+    return _no_grad(torch, lambda: torch.nn.functional.conv2d(x, w, b, kw["stride"], kw["padding"]))
+
+
+def torch_conv2d_backward(torch, dev, s, args, kw):
+    dy, x, w = args
+    dy, = _t(torch, dev, dy)
+    x, w, b = _t(torch, dev, x, w, np.zeros(w.shape[0], w.dtype), grad=True)
+    y = torch.nn.functional.conv2d(x, w, b, kw["stride"], kw["padding"])
+    return _grad(torch, y, (x, w, b), dy)
+
+
+def torch_im2col(torch, dev, s, args, kw):
+    x, = _t(torch, dev, args[0])            # F.unfold: (N, C*R*S, L), the transpose of fastnn's layout
+    return _no_grad(torch, lambda: torch.nn.functional.unfold(x, args[1], 1, kw["padding"], kw["stride"]))
+
+
+def torch_col2im(torch, dev, s, args, kw):
+    col, shape, ksize = args
+    n, c, h, w = shape
+    col, = _t(torch, dev, col.reshape(n, -1, col.shape[1]).transpose(0, 2, 1))   # (N, C*R*S, L) for F.fold
+    return _no_grad(torch, lambda: torch.nn.functional.fold(col, (h, w), ksize, 1, kw["padding"], kw["stride"]))
+
+
+def torch_max_pool2d(torch, dev, s, args, kw):
+    x, = _t(torch, dev, args[0])
+    return _no_grad(torch, lambda: torch.nn.functional.max_pool2d(x, args[1], kw["stride"], kw["padding"],
+                                                                  return_indices=True))
+
+
+def torch_max_pool2d_backward(torch, dev, s, args, kw):
+    dy, idx, shape = args
+    # the kernel autograd runs for F.max_pool2d(return_indices=True), fed fastnn's indices (x gives only the shape)
+    dy, idx, x = _t(torch, dev, dy, idx, np.empty(shape, dy.dtype))
+    k, st, p = [s.k] * 2, [s.stride] * 2, [s.pad] * 2
+    return lambda: torch.ops.aten.max_pool2d_with_indices_backward(dy, x, k, st, p, [1, 1], False, idx)
+
+
+def torch_avg_pool2d(torch, dev, s, args, kw):
+    x, = _t(torch, dev, args[0])
+    return _no_grad(torch, lambda: torch.nn.functional.avg_pool2d(x, args[1], kw["stride"], kw["padding"]))
+
+
+def torch_avg_pool2d_backward(torch, dev, s, args, kw):
+    dy, shape, k = args
+    x, = _t(torch, dev, np.zeros(shape, dy.dtype), grad=True)
+    y = torch.nn.functional.avg_pool2d(x, k, kw["stride"], kw["padding"])
+    dy, = _t(torch, dev, dy)
+    return _grad(torch, y, (x,), dy)
+
+
+def torch_batch_norm(torch, dev, s, args, kw):
+    x, gamma, beta, rm, rv = _t(torch, dev, *args)
+    return _no_grad(torch, lambda: torch.nn.functional.batch_norm(x, rm, rv, gamma, beta, training=True))
+
+
+def torch_batch_norm_backward(torch, dev, s, args, kw):
+    dy, x, gamma, _, _ = args
+    dy, = _t(torch, dev, dy)
+    x, gamma, beta = _t(torch, dev, x, gamma, np.zeros_like(gamma), grad=True)
+    y = torch.nn.functional.batch_norm(x, None, None, gamma, beta, training=True)
+    return _grad(torch, y, (x, gamma, beta), dy)
+
+
+def _torch_lstm_module(torch, dev, cls, w_ih, w_hh, bias, **extra):
+    """nn.LSTMCell / nn.LSTM holding fastnn's weights in PyTorch's layout (W.T; bias_hh = 0)."""
+    D, H4 = w_ih.shape
+    m = cls(D, H4 // 4, **extra).to(device=dev, dtype=getattr(torch, w_ih.dtype.name))
+    sfx = "_l0" if cls is torch.nn.LSTM else ""
+    with torch.no_grad():
+        for name, a in (("weight_ih", w_ih.T), ("weight_hh", w_hh.T), ("bias_ih", bias),
+                        ("bias_hh", np.zeros_like(bias))):
+            getattr(m, name + sfx).copy_(torch.from_numpy(np.ascontiguousarray(a)))
+    return m
+
+
+# fastnn's LSTM forwards always keep what their backward needs (the cache); PyTorch's forward does that only with
+# autograd recording. train=True times that forward (inputs and weights requiring grad), for a note next to the
+# no_grad column: the like-for-like comparison when training.
+def torch_lstm_cell(torch, dev, s, args, kw, train=False):
+    x, h, c, w_ih, w_hh, bias = args
+    cell = _torch_lstm_module(torch, dev, torch.nn.LSTMCell, w_ih, w_hh, bias)
+    x, h, c = _t(torch, dev, x, h, c, grad=train)
+    run = lambda: cell(x, (h, c))
+    return run if train else _no_grad(torch, run)
+
+
+def torch_lstm_cell_backward(torch, dev, s, args, kw):
+    dh, dc, cache = args
+    cell = _torch_lstm_module(torch, dev, torch.nn.LSTMCell, cache.w_ih, cache.w_hh, np.zeros(cache.w_ih.shape[1],
+                                                                                               cache.x.dtype))
+    x, h, c = _t(torch, dev, cache.x, cache.h, cache.c, grad=True)
+    h1, c1 = cell(x, (h, c))
+    return _grad(torch, (h1, c1), (x, h, c, *cell.parameters()), tuple(_t(torch, dev, dh, dc)))
+
+
+def torch_lstm(torch, dev, s, args, kw, train=False):
+    xs, h0, c0, w_ih, w_hh, bias = args
+    m = _torch_lstm_module(torch, dev, torch.nn.LSTM, w_ih, w_hh, bias, batch_first=True)
+    xs, h0, c0 = _t(torch, dev, xs, h0[None], c0[None], grad=train)
+    run = lambda: m(xs, (h0, c0))
+    return run if train else _no_grad(torch, run)
+
+
+def torch_lstm_backward(torch, dev, s, args, kw):
+    dhs, dh, dc, cache = args
+    m = _torch_lstm_module(torch, dev, torch.nn.LSTM, cache.w_ih, cache.w_hh,
+                           np.zeros(cache.w_ih.shape[1], cache.x.dtype), batch_first=True)
+    xs, h0, c0 = _t(torch, dev, cache.x, cache.h[None], cache.c[None], grad=True)
+    hs, (hn, cn) = m(xs, (h0, c0))
+    return _grad(torch, (hs, hn, cn), (xs, h0, c0, *m.parameters()), tuple(_t(torch, dev, dhs, dh[None], dc[None])))
+
+
+# -------------------------------------------------------------------------------- work counts and the table
+
+def conv_flops(s):
+    return 2.0 * s.N * s.K * out_size(s.H, s.R, s.stride, s.pad) * out_size(s.W, s.S, s.stride, s.pad) * s.C * s.R * s.S
+
+
+def cell_flops(s):
+    return 2.0 * s.B * (s.D + s.H) * 4 * s.H           # the two GEMMs; the gate math is O(B*H)
+
+
+def seq_flops(s):
+    return s.T * cell_flops(s)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One op of the public API: `fastnn.<name>(*args, **kwargs)`, benchmarked with the inputs
+    `make(shape, dtype, rng)` returns on the shapes of its `family` in SHAPES, and tested on `cases`.
+
+    flops: shape -> floating-point operations (compute-bound ops, rate in GFLOP/s); None means memory-bound,
+    rated in GB/s with bytes = array inputs read once + array outputs written once."""
+    name: str
+    family: str
+    make: Callable
+    torch: Optional[Callable] = None
+    flops: Optional[Callable] = None
+    torch_train: Optional[Callable] = None  # PyTorch's forward with autograd recording (LSTM), for a note
+
+    @property
+    def cases(self):
+        """The test cases that exercise this op: its forward's (a backward runs with its forward; col2im with
+        im2col, its adjoint)."""
+        return CASES[{"col2im": "im2col"}.get(self.name, self.name.removesuffix("_backward"))]
+
+
+def _twice(f):
+    return lambda s: 2 * f(s)          # a backward computes two products of the forward's size (dx and dweight)
+
+
+OPS = [
+    Op("conv2d", "conv2d", make_conv2d, torch_conv2d, conv_flops),
+    Op("conv2d_backward", "conv2d", make_conv2d_backward, torch_conv2d_backward, _twice(conv_flops)),
+    Op("im2col", "im2col", make_im2col, torch_im2col),
+    Op("col2im", "im2col", make_col2im, torch_col2im),
+    Op("max_pool2d", "pool2d", make_pool, torch_max_pool2d),
+    Op("max_pool2d_backward", "pool2d", make_max_pool2d_backward, torch_max_pool2d_backward),
+    Op("avg_pool2d", "pool2d", make_pool, torch_avg_pool2d),
+    Op("avg_pool2d_backward", "pool2d", make_avg_pool2d_backward, torch_avg_pool2d_backward),
+    Op("batch_norm", "batch_norm", make_batch_norm, torch_batch_norm),
+    Op("batch_norm_backward", "batch_norm", make_batch_norm_backward, torch_batch_norm_backward),
+    Op("lstm_cell", "lstm_cell", make_lstm_cell, torch_lstm_cell, cell_flops, partial(torch_lstm_cell, train=True)),
+    Op("lstm_cell_backward", "lstm_cell", make_lstm_cell_backward, torch_lstm_cell_backward, _twice(cell_flops)),
+    Op("lstm", "lstm", make_lstm, torch_lstm, seq_flops, partial(torch_lstm, train=True)),
+    Op("lstm_backward", "lstm", make_lstm_backward, torch_lstm_backward, _twice(seq_flops)),
+]
+OPS_BY_NAME = {op.name: op for op in OPS}
+
