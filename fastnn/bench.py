@@ -1,6 +1,6 @@
 """`python -m fastnn.bench`: one table of every op, fastnn against the NumPy reference and PyTorch.
 
-Performance is a ratio measured side by side in one process (docs: DESIGN.md, "Measuring"): for every op on the
+Performance is a ratio measured side by side in one process (docs/internals.md, "Measuring"): for every op on the
 shapes in SHAPES it times the NumPy reference, the fastnn backend and (when importable) PyTorch on the same inputs
 and thread count, and prints the machine's own ceilings first (NumPy sgemm GFLOP/s and a memory copy GB/s on the
 CPU; a device-to-device copy on the GPU) so that the GFLOP/s and GB/s columns can be read against them.
@@ -26,7 +26,7 @@ import numpy as np
 
 import fastnn
 # The op table (fastnn/optable.py): ops, shapes, input makers, PyTorch baselines, FLOP counts; the tests read it too.
-from fastnn.optable import OPS, OPS_BY_NAME, Conv, _gauss, shape_id, shapes_for
+from fastnn.optable import OPS, OPS_BY_NAME, Conv, Pool, gauss, shape_id, shapes_for
 from fastnn.reference import LSTMCache
 
 # ------------------------------------------------------------------------------------------------ op selection
@@ -188,6 +188,8 @@ class Config:
     torch: bool = True
     ops: list = field(default_factory=lambda: list(OPS))
     mixed: bool = False
+    sweep: bool = False
+    png: Optional[str] = None
 
 
 def _cell(row, column, make_fn, budget, repeat, sync, slow_once=False):
@@ -230,19 +232,29 @@ def bind(op, impl, shape, args, kw, device, torch=None):
     return lambda: getattr(fastnn, op.name)(*a, backend=impl, **kw)
 
 
-def winograd(shape, cfg, device):
-    """Whether the cpu backend runs this conv shape as Winograd F(2x2,3x3) (csrc/conv2d.cpp, winograd_fits): it
-    does 16 multiplies per 2x2 outputs and channel pair where the FLOP count assumes 36."""
+def algo_notes(op, shape, cfg, device):
+    """What the cpu backend ran for this row, as the library names it (fastnn._cpu's *_algo queries), and the
+    Winograd caveat: it does 16 multiplies per 2x2 outputs and channel pair where the FLOP count assumes 36."""
+    if device.name != "cpu":
+        return []
     try:
-        from fastnn import _C
-        simd = _C.config()["simd"]
+        from fastnn import _cpu
     except ImportError:
-        return False
-    if not (device.name == "cpu" and isinstance(shape, Conv) and cfg.dtype == "float32" and simd != "scalar"):
-        return False
-    oh, ow = (n + 2 * shape.pad - 2 for n in (shape.H, shape.W))  # 3x3, stride 1
-    return (shape.R == shape.S == 3 and shape.stride == 1 and min(shape.C, shape.K) >= 32 and
-            shape.N * ((oh + 1) // 2) * ((ow + 1) // 2) >= 192)
+        return []
+    if isinstance(shape, Conv):
+        conv = ((shape.N, shape.C, shape.H, shape.W), (shape.K, shape.C, shape.R, shape.S), (shape.stride,) * 2,
+                (shape.pad,) * 2, (1, 1), 1, cfg.dtype)
+        parts = ["forward"] if op.name == "conv2d" else ["dweight", "dx"]
+        algos = {part: _cpu.conv2d_algo(*conv, part=part) for part in parts}
+        notes = [", ".join(f"{part} {a}" for part, a in algos.items())]
+        if "winograd" in algos.values():
+            notes.append("Winograd F(2x2,3x3): rate in direct-conv FLOPs")
+        return notes
+    if isinstance(shape, Pool) and op.name != "max_pool2d_backward":
+        pass_ = "max" if op.name == "max_pool2d" else "avg_backward" if op.name.endswith("_backward") else "avg"
+        return [_cpu.pool2d_algo(pass_, (shape.N, shape.C, shape.H, shape.W), (shape.k,) * 2, (shape.stride,) * 2,
+                                 (shape.pad,) * 2, cfg.dtype)]
+    return []
 
 
 def measure(op, shape, cfg, device, torch=None):
@@ -274,9 +286,8 @@ def measure(op, shape, cfg, device, torch=None):
     if row.torch_train_ms is not None and row.fastnn_ms:
         row.notes.append(f"torch with autograd on {_ms(row.torch_train_ms)} ms: "
                          f"{row.torch_train_ms / row.fastnn_ms:.2f}x")
-    if winograd(shape, cfg, device):
-        row.notes.append(("dx by " if op.name == "conv2d_backward" else "") +
-                         "Winograd F(2x2,3x3): rate in direct-conv FLOPs")
+    if row.fastnn_ms is not None:
+        row.notes += algo_notes(op, shape, cfg, device)
     if op.flops is None and out is not None:
         row.bytes = float(nbytes(args) + nbytes(out))
     return row
@@ -463,7 +474,7 @@ def run_mixed(cfg, out=None):
     dtype = np.dtype(cfg.dtype)
     rng = np.random.default_rng(0)
     m, k, n = MIXED_MATMUL
-    a, b = _gauss(rng, dtype, m, k), _gauss(rng, dtype, k, n)
+    a, b = gauss(rng, dtype, m, k), gauss(rng, dtype, k, n)
     matmul = lambda: a @ b  # noqa: E731
     counts = sorted({1, cfg.threads or fastnn.get_num_threads()})
     print(f"fastnn.bench --mixed: dtype={cfg.dtype}, each call after a NumPy matmul {m}x{k} @ {k}x{n} "
@@ -512,13 +523,16 @@ def parse_args(argv):
     p.add_argument("--repeat", type=int, default=10, help="at most this many timed runs per cell (>= 1)")
     p.add_argument("--json", metavar="PATH", help="write every row and the machine info to PATH")
     p.add_argument("--no-torch", action="store_true", help="leave out the PyTorch columns")
+    p.add_argument("--sweep", action="store_true",
+                   help="every op over a range of sizes, batch 1 to the large shapes (fastnn/sweep.py), with goals")
+    p.add_argument("--png", metavar="PATH", help="with --sweep: plot the speedups per op and size to PATH")
     p.add_argument("--mixed", action="store_true",
                    help="each cpu call in company with NumPy matmuls, on 1 and --threads threads (a table of its own)")
     a = p.parse_args(argv)
     cfg = Config(backend=a.backend, dtype=a.dtype, sizes=a.sizes, threads=a.threads, repeat=max(1, a.repeat),
-                 torch=not a.no_torch, ops=select_ops(a.ops), mixed=a.mixed)
-    if cfg.mixed and cfg.backend != "cpu":
-        raise SystemExit("--mixed times the cpu backend beside NumPy's BLAS (drop --backend cuda)")
+                 torch=not a.no_torch, ops=select_ops(a.ops), mixed=a.mixed, sweep=a.sweep, png=a.png)
+    if (cfg.mixed or cfg.sweep) and cfg.backend != "cpu":
+        raise SystemExit("--mixed and --sweep time the cpu backend (drop --backend cuda)")
     return cfg, a.json
 
 
@@ -603,6 +617,17 @@ def main(argv=None):
                           f, indent=1)
         return rows
     blas_limit = set_threads(cfg)
+    if cfg.sweep:
+        from fastnn import sweep
+        try:
+            points = sweep.run(cfg, import_torch(cfg), png=cfg.png)
+        finally:
+            if blas_limit is not None:
+                blas_limit.restore_original_limits()
+        if json_path:
+            with open(json_path, "w") as f:
+                json.dump({"sweep": [dict(asdict(p), at_goal=p.at_goal) for p in points]}, f, indent=1)
+        return points
     try:
         torch = import_torch(cfg)
         rows, ceilings, config = run(cfg, torch)

@@ -10,7 +10,7 @@ In order:
                 `tiny` ones also run in the CUDA simulator, `realistic` ones are network-sized (GPU tests only);
                 `arrays(case, dtype)` makes their inputs.
   KERNEL_CASES  shapes aimed at particular C++ kernel paths (tests/test_cpu_conv.py, tests/test_cpu_misc.py).
-  SHAPES        benchmark shapes per family and size set ("cpu", "cuda", "mixed", "small").
+  SHAPES        benchmark shapes per family and size set ("cpu", "cuda", "mixed", "sweep", "small").
   make_*        benchmark inputs: (args, kwargs) for `fastnn.<op>(*args, **kwargs)`.
   torch_*       the PyTorch baselines.
   OPS           one Op per public op: name, shape family, test cases, maker, baseline, FLOP count.
@@ -346,6 +346,26 @@ SHAPES = {
         "lstm_cell": [Cell(20, 100, 100)],
         "lstm": [Seq(20, 35, 100, 100)],
     },
+    # --sweep: every op from batch 1 through the textbook networks' sizes (28x28, 14x14 and 7x7 planes, 16-64
+    # channels, H=100 LSTMs at batch 20), odd planes, up to the large shapes, roughly smallest call first.
+    # Convs are 3x3/pad 1 unless the shape says.
+    "sweep": {
+        "conv2d": [Conv(1, 1, 28, 28, 16, 3, 3, 1, 1), Conv(1, 16, 28, 28, 16, 3, 3, 1, 1),
+                   Conv(8, 16, 14, 14, 16, 3, 3, 1, 1), Conv(64, 16, 28, 28, 16, 3, 3, 1, 1),
+                   Conv(64, 32, 14, 14, 32, 3, 3, 1, 1), Conv(64, 64, 7, 7, 64, 3, 3, 1, 1),
+                   Conv(32, 16, 13, 13, 24, 3, 3, 2, 1), Conv(100, 1, 28, 28, 30, 5, 5, 1, 0),
+                   Conv(32, 256, 14, 14, 64, 1, 1, 1, 0), Conv(32, 64, 56, 56, 64, 3, 3, 1, 1)],
+        "im2col": [Unfold(1, 16, 28, 28, 3, 3, 1, 1), Unfold(64, 16, 28, 28, 3, 3, 1, 1),
+                   Unfold(64, 64, 7, 7, 3, 3, 1, 1), Unfold(32, 64, 56, 56, 3, 3, 1, 1)],
+        "pool2d": [Pool(1, 16, 28, 28, 2, 2, 0), Pool(64, 16, 28, 28, 2, 2, 0), Pool(64, 32, 14, 14, 2, 2, 0),
+                   Pool(64, 64, 8, 8, 2, 2, 0), Pool(32, 16, 13, 13, 3, 2, 1), Pool(32, 64, 56, 56, 2, 2, 0),
+                   Pool(32, 64, 56, 56, 3, 2, 1)],
+        # BN(N, C, 1, 1): the (N, C) case (per channel over the batch; the same kernel path as 2-D input)
+        "batch_norm": [BN(2, 4, 4, 4), BN(1, 16, 28, 28), BN(64, 16, 28, 28), BN(64, 64, 7, 7),
+                       BN(100, 100, 1, 1), BN(100, 1000, 1, 1), BN(32, 64, 56, 56)],
+        "lstm_cell": [Cell(1, 100, 100), Cell(8, 64, 64), Cell(20, 100, 100), Cell(64, 512, 512)],
+        "lstm": [Seq(1, 10, 100, 100), Seq(20, 35, 100, 100), Seq(64, 32, 512, 512)],
+    },
     "small": {
         "conv2d": [Conv(4, 3, 16, 16, 8, 3, 3, 1, 1)],
         "im2col": [Unfold(4, 3, 16, 16, 3, 3, 1, 1)],
@@ -358,8 +378,8 @@ SHAPES = {
 
 
 def shapes_for(family, sizes="default", backend="cpu"):
-    """The shapes of one family: SHAPES["small"] or SHAPES["mixed"], else the backend's defaults."""
-    return SHAPES[sizes if sizes in ("small", "mixed") else backend][family]
+    """The shapes of one family: SHAPES["small"], ["mixed"] or ["sweep"], else the backend's defaults."""
+    return SHAPES[sizes if sizes in ("small", "mixed", "sweep") else backend][family]
 
 
 def shape_id(shape):
@@ -372,12 +392,12 @@ def shape_id(shape):
 # Backward inputs that come from a forward pass (max-pool indices, batch-norm statistics, the LSTM cache) are made
 # with the NumPy reference, so a backward row is timed even when the backend's forward is not written yet.
 
-def _gauss(rng, dtype, *shape, scale=1.0):
+def gauss(rng, dtype, *shape, scale=1.0):
     return (rng.standard_normal(shape, dtype=np.float32) * scale).astype(dtype, copy=False)
 
 
 def _conv(s, dtype, rng):
-    return _gauss(rng, dtype, s.N, s.C, s.H, s.W), _gauss(rng, dtype, s.K, s.C, s.R, s.S), _gauss(rng, dtype, s.K)
+    return gauss(rng, dtype, s.N, s.C, s.H, s.W), gauss(rng, dtype, s.K, s.C, s.R, s.S), gauss(rng, dtype, s.K)
 
 
 def make_conv2d(s, dtype, rng):
@@ -387,17 +407,17 @@ def make_conv2d(s, dtype, rng):
 
 def make_conv2d_backward(s, dtype, rng):
     x, w, _ = _conv(s, dtype, rng)
-    dy = _gauss(rng, dtype, s.N, s.K, out_size(s.H, s.R, s.stride, s.pad), out_size(s.W, s.S, s.stride, s.pad))
+    dy = gauss(rng, dtype, s.N, s.K, out_size(s.H, s.R, s.stride, s.pad), out_size(s.W, s.S, s.stride, s.pad))
     return (dy, x, w), dict(stride=s.stride, padding=s.pad)
 
 
 def make_im2col(s, dtype, rng):
-    return (_gauss(rng, dtype, s.N, s.C, s.H, s.W), (s.R, s.S)), dict(stride=s.stride, padding=s.pad)
+    return (gauss(rng, dtype, s.N, s.C, s.H, s.W), (s.R, s.S)), dict(stride=s.stride, padding=s.pad)
 
 
 def make_col2im(s, dtype, rng):
     rows = s.N * out_size(s.H, s.R, s.stride, s.pad) * out_size(s.W, s.S, s.stride, s.pad)
-    col = _gauss(rng, dtype, rows, s.C * s.R * s.S)
+    col = gauss(rng, dtype, rows, s.C * s.R * s.S)
     return (col, (s.N, s.C, s.H, s.W), (s.R, s.S)), dict(stride=s.stride, padding=s.pad)
 
 
@@ -406,15 +426,15 @@ def _pool_kw(s):
 
 
 def make_pool(s, dtype, rng):
-    return (_gauss(rng, dtype, s.N, s.C, s.H, s.W), s.k), _pool_kw(s)
+    return (gauss(rng, dtype, s.N, s.C, s.H, s.W), s.k), _pool_kw(s)
 
 
 def _pool_dy(s, dtype, rng):
-    return _gauss(rng, dtype, s.N, s.C, out_size(s.H, s.k, s.stride, s.pad), out_size(s.W, s.k, s.stride, s.pad))
+    return gauss(rng, dtype, s.N, s.C, out_size(s.H, s.k, s.stride, s.pad), out_size(s.W, s.k, s.stride, s.pad))
 
 
 def make_max_pool2d_backward(s, dtype, rng):
-    x = _gauss(rng, dtype, s.N, s.C, s.H, s.W)
+    x = gauss(rng, dtype, s.N, s.C, s.H, s.W)
     _, idx = reference.max_pool2d(x, s.k, s.stride, s.pad)
     return (_pool_dy(s, dtype, rng), idx, x.shape), {}
 
@@ -424,8 +444,8 @@ def make_avg_pool2d_backward(s, dtype, rng):
 
 
 def _bn(s, dtype, rng):
-    x = _gauss(rng, dtype, s.N, s.C, s.H, s.W)
-    return x, 1 + _gauss(rng, dtype, s.C, scale=0.1), _gauss(rng, dtype, s.C, scale=0.1)
+    x = gauss(rng, dtype, s.N, s.C, s.H, s.W)
+    return x, 1 + gauss(rng, dtype, s.C, scale=0.1), gauss(rng, dtype, s.C, scale=0.1)
 
 
 def make_batch_norm(s, dtype, rng):
@@ -437,36 +457,36 @@ def make_batch_norm(s, dtype, rng):
 def make_batch_norm_backward(s, dtype, rng):
     x, gamma, beta = _bn(s, dtype, rng)
     _, mean, invstd = reference.batch_norm(x, gamma, beta)
-    return (_gauss(rng, dtype, *x.shape), x, gamma, mean, invstd), dict(training=True)
+    return (gauss(rng, dtype, *x.shape), x, gamma, mean, invstd), dict(training=True)
 
 
 def _lstm_weights(D, H, dtype, rng):
     scale = 1 / math.sqrt(H)
-    return (_gauss(rng, dtype, D, 4 * H, scale=scale), _gauss(rng, dtype, H, 4 * H, scale=scale),
-            _gauss(rng, dtype, 4 * H, scale=scale))
+    return (gauss(rng, dtype, D, 4 * H, scale=scale), gauss(rng, dtype, H, 4 * H, scale=scale),
+            gauss(rng, dtype, 4 * H, scale=scale))
 
 
 def make_lstm_cell(s, dtype, rng):
-    x, h, c = _gauss(rng, dtype, s.B, s.D), _gauss(rng, dtype, s.B, s.H), _gauss(rng, dtype, s.B, s.H)
+    x, h, c = gauss(rng, dtype, s.B, s.D), gauss(rng, dtype, s.B, s.H), gauss(rng, dtype, s.B, s.H)
     return (x, h, c, *_lstm_weights(s.D, s.H, dtype, rng)), {}
 
 
 def make_lstm_cell_backward(s, dtype, rng):
     args, _ = make_lstm_cell(s, dtype, rng)
     *_, cache = reference.lstm_cell(*args[:-1], None)     # bias None: PyTorch rebuilds it as zeros
-    return (_gauss(rng, dtype, s.B, s.H), _gauss(rng, dtype, s.B, s.H), cache), {}
+    return (gauss(rng, dtype, s.B, s.H), gauss(rng, dtype, s.B, s.H), cache), {}
 
 
 def make_lstm(s, dtype, rng):
-    xs, h0, c0 = _gauss(rng, dtype, s.B, s.T, s.D), _gauss(rng, dtype, s.B, s.H), _gauss(rng, dtype, s.B, s.H)
+    xs, h0, c0 = gauss(rng, dtype, s.B, s.T, s.D), gauss(rng, dtype, s.B, s.H), gauss(rng, dtype, s.B, s.H)
     return (xs, h0, c0, *_lstm_weights(s.D, s.H, dtype, rng)), {}
 
 
 def make_lstm_backward(s, dtype, rng):
     args, _ = make_lstm(s, dtype, rng)
     *_, cache = reference.lstm(*args[:-1], None)          # bias None: PyTorch rebuilds it as zeros
-    dh = _gauss(rng, dtype, s.B, s.H)
-    return (_gauss(rng, dtype, s.B, s.T, s.H), dh, dh.copy(), cache), {}
+    dh = gauss(rng, dtype, s.B, s.H)
+    return (gauss(rng, dtype, s.B, s.T, s.H), dh, dh.copy(), cache), {}
 
 
 # ----------------------------------------------------------------------------------------- PyTorch equivalents

@@ -50,7 +50,10 @@ def test_unimplemented_kernel_is_reported_not_raised(tmp_path, monkeypatch):
             assert r["fastnn_ms"] is None and r["speedup_vs_numpy"] is None and r["fastnn_rate"] is None
             assert r["notes"] == ["fastnn: max_pool2d: not implemented yet"], r
         if r["op"] == "avg_pool2d":
-            assert r["fastnn_ms"] > 0 and r["speedup_vs_numpy"] > 0 and r["notes"] == [], r
+            # the note names the variant the cpu kernel runs for this shape, as the library reports it
+            assert r["fastnn_ms"] > 0 and r["speedup_vs_numpy"] > 0 and r["notes"] == [
+                _cpu.pool2d_algo("avg", tuple(r["params"][k] for k in "NCHW"), *((r["params"][k],) * 2
+                                 for k in ("k", "stride", "pad")), "float32")], r
             assert r["unit"] == "GB/s" and r["fastnn_rate"] > 0 and r["runs"]["fastnn"]["runs"] >= 1
 
 

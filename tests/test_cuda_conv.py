@@ -46,7 +46,7 @@ def check(out, ref, L, dtype):
 LAYOUTS = [(False, False), (True, False), (False, True), (True, True)]
 
 
-@pytest.mark.parametrize("variant,ta,tb", [(v, ta, tb) for v in ("naive", "64x64") for ta, tb in LAYOUTS]
+@pytest.mark.parametrize("variant,ta,tb", [(v, ta, tb) for v in ("tiled", "64x64") for ta, tb in LAYOUTS]
                          + [("64x128", False, False), ("128x128", False, True)])
 def test_matmul(variant, ta, tb):
     rng = np.random.default_rng(1)

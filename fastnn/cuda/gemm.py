@@ -1,7 +1,6 @@
 """GEMM on Numba device arrays: out = op(a) @ op(b) + beta*out, float32 or float64 (no fast-math).
 
 Versions, in order:
-  gemm__naive        one thread per output, operands read straight from global memory (the reference).
   gemm__tiled        a BMxBN block tile; BK-deep slabs of A and B staged in shared memory, double buffered,
                      the next slab prefetched into registers while this one is used (hides global latency);
                      each thread keeps TMxTN outputs in registers -> TM+TN shared loads feed TM*TN FMAs.
@@ -45,21 +44,6 @@ def kernel_options(min_blocks):
 
 def nbtype(dtype):
     return float32 if np.dtype(dtype) == np.float32 else float64
-
-
-@cuda.jit
-def gemm__naive(a, b, c, M, N, K, ta, tb, beta):
-    j, i = cuda.grid(2)
-    if i >= M or j >= N:
-        return
-    s = 0.0                       # the reference accumulates in float64
-    for k in range(K):
-        av = a[k, i] if ta else a[i, k]
-        bv = b[j, k] if tb else b[k, j]
-        s += av * bv
-    if beta != 0:
-        s += beta * c[i, j]
-    c[i, j] = s
 
 
 @cuda.jit(device=True, **INLINE)
@@ -264,7 +248,7 @@ flat = _flat
 
 def matmul(a, b, out=None, trans_a=False, trans_b=False, beta=0.0, variant=None):
     """out = op(a) @ op(b) + beta*out on 2-D C-contiguous Numba device arrays (float32/float64); returns out.
-    variant: None or "tiled" (tile picked by size), "naive", or a tile name from TILES."""
+    variant: None or "tiled" (tile picked by size), or a tile name from TILES. (NumPy is the reference.)"""
     M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
     Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if K != Kb:
@@ -279,10 +263,6 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False, beta=0.0, variant=None)
         raise ValueError(f"matmul: out must be ({M}, {N}) {a.dtype}, got {tuple(out.shape)} {out.dtype}")
     if M == 0 or N == 0:
         return out
-    if variant == "naive":
-        gemm__naive[((N + 15) // 16, (M + 15) // 16), (16, 16)](a, b, out, M, N, K, bool(trans_a),
-                                                                bool(trans_b), out.dtype.type(beta))
-    else:
-        launch_tiled(_flat(a), _flat(b), _flat(out), M, N, K, a.shape[1], b.shape[1], N, trans_a, trans_b,
-                     beta, tile=None if variant == "tiled" else variant)
+    launch_tiled(_flat(a), _flat(b), _flat(out), M, N, K, a.shape[1], b.shape[1], N, trans_a, trans_b, beta,
+                 tile=None if variant in (None, "tiled") else variant)
     return out
