@@ -96,8 +96,11 @@ template <typename T> Pool2dAlgo pool2d_algo(PoolPass pass, const PoolShape& s);
 // idx: flat ih*W+iw within the (H,W) plane; padding never selected; first max wins; NaN propagates.
 template <typename T>
 void max_pool2d_fwd(const T* x, T* y, i64* idx, const PoolShape& s, Pool2dAlgo algo = Pool2dAlgo::automatic);
-// Backward scatters dy by index: only N, C, H, W, OH, OW are set; an index outside [0, H*W) is skipped.
+// Backward scatters dy by index: only N, C, H, W, OH, OW are set. An index outside [0, H*W) is never written and
+// throws std::invalid_argument (ValueError in Python) with bad_pool_index's message after the scatter.
 template <typename T> void max_pool2d_bwd(const T* dy, const i64* idx, T* dx, const PoolShape& s);
+// "indices: <value> at position <pos> is outside [0, <HW>) ..." (the same words as fastnn._checks.bad_pool_index)
+std::string bad_pool_index(i64 value, i64 position, i64 HW);
 template <typename T>
 void avg_pool2d_fwd(const T* x, T* y, const PoolShape& s, bool count_include_pad,
                     Pool2dAlgo algo = Pool2dAlgo::automatic);

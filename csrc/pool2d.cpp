@@ -6,6 +6,8 @@
 // AVX2 variants run when has_avx2_fma() (FASTNN_SIMD=scalar switches them off).
 // Forward work is split over (n, c, oh) output rows; backward over (n, c) planes (a scatter never races).
 #include <algorithm>
+#include <atomic>
+#include <stdexcept>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -326,15 +328,26 @@ void max_pool2d_fwd(const T* x, T* y, i64* idx, const PoolShape& s, Pool2dAlgo a
     });
 }
 
+std::string bad_pool_index(i64 value, i64 position, i64 HW) {
+    return "indices: " + std::to_string(value) + " at position " + std::to_string(position) +
+           " is outside [0, " + std::to_string(HW) + "), the flat positions ih*W+iw of an input plane";
+}
+
 template <typename T>
 void max_pool2d_bwd(const T* dy, const i64* idx, T* dx, const PoolShape& s) {
     const i64 planes = s.N * s.C, HW = s.H * s.W, OHW = s.OH * s.OW;
+    std::atomic<i64> bad{-1};  // the position in idx of a bad index (any one), found by the scatter itself
     parallel_items(planes, double(HW + 2 * OHW), [&](i64 p) {
         T* d = dx + p * HW;
         std::memset(d, 0, sizeof(T) * HW);
-        for (i64 o = p * OHW; o < (p + 1) * OHW; ++o)
-            if (idx[o] >= 0 && idx[o] < HW) d[idx[o]] += dy[o];  // bad indices are skipped, never written
+        for (i64 o = p * OHW; o < (p + 1) * OHW; ++o) {
+            const i64 i = idx[o];
+            if (static_cast<std::uint64_t>(i) < static_cast<std::uint64_t>(HW)) d[i] += dy[o];
+            else bad.store(o, std::memory_order_relaxed);  // never written; the call raises below
+        }
     });
+    if (const i64 o = bad.load(); o >= 0)
+        throw std::invalid_argument(bad_pool_index(idx[o], o, HW));
 }
 
 template <typename T>

@@ -100,6 +100,13 @@ def out_size(size, k, s, p, d, what):
     return o
 
 
+def bad_pool_index(value, position, hw):
+    """The error of max_pool2d_backward for an index outside its plane; every backend raises it with these words
+    (the C++ kernel builds the same string: bad_pool_index in csrc/pool2d.cpp)."""
+    return ValueError(f"indices: {int(value)} at position {int(position)} is outside [0, {int(hw)}), the flat "
+                      "positions ih*W+iw of an input plane")
+
+
 def input_shape(shape, name, ndim=4):
     if not isinstance(shape, (tuple, list)) or len(shape) != ndim:
         raise ValueError(f"{name} must be a tuple of {ndim} ints, got {shape!r}")

@@ -137,9 +137,14 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, out_hw=None):
 def max_pool2d_backward(dy, indices, input_shape):
     """dx (input_shape): each dy element added at its argmax position (overlapping windows accumulate)."""
     n, c, h, w = input_shape
+    idx = indices.reshape(n * c, -1)
+    bad = np.flatnonzero((idx < 0) | (idx >= h * w))   # a negative index would wrap around silently
+    if bad.size:
+        from ._checks import bad_pool_index
+        raise bad_pool_index(idx.flat[bad[0]], bad[0], h * w)
     dx = np.zeros((n * c, h * w), dtype=dy.dtype)
     planes = np.arange(n * c)[:, None]
-    np.add.at(dx, (planes, indices.reshape(n * c, -1)), dy.reshape(n * c, -1))
+    np.add.at(dx, (planes, idx), dy.reshape(n * c, -1))
     return dx.reshape(input_shape)
 
 

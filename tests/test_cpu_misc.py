@@ -93,9 +93,12 @@ def test_max_pool2d_all_neg_inf_and_bad_indices():
     x = np.full((1, 1, 4, 4), -np.inf, np.float32)
     y, idx = _cpu.max_pool2d(x, (2, 2), (2, 2), (0, 0))
     assert np.all(y == -np.inf) and idx.tolist() == [[[[0, 2], [8, 10]]]]
-    idx = np.array([[[[-1, 16], [5, 5]]]], np.int64)    # out of range: skipped, never written
+    idx = np.array([[[[-1, 16], [5, 5]]]], np.int64)    # out of range: a ValueError naming one of them
+    with pytest.raises(ValueError, match=r"^indices: (-1 at position 0|16 at position 1) is outside \[0, 16\)"):
+        _cpu.max_pool2d_backward(np.ones((1, 1, 2, 2), np.float32), idx, (1, 1, 4, 4))
+    idx[0, 0, 0] = 5                                      # in range again: routed
     dx = _cpu.max_pool2d_backward(np.ones((1, 1, 2, 2), np.float32), idx, (1, 1, 4, 4))
-    assert dx.sum() == 2 and dx[0, 0, 1, 1] == 2
+    assert dx.sum() == 4 and dx[0, 0, 1, 1] == 4
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

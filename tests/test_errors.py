@@ -114,6 +114,23 @@ def test_bad_argument(fn, arg, value, exc, words, backend):
     assert words in str(e.value)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bad", [-1, 16, 1 << 40])
+@pytest.mark.parametrize("where", [0, 7, 23])
+def test_max_pool2d_backward_refuses_an_index_outside_its_plane(bad, where, backend):
+    """Found by the scatter itself on the fast backends; never a partial result, never a write out of the plane."""
+    x = r(2, 3, 4, 4)
+    y, idx = fastnn.max_pool2d(x, 2, backend="numpy")
+    idx = idx.copy()
+    idx.reshape(-1)[where] = bad
+    before = idx.copy()
+    with pytest.raises(ValueError) as e:
+        fastnn.max_pool2d_backward(np.ones_like(y), idx, x.shape, backend=backend)
+    assert str(e.value) == (f"indices: {bad} at position {where} is outside [0, 16), the flat positions ih*W+iw "
+                            "of an input plane")
+    np.testing.assert_array_equal(idx, before)
+
+
 @pytest.mark.parametrize("fn", sorted(VALID))
 def test_valid_arguments_pass_validation(fn):
     # The table's valid calls really are valid: the reference runs them.

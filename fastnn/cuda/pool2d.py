@@ -22,6 +22,7 @@ import functools
 import numpy as np
 from numba import cuda
 
+from .._checks import bad_pool_index
 from .._shapes import out_size as _out, pair as _pair
 from ._launch import empty as _empty, kind_of, launch, result as _result, view
 
@@ -205,12 +206,16 @@ def _zero(a):
 
 
 @cuda.jit
-def max_pool2d_bwd__scatter(dy, ind, dx):      # dy, ind (P, OH*OW); dx (P, H*W), zeroed
+def max_pool2d_bwd__scatter(dy, ind, dx, bad):      # dy, ind (P, OH*OW); dx (P, H*W), zeroed; bad (1,) = -1
     q = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     if q >= dy.shape[1]:
         return
     for p in range(cuda.blockIdx.y, dy.shape[0], cuda.gridDim.y):
-        cuda.atomic.add(dx, (p, ind[p, q]), dy[p, q])
+        i = ind[p, q]
+        if i < 0 or i >= dx.shape[1]:
+            bad[0] = p * dy.shape[1] + q        # never written (no bounds checks on the GPU); the call raises
+        else:
+            cuda.atomic.add(dx, (p, i), dy[p, q])
 
 
 # ---------------------------------------------------------------------------------------------- avg forward
@@ -354,8 +359,12 @@ def max_pool2d_backward(dy, indices, input_shape, kernel_size=None, stride=None,
     k = g.dtype.char
     if kernel_size is None:
         launch(_zero, k, (P * H * W + 255) // 256, 256, dx[1].reshape(P * H * W))
+        bad = cuda.to_device(np.full(1, -1, np.int64))
         launch(max_pool2d_bwd__scatter, k, ((OH * OW + 255) // 256, min(P, MAX_Z)), 256,
-               g.reshape(P, OH * OW), ind.reshape(P, OH * OW), dx[1].reshape(P, H * W))
+               g.reshape(P, OH * OW), ind.reshape(P, OH * OW), dx[1].reshape(P, H * W), bad)
+        pos = int(bad.copy_to_host()[0])      # synchronises: the error must be raised by this call
+        if pos >= 0:
+            raise bad_pool_index(ind.device().reshape(P * OH * OW)[pos:pos + 1].copy_to_host()[0], pos, H * W)
         return _result(dx, kind)
     _, _, _, _, kh, kw, sh, sw, ph, pw = _geometry(input_shape, kernel_size, stride, padding, (OH, OW))
     gv, iv, dxv = g.reshape(P, OH, OW), ind.reshape(P, OH, OW), dx[1].reshape(P, H, W)
