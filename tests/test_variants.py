@@ -119,7 +119,9 @@ def test_conv2d_backward_variant(part, algo, case, dt):
 
 # (x shape, kernel, stride, padding): the two fast geometries at widths below, at and past a vector of outputs
 POOLS = [
-    ((1, 1, 6, 8), (2, 2), (2, 2), (0, 0)),
+    ((1, 1, 6, 8), (2, 2), (2, 2), (0, 0)),         # rows of fewer than 8 outputs: one masked vector each
+    ((2, 3, 14, 15), (2, 2), (2, 2), (0, 0)),       # 14x14 -> 7x7, the textbook CNN's second pooling
+    ((1, 2, 3, 3), (2, 2), (2, 2), (0, 0)),         # one output per row
     ((2, 3, 7, 19), (2, 2), (2, 2), (0, 0)),       # odd sizes: a row and a column past the last window
     ((1, 2, 9, 20), (3, 3), (2, 2), (1, 1)),
     ((2, 1, 6, 37), (3, 3), (2, 2), (1, 1)),
