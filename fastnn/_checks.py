@@ -1,17 +1,23 @@
 """Argument validation shared by every backend: one place that turns bad input into a TypeError/ValueError naming
 the argument, and normalises int-or-pair arguments to (h, w) tuples. Arrays keep their type (NumPy or GPU)."""
+import math
 import numbers
 
 import numpy as np
 
 from . import _shapes
+from ._dispatch import is_gpu_array
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+# Fast paths first: a NumPy array, a Python int. They decide almost every call, and each check below costs a tiny
+# op's call more than its kernel does (an isinstance against numbers.Integral alone ~0.3 us).
+_ndarray = np.ndarray
+
+
 def _is_array(a):
-    from ._dispatch import is_gpu_array
-    return isinstance(a, np.ndarray) or is_gpu_array(a)
+    return type(a) is _ndarray or isinstance(a, _ndarray) or is_gpu_array(a)
 
 
 _DTYPES = {}      # torch.dtype -> NumPy dtype (read once from __cuda_array_interface__, which builds a dict)
@@ -32,6 +38,16 @@ def array(a, name, ndim=None, dtype=None, optional=False):
     """Check that `a` is a float32/float64 NumPy or GPU array (of `ndim` dims, of `dtype` if given); return it."""
     if a is None and optional:
         return None
+    if type(a) is _ndarray:
+        dt = a.dtype
+        if dt is not FLOATS[0] and dt is not FLOATS[1] and dt not in FLOATS:
+            raise TypeError(f"{name} must be float32 or float64, got {dt}")
+        if dtype is not None and dt != dtype:
+            raise TypeError(f"{name} has dtype {dt} but the other arguments are {dtype}: mixed precision is not "
+                            "supported")
+        if ndim is not None and a.ndim != ndim and not (type(ndim) is tuple and a.ndim in ndim):
+            raise ValueError(f"{name} must be {_dims(ndim)}, got shape {a.shape}")
+        return a
     if not _is_array(a):
         raise TypeError(f"{name} must be a NumPy or GPU array, got {type(a).__name__}")
     if getattr(a, "requires_grad", False):
@@ -53,6 +69,8 @@ def _dims(ndim):
 
 def same_kind(**arrays):
     """All arrays on the host or all on the GPU."""
+    if all(type(a) is _ndarray or a is None for a in arrays.values()):
+        return
     kinds = {name: isinstance(a, np.ndarray) for name, a in arrays.items() if a is not None}
     if len(set(kinds.values())) > 1:
         host = [n for n, k in kinds.items() if k]
@@ -66,6 +84,8 @@ def shape_is(a, name, shape):
 
 
 def integer(v, name, minimum):
+    if type(v) is int and v >= minimum:
+        return v
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(v).__name__}")
     if v < minimum:
@@ -75,6 +95,8 @@ def integer(v, name, minimum):
 
 def pair(v, name, minimum):
     """int or (int, int) -> (int, int), each >= minimum."""
+    if type(v) is int and v >= minimum:
+        return v, v
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
@@ -84,6 +106,8 @@ def pair(v, name, minimum):
 
 
 def number(v, name, lo=None, hi=None):
+    if type(v) is float and v - v == 0.0 and (lo is None or v >= lo) and (hi is None or v <= hi):  # finite
+        return v
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(v).__name__}")
     v = float(v)
@@ -246,7 +270,7 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, ep
     training = bool(training)
     if not training and running_mean is None:
         raise ValueError("training=False needs running_mean and running_var")
-    m = x.shape[0] * int(np.prod(x.shape[2:], dtype=np.int64))
+    m = x.shape[0] * math.prod(x.shape[2:])
     if training and m < 2:
         raise ValueError(f"batch_norm in training needs more than one value per channel, got x of shape "
                          f"{tuple(x.shape)}")

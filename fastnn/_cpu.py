@@ -21,8 +21,8 @@ _CACHED_MIN = 1 << 20
 def _empty(shape, dtype):
     """An uninitialised output: from _C's buffer cache from 1 MiB on (freed outputs are reused, no page faults on
     the next call of the same size), else np.empty."""
-    dtype = np.dtype(dtype)
-    shape = shape if isinstance(shape, tuple) else (shape,)
+    dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
+    shape = shape if type(shape) is tuple else tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
     if dtype.itemsize * math.prod(shape) >= _CACHED_MIN:
         return _C.empty(shape, dtype)
     return np.empty(shape, dtype)
@@ -125,7 +125,7 @@ def avg_pool2d_backward(dy, input_shape, kernel_size, stride, padding, count_inc
 
 def _ncl(x):
     N, C = x.shape[:2]
-    return N, C, int(np.prod(x.shape[2:], dtype=np.int64))
+    return N, C, math.prod(x.shape[2:])
 
 
 def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps):

@@ -3,6 +3,10 @@
 import importlib
 import os
 
+import numpy as np
+
+_ndarray = np.ndarray
+
 BACKENDS = ("numpy", "cpu", "cuda")
 
 
@@ -43,14 +47,21 @@ def module(name):
 
 def pick(backend, *arrays):
     """The backend module for these arrays."""
-    gpu = any(is_gpu_array(a) for a in arrays)
+    gpu = False
+    for a in arrays:  # NumPy arrays first: they are the common case, and is_gpu_array is not free
+        if a is not None and type(a) is not _ndarray and is_gpu_array(a):
+            gpu = True
+            break
     if backend is None:
         backend = os.environ.get("FASTNN_BACKEND") or ("cuda" if gpu else "cpu")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    m = _loaded.get(backend)
+    if m is None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+        m = module(backend)
     if gpu and backend != "cuda":
         raise TypeError(f"GPU arrays need backend='cuda', got backend={backend!r}")
-    return module(backend)
+    return m
 
 
 def available():

@@ -422,7 +422,7 @@ def _plan(shape):
     """(C, HW, M, S, chunk, dk, di, wrap_) for the (S, C) grid."""
     shape = tuple(int(v) for v in shape)
     N, C = shape[0], shape[1]
-    HW = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
+    HW = math.prod(shape[2:])
     M = N * HW
     S = max(1, min(-(-TARGET_BLOCKS // C), M // (BS * MIN_PER_THREAD)))
     chunk = -(-M // S)
