@@ -312,10 +312,68 @@ static void gemm_packed(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T*
     }, nt);
 }
 
+// ---- gemm__rows: a few rows of A (M <= kRowsMaxM) ----
+// An LSTM step at batch 1-4 multiplies a few rows by a weight matrix it uses once per call: packing B (K x N)
+// into panels reads and writes all of B for a product that reads it once (lstm_cell at B1 H100: slower than NumPy).
+// Here each row of C takes B as it lies: c[:] += a[k] * B[k, :] four rows of B at a time (op(B) = B), or
+// c[n] = dot(a, B[n, :]) (op(B) = B^T, rows of B contiguous over k); plain loops the compiler vectorises per target.
+constexpr i64 kRowsMaxM = 4;
+
+template <typename T>
+FASTNN_INLINE void gemm_rows_body(bool ta, bool tb, i64 M, i64 n0, i64 n1, i64 K, T alpha, const T* A, i64 lda,
+                                  const T* B, i64 ldb, T beta, T* C, i64 ldc) {
+    for (i64 m = 0; m < M; ++m) {
+        auto a = [&](i64 k) { return alpha * (ta ? A[k * lda + m] : A[m * lda + k]); };
+        T* const c = C + m * ldc;
+        if (tb) {
+            for (i64 n = n0; n < n1; ++n) {
+                const T* b = B + n * ldb;
+                T acc = 0;
+                if (ta) {
+                    for (i64 k = 0; k < K; ++k) acc += A[k * lda + m] * b[k];
+                } else {
+                    const T* am = A + m * lda;
+#pragma omp simd reduction(+ : acc)
+                    for (i64 k = 0; k < K; ++k) acc += am[k] * b[k];
+                }
+                c[n] = alpha * acc + (beta == T(0) ? T(0) : beta * c[n]);  // beta 0: C is not read (BLAS)
+            }
+            continue;
+        }
+        if (beta == T(0)) std::fill(c + n0, c + n1, T(0));
+        else if (beta != T(1)) for (i64 n = n0; n < n1; ++n) c[n] *= beta;
+        i64 k = 0;
+        for (; k + 4 <= K; k += 4) {
+            const T a0 = a(k), a1 = a(k + 1), a2 = a(k + 2), a3 = a(k + 3);
+            const T *b0 = B + k * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+#pragma omp simd
+            for (i64 n = n0; n < n1; ++n) c[n] += (a0 * b0[n] + a1 * b1[n]) + (a2 * b2[n] + a3 * b3[n]);
+        }
+        for (; k < K; ++k) {
+            const T a0 = a(k);
+            const T* b0 = B + k * ldb;
+#pragma omp simd
+            for (i64 n = n0; n < n1; ++n) c[n] += a0 * b0[n];
+        }
+    }
+}
+FASTNN_SIMD_DISPATCH(gemm_rows)
+
+template <typename T>
+static void gemm__rows(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B, i64 ldb,
+                       T beta, T* C, i64 ldc) {
+    const int nt = parallel_work(gemm_work(M, N, K) * 4);  // ~4x fewer FLOPs per element than the microkernel
+    const i64 chunk = nt == 1 ? N : packed::round_up((N + 4 * nt - 1) / (4 * nt), 16);
+    parallel_for(N, chunk, [&](i64 n0, i64 n1) {
+        gemm_rows(ta, tb, M, n0, n1, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    }, nt);
+}
+
 template <typename T>
 void gemm(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B, i64 ldb, T beta, T* C,
           i64 ldc) {
     if (M <= 0 || N <= 0) return;
+    if (M <= kRowsMaxM) return gemm__rows(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     packed::with_cfg<T>([&](auto cfg) {
         gemm_packed<decltype(cfg)>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     });

@@ -86,7 +86,8 @@ def ref_conv_bwd(dy, x, w, s, p, d, g):
 # ---- gemm ----
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
-@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (7, 5, 3), (37, 53, 301), (130, 17, 513), (6, 16, 256), (200, 300, 70)])
+@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (7, 5, 3), (37, 53, 301), (130, 17, 513), (6, 16, 256), (200, 300, 70),
+                                   (2, 301, 70), (4, 19, 1), (3, 4099, 600)])      # M <= 4: gemm__rows (threaded)
 def test_gemm(dtype, ta, tb, M, N, K):
     rng = np.random.default_rng(M * 1000 + N + K)
     A = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
@@ -100,11 +101,23 @@ def test_gemm(dtype, ta, tb, M, N, K):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_gemm_beta0_ignores_nan(dtype):
-    A, B = np.ones((9, 4), dtype), np.ones((4, 20), dtype)
-    C = np.full((9, 20), np.nan, dtype)
-    _C.gemm(False, False, A, B, C, 1.0, 0.0)
+@pytest.mark.parametrize("M,tb", [(9, False), (2, False), (2, True)])
+def test_gemm_beta0_ignores_nan(dtype, M, tb):
+    A, B = np.ones((M, 4), dtype), np.ones((20, 4) if tb else (4, 20), dtype)
+    C = np.full((M, 20), np.nan, dtype)
+    _C.gemm(False, tb, A, B, C, 1.0, 0.0)
     assert (C == 4).all()
+
+
+@pytest.mark.parametrize("tb", [False, True])
+def test_gemm_few_rows_propagate_nan(tb):
+    """gemm__rows adds every product (no skipped zeros): a NaN in B reaches C even where A is 0."""
+    A = np.zeros((2, 5), np.float32)
+    B = np.ones((7, 5) if tb else (5, 7), np.float32)
+    B[(3, 2) if tb else (2, 3)] = np.nan
+    C = np.zeros((2, 7), np.float32)
+    _C.gemm(False, tb, A, B, C, 1.0, 0.0)
+    assert np.isnan(C[:, 3]).all() and (C[:, [0, 1, 2, 4, 5, 6]] == 0).all()
 
 
 def test_gemm_strided_ld():
