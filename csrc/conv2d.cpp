@@ -75,6 +75,11 @@ void conv2d_db(const T* dy, T* db, const ConvShape& s) {
 
 }  // namespace
 
+// parallel_work's units for a conv (or one product of its backward): like gemm_work, its multiply-adds / 64.
+inline double conv_work(const ConvShape& s) {
+    return double(s.N) * s.K * s.OH * s.OW * (s.C / s.groups) * s.KH * s.KW / 64;
+}
+
 // The forward: Winograd or the direct convolution where they fit (float), else the implicit GEMMs: polyphase, or
 // for 1x1/s1/p0 convs a plain GEMM on the input planes; each with its packed (gathered) form on small images.
 template <typename T>
@@ -108,26 +113,26 @@ void conv2d_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s,
         algo_cannot_run(AlgoNames<Conv2dFwdAlgo>::op, algo_name(algo));
     if (s.N == 0) return;
     if (algo == Conv2dFwdAlgo::automatic) algo = conv2d_fwd_algo<T>(s);
-    switch (algo) {
-        case Conv2dFwdAlgo::winograd:
-        case Conv2dFwdAlgo::direct:
-            if constexpr (f32<T>) {
-                if (algo == Conv2dFwdAlgo::winograd) return conv2d_fwd__winograd(x, w, bias, y, s);
-                return conv2d_fwd__direct(x, w, bias, y, s);
-            }
-            return;  // not reached: fwd_can_run refuses them for double
-        case Conv2dFwdAlgo::polyphase_packed: return conv2d_fwd__polyphase_packed(x, w, bias, y, s);
-        case Conv2dFwdAlgo::gemm_1x1: return conv2d_fwd__gemm_1x1(x, w, bias, y, s);
-        case Conv2dFwdAlgo::gemm_1x1_packed: return conv2d_fwd__gemm_1x1_packed(x, w, bias, y, s);
-        default: return conv2d_fwd__polyphase_gemm(x, w, bias, y, s);
-    }
+    maybe_serially(conv_work(s), [&] {
+        switch (algo) {
+            case Conv2dFwdAlgo::winograd:
+            case Conv2dFwdAlgo::direct:
+                if constexpr (f32<T>) {
+                    if (algo == Conv2dFwdAlgo::winograd) return conv2d_fwd__winograd(x, w, bias, y, s);
+                    return conv2d_fwd__direct(x, w, bias, y, s);
+                }
+                return;  // not reached: fwd_can_run refuses them for double
+            case Conv2dFwdAlgo::polyphase_packed: return conv2d_fwd__polyphase_packed(x, w, bias, y, s);
+            case Conv2dFwdAlgo::gemm_1x1: return conv2d_fwd__gemm_1x1(x, w, bias, y, s);
+            case Conv2dFwdAlgo::gemm_1x1_packed: return conv2d_fwd__gemm_1x1_packed(x, w, bias, y, s);
+            default: return conv2d_fwd__polyphase_gemm(x, w, bias, y, s);
+        }
+    });
 }
 
 template <typename T>
-void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvShape& s, Conv2dDwAlgo dw_algo,
-                Conv2dDxAlgo dx_algo) {
-    dw_algo = resolve<T>(dw_algo, s, conv2d_dw_algo<T>, dw_can_run<T>);
-    dx_algo = resolve<T>(dx_algo, s, conv2d_dx_algo<T>, dx_can_run<T>);
+static void conv2d_bwd_parts(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvShape& s,
+                             Conv2dDwAlgo dw_algo, Conv2dDxAlgo dx_algo) {
     conv2d_db(dy, db, s);
     if constexpr (f32<T>) {
         if (dw_algo == Conv2dDwAlgo::direct) conv2d_dw__direct(dy, x, dw, s);
@@ -136,6 +141,14 @@ void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const 
     if (dx_algo == Conv2dDxAlgo::forward_flipped) return conv2d_dx__forward_flipped(dy, w, dx, s);
     if (dx_algo == Conv2dDxAlgo::gemm_1x1) return conv2d_dx__gemm_1x1(dy, w, dx, s);
     conv2d_dx__dcol(dy, w, dx, s);
+}
+
+template <typename T>
+void conv2d_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvShape& s, Conv2dDwAlgo dw_algo,
+                Conv2dDxAlgo dx_algo) {
+    dw_algo = resolve<T>(dw_algo, s, conv2d_dw_algo<T>, dw_can_run<T>);
+    dx_algo = resolve<T>(dx_algo, s, conv2d_dx_algo<T>, dx_can_run<T>);
+    maybe_serially(2 * conv_work(s), [&] { conv2d_bwd_parts(dy, x, w, dx, dw, db, s, dw_algo, dx_algo); });
 }
 
 #define INST(T)                                                                                                 \

@@ -246,6 +246,8 @@ int get_num_threads() { return pool().size(); }
 
 namespace detail {
 void run_parallel(i64 n, i64 chunk, int threads, RangeFn fn, void* ctx) { pool().run(n, chunk, threads, fn, ctx); }
+InlineScope::InlineScope() : prev(tl_in_pool) { tl_in_pool = true; }
+InlineScope::~InlineScope() { tl_in_pool = prev; }
 }  // namespace detail
 
 }  // namespace fastnn
