@@ -1,7 +1,7 @@
 // SIMD targets and CPU features, in one place (internal header of the kernels; the public declarations are in
 // fastnn.h).
 //
-// The build uses portable flags only (no -march=native, no fast-math): each AVX2/AVX-512 kernel carries a
+// The build uses portable flags only (no native-arch tuning, no fast math): each AVX2/AVX-512 kernel carries a
 // function-level target attribute and is chosen at run time from the features detected once at load time
 // (cpu_features.cpp), with a portable fallback. FASTNN_SIMD=scalar (or avx2) switches the wider variants off, so
 // the tests can check the fallbacks on a machine that has AVX-512.

@@ -69,7 +69,10 @@ def _dims(ndim):
 
 def same_kind(**arrays):
     """All arrays on the host or all on the GPU."""
-    if all(type(a) is _ndarray or a is None for a in arrays.values()):
+    for a in arrays.values():
+        if a is not None and type(a) is not _ndarray:
+            break
+    else:
         return
     kinds = {name: isinstance(a, np.ndarray) for name, a in arrays.items() if a is not None}
     if len(set(kinds.values())) > 1:
@@ -141,7 +144,7 @@ def input_shape(shape, name, ndim=4):
 # The window ops also return the output's (OH, OW), computed here once: the backends take it as out_hw=.
 
 def window(x_shape, kernel_size, stride, padding, dilation, what):
-    if any(d == 0 for d in x_shape):
+    if 0 in x_shape:
         raise ValueError(f"{what}: input of shape {tuple(x_shape)} is empty")
     ks = pair(kernel_size, "kernel_size", 1)
     st = pair(stride, "stride", 1)
@@ -201,7 +204,7 @@ def conv2d_backward(dy, x, weight, stride, padding, dilation, groups):
 
 
 def _pool(x_shape, kernel_size, stride, padding, what):
-    if any(d == 0 for d in x_shape):
+    if 0 in x_shape:
         raise ValueError(f"{what}: input of shape {tuple(x_shape)} is empty")
     ks = pair(kernel_size, "kernel_size", 1)
     st = ks if stride is None else pair(stride, "stride", 1)
@@ -247,7 +250,7 @@ def avg_pool2d_backward(dy, input_shape_, kernel_size, stride, padding, count_in
 
 def _channels(x, name="x"):
     array(x, name, (2, 4))
-    if any(d == 0 for d in x.shape):
+    if 0 in x.shape:
         raise ValueError(f"{name} of shape {tuple(x.shape)} is empty")
     return x.shape[1]
 
