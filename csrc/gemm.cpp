@@ -362,6 +362,11 @@ FASTNN_SIMD_DISPATCH(gemm_rows)
 template <typename T>
 static void gemm__rows(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* A, i64 lda, const T* B, i64 ldb,
                        T beta, T* C, i64 ldc) {
+    if (K <= 0 || alpha == T(0)) {  // C = beta*C without reading A or B, as the packed path (and BLAS) do
+        for (i64 m = 0; m < M; ++m)
+            for (i64 n = 0; n < N; ++n) C[m * ldc + n] = beta == T(0) ? T(0) : beta * C[m * ldc + n];
+        return;
+    }
     const int nt = parallel_work(gemm_work(M, N, K) * 4);  // ~4x fewer FLOPs per element than the microkernel
     const i64 chunk = nt == 1 ? N : packed::round_up((N + 4 * nt - 1) / (4 * nt), 16);
     parallel_for(N, chunk, [&](i64 n0, i64 n1) {

@@ -124,7 +124,7 @@ class Pool {
         Job job(fn, ctx, n, chunk, nth);
         job_.store(&job);
         gen_.fetch_add(1);
-        if (sleeping_.load() > 0) wake_all();
+        if (sleeping_.load() > 0) wake(nth - 1);
         tl_in_pool = true;
         std::exception_ptr mine;
         try {
@@ -135,7 +135,12 @@ class Pool {
         }
         tl_in_pool = false;
         job_.store(nullptr);
-        while (active_.load() != 0) cpu_relax();
+        // A worker counted in may have been preempted (its core taken by another pool's spinner): after a short
+        // spin, give the core away between looks instead of burning the time slice that worker is waiting for.
+        for (int i = 0; active_.load() != 0; ++i) {
+            if (i < 4096) cpu_relax();
+            else std::this_thread::yield();
+        }
         if (mine) std::rethrow_exception(mine);
         if (job.error) std::rethrow_exception(job.error);
     }
@@ -199,14 +204,14 @@ class Pool {
     void sleep_while(unsigned seen) {
         syscall(SYS_futex, reinterpret_cast<unsigned*>(&gen_), FUTEX_WAIT_PRIVATE, seen, nullptr, nullptr, 0);
     }
-    void wake_all() {
-        syscall(SYS_futex, reinterpret_cast<unsigned*>(&gen_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+    void wake(int n) {  // only as many as the job has seats: a worker woken for nothing delays the caller's join
+        syscall(SYS_futex, reinterpret_cast<unsigned*>(&gen_), FUTEX_WAKE_PRIVATE, n, nullptr, nullptr, 0);
     }
 #else
     void sleep_while(unsigned seen) {
         while (gen_.load() == seen) std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
-    void wake_all() {}
+    void wake(int) {}
 #endif
 
     static_assert(sizeof(std::atomic<unsigned>) == sizeof(unsigned), "futex word");

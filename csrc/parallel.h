@@ -4,10 +4,11 @@
 // for ~0.1 s after each call. libgomp's workers spin too after their region (for milliseconds by default), so the
 // two pools took each other's cores in turn: a fastnn call after a matmul ran up to 38x slower than alone, and the
 // matmul after it 3x slower (bench: `python -m fastnn.bench --mixed`). This pool
-//   - lets the calling thread take tasks too, from a shared counter: a worker that is not scheduled (its core is
-//     busy with another pool's spinner) holds up nothing but the task it has already taken;
-//   - spins only briefly after its work (kSpinMicros, FASTNN_SPIN_US) before sleeping on a futex, so the BLAS call
-//     that follows finds both cores free;
+//   - lets the calling thread take tasks too: a worker that is not scheduled (its core is busy with another
+//     pool's spinner) holds up nothing but the task it has already taken (the caller yields its core while it
+//     waits for that one);
+//   - spins only briefly after its work (kSpinMicros, FASTNN_SPIN_US), then offers its core to any other thread
+//     (sched_yield, kYieldMicros) before sleeping on a futex, so the BLAS call that follows finds both cores free;
 //   - runs work too small to share on the calling thread, with no worker woken (parallel_work).
 #pragma once
 #include <cstdint>

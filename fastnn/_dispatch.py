@@ -54,7 +54,7 @@ def pick(backend, *arrays):
             break
     if backend is None:
         backend = os.environ.get("FASTNN_BACKEND") or ("cuda" if gpu else "cpu")
-    m = _loaded.get(backend)
+    m = _loaded.get(backend) if type(backend) is str else None
     if m is None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")

@@ -109,6 +109,18 @@ def test_gemm_beta0_ignores_nan(dtype, M, tb):
     assert (C == 4).all()
 
 
+@pytest.mark.parametrize("M", [4, 5])                 # gemm__rows and the packed path alike
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("alpha,K", [(0.0, 3), (np.inf, 0)])
+def test_gemm_reads_no_operand_when_alpha_is_0_or_k_is_0(M, tb, alpha, K):
+    """C = beta*C: NaN/Inf in A and B do not reach C (BLAS semantics)."""
+    A = np.full((M, K), np.nan, np.float32)
+    B = np.full((7, K) if tb else (K, 7), np.inf, np.float32)
+    C = np.ones((M, 7), np.float32)
+    _C.gemm(False, tb, A, B, C, alpha, 2.0)
+    assert (C == 2).all()
+
+
 @pytest.mark.parametrize("tb", [False, True])
 def test_gemm_few_rows_propagate_nan(tb):
     """gemm__rows adds every product (no skipped zeros): a NaN in B reaches C even where A is 0."""
