@@ -57,6 +57,19 @@ def test_max_pool2d(shape, k, s, p):
     assert np.array_equal(x, x_in)
 
 
+@pytest.mark.parametrize("shape,k,s,p", POOL)
+@pytest.mark.parametrize("bad", [-1, 10**6])
+def test_max_pool2d_backward_bad_index_on_every_kernel(shape, k, s, p, bad):
+    """The geometry kernels (k2s2, cells, gather) flag an index outside the plane as the scatter does."""
+    x = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+    y, ind = P.max_pool2d(x, k, s, p)
+    ind = ind.copy_to_host() if hasattr(ind, "copy_to_host") else np.array(ind)
+    ind.reshape(-1)[1] = bad
+    for geometry in ((), (k, s, p)):
+        with pytest.raises(ValueError, match=f"^indices: {bad} at position 1 is outside"):
+            P.max_pool2d_backward(np.ones(ind.shape), ind, shape, *geometry)
+
+
 def test_max_pool2d_nan_inf():
     x = np.full((1, 1, 4, 6), -np.inf)
     x[0, 0, 0, 1] = np.nan

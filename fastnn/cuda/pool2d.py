@@ -131,7 +131,7 @@ def max_pool2d_fwd__fixed(KH, KW):
 # --------------------------------------------------------------------------------------------- max backward
 
 @cuda.jit
-def max_pool2d_bwd__gather(dy, ind, dx, H, W, OH, OW, kh, kw, sh, sw, ph, pw, ish, isw):
+def max_pool2d_bwd__gather(dy, ind, dx, H, W, OH, OW, kh, kw, sh, sw, ph, pw, ish, isw, bad):
     iw = cuda.blockIdx.x * TX + cuda.threadIdx.x
     ih = cuda.blockIdx.y * TY + cuda.threadIdx.y
     if iw >= W or ih >= H:
@@ -148,15 +148,18 @@ def max_pool2d_bwd__gather(dy, ind, dx, H, W, OH, OW, kh, kw, sh, sw, ph, pw, is
         while oh >= 0 and oh * sh - ph + kh > ih:
             ow = owx
             while ow >= 0 and ow * sw - pw + kw > iw:
-                if ind[p, oh, ow] == me:
+                at = ind[p, oh, ow]
+                if at == me:
                     acc += dy[p, oh, ow]
+                elif at < 0 or at >= H * W:     # matches no position: flag it (the call raises)
+                    bad[0] = (p * OH + oh) * OW + ow
                 ow -= 1
             oh -= 1
         dx[p, ih, iw] = acc
 
 
 @cuda.jit
-def max_pool2d_bwd__k2s2(dy, ind, dx, H, W, OH, OW):
+def max_pool2d_bwd__k2s2(dy, ind, dx, H, W, OH, OW, bad):
     iw = cuda.blockIdx.x * TX + cuda.threadIdx.x
     ih = cuda.blockIdx.y * TY + cuda.threadIdx.y
     if iw >= W or ih >= H:
@@ -172,13 +175,17 @@ def max_pool2d_bwd__k2s2(dy, ind, dx, H, W, OH, OW):
             i0, g0, i1, g1 = ind[p0, oh, ow], dy[p0, oh, ow], ind[p1, oh, ow], dy[p1, oh, ow]
             dx[p0, ih, iw] = g0 if i0 == me else 0
             dx[p1, ih, iw] = g1 if i1 == me else 0
+            if i0 < 0 or i0 >= H * W:
+                bad[0] = (p0 * OH + oh) * OW + ow
+            if i1 < 0 or i1 >= H * W:
+                bad[0] = (p1 * OH + oh) * OW + ow
         else:
             dx[p0, ih, iw] = 0
             dx[p1, ih, iw] = 0
 
 
 @cuda.jit
-def max_pool2d_bwd__cells(dy, ind, dx, H, W, OH, OW, sh, sw, ph, pw):
+def max_pool2d_bwd__cells(dy, ind, dx, H, W, OH, OW, sh, sw, ph, pw, bad):
     ow = cuda.blockIdx.x * TX + cuda.threadIdx.x
     oh = cuda.blockIdx.y * TY + cuda.threadIdx.y
     if ow >= OW or oh >= OH:
@@ -192,6 +199,8 @@ def max_pool2d_bwd__cells(dy, ind, dx, H, W, OH, OW, sh, sw, ph, pw):
     for p in range(cuda.blockIdx.z, dx.shape[0], cuda.gridDim.z):
         g = dy[p, oh, ow]
         at = ind[p, oh, ow]
+        if at < 0 or at >= H * W:
+            bad[0] = (p * OH + oh) * OW + ow
         z = 0.0
         for ih in range(h0, h1):
             for iw in range(w0, w1):
@@ -357,24 +366,25 @@ def max_pool2d_backward(dy, indices, input_shape, kernel_size=None, stride=None,
     P, OH, OW = N * C, g.shape[2], g.shape[3]
     dx = _empty((N, C, H, W), g.dtype, kind)
     k = g.dtype.char
+    bad = cuda.to_device(np.full(1, -1, np.int64))   # a kernel that meets an index outside its plane sets it
     if kernel_size is None:
         launch(_zero, k, (P * H * W + 255) // 256, 256, dx[1].reshape(P * H * W))
-        bad = cuda.to_device(np.full(1, -1, np.int64))
         launch(max_pool2d_bwd__scatter, k, ((OH * OW + 255) // 256, min(P, MAX_Z)), 256,
                g.reshape(P, OH * OW), ind.reshape(P, OH * OW), dx[1].reshape(P, H * W), bad)
-        pos = int(bad.copy_to_host()[0])      # synchronises: the error must be raised by this call
-        if pos >= 0:
-            raise bad_pool_index(ind.device().reshape(P * OH * OW)[pos:pos + 1].copy_to_host()[0], pos, H * W)
-        return _result(dx, kind)
-    _, _, _, _, kh, kw, sh, sw, ph, pw = _geometry(input_shape, kernel_size, stride, padding, (OH, OW))
-    gv, iv, dxv = g.reshape(P, OH, OW), ind.reshape(P, OH, OW), dx[1].reshape(P, H, W)
-    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
-        launch(max_pool2d_bwd__k2s2, k, _grid(W, H, (P + 1) // 2), (TX, TY), gv, iv, dxv, H, W, OH, OW)
-    elif sh >= kh and sw >= kw:
-        launch(max_pool2d_bwd__cells, k, _grid(OW, OH, P), (TX, TY), gv, iv, dxv, H, W, OH, OW, sh, sw, ph, pw)
     else:
-        launch(max_pool2d_bwd__gather, k, _grid(W, H, P), (TX, TY), gv, iv, dxv, H, W, OH, OW,
-               kh, kw, sh, sw, ph, pw, 1.0 / sh, 1.0 / sw)
+        _, _, _, _, kh, kw, sh, sw, ph, pw = _geometry(input_shape, kernel_size, stride, padding, (OH, OW))
+        gv, iv, dxv = g.reshape(P, OH, OW), ind.reshape(P, OH, OW), dx[1].reshape(P, H, W)
+        if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
+            launch(max_pool2d_bwd__k2s2, k, _grid(W, H, (P + 1) // 2), (TX, TY), gv, iv, dxv, H, W, OH, OW, bad)
+        elif sh >= kh and sw >= kw:
+            launch(max_pool2d_bwd__cells, k, _grid(OW, OH, P), (TX, TY), gv, iv, dxv, H, W, OH, OW, sh, sw, ph, pw,
+                   bad)
+        else:
+            launch(max_pool2d_bwd__gather, k, _grid(W, H, P), (TX, TY), gv, iv, dxv, H, W, OH, OW,
+                   kh, kw, sh, sw, ph, pw, 1.0 / sh, 1.0 / sw, bad)
+    pos = int(bad.copy_to_host()[0])      # synchronises: the error must be raised by this call
+    if pos >= 0:
+        raise bad_pool_index(ind.device().reshape(P * OH * OW)[pos:pos + 1].copy_to_host()[0], pos, H * W)
     return _result(dx, kind)
 
 
