@@ -80,3 +80,30 @@ def test_training_forward_note():
     note, = row.notes
     assert note.startswith("torch with autograd on ") and note.endswith(f"{row.torch_train_ms / row.fastnn_ms:.2f}x")
     assert row.as_dict()["torch_train_ms"] == row.torch_train_ms
+
+
+def test_sweep_marks_each_point_against_the_goal(tmp_path, capsys):
+    """--sweep: a row per op and sweep shape, times in every column, and the goal column computed from them."""
+    path = tmp_path / "sweep.json"
+    fastnn_bench.main(["--sweep", "--ops", "avg_pool2d", "--no-torch", "--json", str(path)])
+    points = json.loads(path.read_text())["sweep"]
+    shapes = [fastnn_bench.shape_id(s) for s in optable.shapes_for("pool2d", "sweep")]
+    assert [(p["op"], p["shape"]) for p in points] == [(op, s) for op in ("avg_pool2d", "avg_pool2d_backward")
+                                                      for s in shapes]
+    for p in points:
+        assert p["numpy_ms"] > 0 and p["fastnn_ms"] > 0 and p["torch_ms"] is None
+        assert p["at_goal"] == (p["numpy_ms"] >= p["fastnn_ms"])      # without PyTorch: the reference decides
+    assert f"of {len(points)} points at goal" in capsys.readouterr().out
+
+
+def test_mixed_table(tmp_path, capsys):
+    """--mixed: each op on 1 thread and on the run's threads, both sides timed, ratios from the same medians."""
+    path = tmp_path / "mixed.json"
+    fastnn_bench.main(["--mixed", "--ops", "lstm_cell", "--threads", "2", "--json", str(path)])
+    rows = json.loads(path.read_text())["mixed"]
+    assert [(r["op"], r["threads"]) for r in rows] == [(op, t) for op in ("lstm_cell", "lstm_cell_backward")
+                                                      for t in (1, 2)]
+    for r in rows:
+        assert min(r["alone_ms"], r["quiet_ms"], r["company_ms"], r["mm_quiet_ms"], r["mm_company_ms"]) > 0
+        assert r["op_ratio"] == pytest.approx(r["company_ms"] / r["quiet_ms"])
+    assert "matmul ratio" in capsys.readouterr().out
