@@ -7,14 +7,16 @@ set -euo pipefail
 src="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cp -r "$src/setup.py" "$src/pyproject.toml" "$src/csrc" "$src/fastnn" "$src/tests" "$work/"
+cp -r "$src/setup.py" "$src/pyproject.toml" "$src/csrc" "$src/fastnn" "$src/tests" "$src/docs" "$work/"
 rm -f "$work"/fastnn/_C*.so
 cd "$work"
 if ! FASTNN_EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1" \
     python setup.py -q build_ext --inplace > build.log 2>&1; then
     cat build.log; echo "asan.sh: the sanitizer build failed"; exit 1
 fi
-export LD_PRELOAD="$(g++ -print-file-name=libasan.so)"
+# libstdc++ too: Python does not link it, and ASan's __cxa_throw interceptor finds no real __cxa_throw unless the
+# library is there at start-up - every C++ exception (a ValueError from the extension) would abort the run.
+export LD_PRELOAD="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libstdc++.so)"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export PYTHONPATH="$work"
