@@ -263,6 +263,11 @@ FASTNN_AVX2 void max_row__3x3s2p1_avx2(const float* x, float* y, i64* idx, const
     max_row__generic(x, y, idx, s, oh, n >= 8 ? vec_end : 1, s.OW);
 }
 
+// ((0 + a) + b) + c) + d: the generic code's order from +0, so four -0.0 average to +0.0 as there.
+FASTNN_AVX2 inline __m256 sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_setzero_ps(), a), b), c), d);
+}
+
 FASTNN_AVX2 void avg_row__2x2s2_avx2(const float* x, float* y, const PoolShape& s, i64 oh) {
     const float* r0 = x + 2 * oh * s.W;
     const float* r1 = r0 + s.W;
@@ -270,7 +275,7 @@ FASTNN_AVX2 void avg_row__2x2s2_avx2(const float* x, float* y, const PoolShape& 
         __m256 a, b, c, d;
         split8_first(r0, 2 * s.OW, a, b);
         split8_first(r1, 2 * s.OW, c, d);
-        __m256 t = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a, b), c), d);
+        __m256 t = sum4(a, b, c, d);
         _mm256_maskstore_ps(y + oh * s.OW, lanes_below(s.OW), _mm256_mul_ps(t, _mm256_set1_ps(0.25f)));
         _mm256_zeroupper();
         return;
@@ -280,7 +285,7 @@ FASTNN_AVX2 void avg_row__2x2s2_avx2(const float* x, float* y, const PoolShape& 
         __m256 a, b, c, d;
         split8(r0 + 2 * ow, a, b);
         split8(r1 + 2 * ow, c, d);
-        __m256 t = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a, b), c), d);
+        __m256 t = sum4(a, b, c, d);
         _mm256_storeu_ps(y + oh * s.OW + ow, _mm256_mul_ps(t, _mm256_set1_ps(0.25f)));
     }
     _mm256_zeroupper();

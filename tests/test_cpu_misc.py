@@ -101,6 +101,13 @@ def test_max_pool2d_all_neg_inf_and_bad_indices():
     assert dx.sum() == 4 and dx[0, 0, 1, 1] == 4
 
 
+@pytest.mark.parametrize("w", [6, 20])                       # the masked (< 8 outputs) and the full-vector rows
+def test_avg_pool2d_of_negative_zeros_is_positive_zero(w):
+    """The fast path sums from +0 as the generic code and the reference do: four -0.0 average to +0.0."""
+    y = _cpu.avg_pool2d(np.full((1, 2, 4, w), -0.0, np.float32), (2, 2), (2, 2), (0, 0), True)
+    assert not np.signbit(y).any()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cip", [True, False])
 @pytest.mark.parametrize("shape,k,s,p", POOL_CASES, ids=POOL_IDS)
