@@ -10,13 +10,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <climits>
 #include <cstdlib>
 #include <exception>
 #include <memory>
 #include <mutex>
 #include <thread>
-#include <vector>
 
 #if defined(__linux__)
 #include <linux/futex.h>
@@ -38,9 +36,10 @@ inline void cpu_relax() {
 #endif
 }
 
-// How long a worker spins for the next job before it sleeps. Long enough that back-to-back fastnn calls (a layer's
-// forward, then the next layer's) find it awake, short enough that a BLAS call right after a fastnn call loses at
-// most this much of one core. (libgomp's default spins ~300k iterations: milliseconds.)
+// How long a worker spins for the next job, then yields its core between looks, before it sleeps. Spinning: short,
+// so a BLAS call right after a fastnn call loses at most this much of one core (libgomp's default spins ~300k
+// iterations: milliseconds). Yielding: the core stays awake, so back-to-back calls with Python work between them
+// find the worker at once (a halted virtual core took tens of us to wake), yet any runnable thread gets the core.
 constexpr int kSpinMicros = 50;
 constexpr int kYieldMicros = 1000;
 
@@ -147,11 +146,8 @@ class Pool {
 
   private:
     void start_workers(int want) {
-        while ((int)workers_.size() < want) {
-            std::thread t([this] { worker(); });
-            t.detach();  // never joined: the pool lives as long as the process (a join at exit could deadlock)
-            workers_.push_back(true);
-        }
+        for (; started_ < want; ++started_)  // detached, never joined: the pool lives as long as the process
+            std::thread([this] { worker(); }).detach();
     }
 
     void worker() {
@@ -176,7 +172,7 @@ class Pool {
         }
     }
 
-    // Spin for spin_us_, then sleep until the generation moves past `seen`.
+    // Spin for spin_us_, yield for yield_us_, then sleep until the generation moves past `seen`.
     void wait_for_job(unsigned seen) {
         using clock = std::chrono::steady_clock;
         const auto until = clock::now() + std::chrono::microseconds(spin_us_);
@@ -218,7 +214,7 @@ class Pool {
     std::atomic<int> size_;
     const int spin_us_, yield_us_;
     std::mutex mu_;                  // held by the one caller whose job is published
-    std::vector<bool> workers_;      // one entry per started worker
+    int started_ = 0;                // workers started (under mu_)
     std::atomic<unsigned> gen_{0};   // bumped per job; the futex word the workers sleep on
     std::atomic<Job*> job_{nullptr};
     std::atomic<int> active_{0};     // workers between counting in and out of a job

@@ -13,7 +13,6 @@
 #pragma once
 #include <cstdint>
 #include <type_traits>
-#include <utility>
 
 namespace fastnn {
 using i64 = std::int64_t;
@@ -50,7 +49,8 @@ void parallel_tasks(i64 n, F&& f, int threads = 0) {
     parallel_for(n, 1, [&](i64 b, i64 e) { for (i64 i = b; i < e; ++i) f(i); }, threads);
 }
 
-// The threads worth waking for `work` units (~ one element read or written, or ~8 FLOPs): 1 below
+// The threads worth waking for `work` units (~ one element read or written; a GEMM counts 64 multiply-adds as one,
+// gemm_work): 1 below
 // kMinParallelWork, where waking a sleeping worker (~10-50 us on a virtual machine whose idle core halted) and
 // the fork/join cost more than the work they would share.
 constexpr double kMinParallelWork = 1 << 16;
@@ -65,8 +65,8 @@ void maybe_serially(double work, F&& f) {
     f();
 }
 
-// f(i) for each i in [0, n), each about `work_each` units: threads by parallel_work, ~4 chunks per thread (a chunk
-// per index would cost an atomic per row on loops of many small rows).
+// f(i) for each i in [0, n), each about `work_each` units: threads by parallel_work, ~16 chunks per thread (a chunk
+// per index would cost an atomic per row on loops of many small rows; fewer left a late thread's chunk too long).
 template <class F>
 void parallel_items(i64 n, double work_each, F&& f) {
     const int nt = parallel_work(double(n) * work_each);

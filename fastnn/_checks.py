@@ -38,16 +38,9 @@ def array(a, name, ndim=None, dtype=None, optional=False):
     """Check that `a` is a float32/float64 NumPy or GPU array (of `ndim` dims, of `dtype` if given); return it."""
     if a is None and optional:
         return None
-    if type(a) is _ndarray:
-        dt = a.dtype
-        if dt is not FLOATS[0] and dt is not FLOATS[1] and dt not in FLOATS:
-            raise TypeError(f"{name} must be float32 or float64, got {dt}")
-        if dtype is not None and dt != dtype:
-            raise TypeError(f"{name} has dtype {dt} but the other arguments are {dtype}: mixed precision is not "
-                            "supported")
-        if ndim is not None and a.ndim != ndim and not (type(ndim) is tuple and a.ndim in ndim):
-            raise ValueError(f"{name} must be {_dims(ndim)}, got shape {a.shape}")
-        return a
+    if type(a) is _ndarray and a.dtype in FLOATS and (dtype is None or a.dtype == dtype) and (
+            ndim is None or a.ndim == ndim or (type(ndim) is tuple and a.ndim in ndim)):
+        return a  # a valid NumPy array; anything else takes the checks below, which word every refusal
     if not _is_array(a):
         raise TypeError(f"{name} must be a NumPy or GPU array, got {type(a).__name__}")
     if getattr(a, "requires_grad", False):

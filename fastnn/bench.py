@@ -362,11 +362,15 @@ def format_table(rows, ceilings, with_torch):
         cells += [_ms(r.torch_ms), _x(r.speedup_vs_torch)] if with_torch else []
         cells += [_rate(r, ceilings), "; ".join(r.notes)]
         body.append(cells)
-    widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
-    right = {2, 3, 4, 5, 6} if with_torch else {2, 3, 4}
+    return text_table(head, body, left={0, 1, len(head) - 2, len(head) - 1})
+
+
+def text_table(head, body, left):
+    """Columns padded to their widest cell: the columns in `left` left-aligned, the others (numbers) right-aligned."""
+    widths = [max(len(c) for c in col) for col in zip(head, *body)]
 
     def line(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(c) for c in body])
 
@@ -504,10 +508,7 @@ def format_mixed(rows):
             "matmul ratio"]
     body = [[r.op, r.shape, str(r.threads), _ms(r.alone_ms), _ms(r.quiet_ms), _ms(r.company_ms), _x(r.op_ratio),
              _ms(r.mm_quiet_ms), _ms(r.mm_company_ms), _x(r.mm_ratio)] for r in rows]
-    widths = [max(len(c) for c in col) for col in zip(head, *body)]
-    line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(c) for c in body])
+    return text_table(head, body, left={0, 1})
 
 
 

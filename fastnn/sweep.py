@@ -1,4 +1,4 @@
-"""`python -m fastnn.bench --sweep [--png PATH]`: every op over a range of sizes, against the NumPy reference and PyTorch.
+"""`python -m fastnn.bench --sweep [--png PATH]`: every op over a range of sizes, against the reference and PyTorch.
 
 The benchmark table times each op on a few large shapes; users call fastnn on small and medium ones, between NumPy
 calls of their own. The sweep covers batch 1, the textbook networks' sizes (28x28, 14x14 and 7x7 planes, 16-64
@@ -8,7 +8,6 @@ within 1.5x of it below that.
 """
 import math
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -50,17 +49,6 @@ class Point:
         return self.vs_torch >= need
 
 
-def _time(fn, budget):
-    """Median ms of calls of fn() over `budget` seconds (at least 5 calls), after one warm-up call."""
-    fn()
-    times, start = [], time.perf_counter()
-    while len(times) < 5 or (time.perf_counter() - start < budget and len(times) < 2000):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
-
-
 def measure_point(op, shape, dtype, torch, budget=0.2):
     args, kw = op.make(shape, np.dtype(dtype), np.random.default_rng(0))
     p = Point(op.name, shape_id(shape))
@@ -69,7 +57,8 @@ def measure_point(op, shape, dtype, torch, budget=0.2):
             continue
         try:
             fn = bench.bind(op, impl, shape, args, kw, CPU(), torch)
-            setattr(p, column, _time(fn, budget if impl != "numpy" else budget / 2))
+            # the median over the budget (one warm-up call first; slow calls are timed fewer times)
+            setattr(p, column, bench.timeit(fn, budget if impl != "numpy" else budget / 2, repeat=2000)[1])
         except Exception as e:  # noqa: BLE001 - a failing cell is a note, the sweep goes on
             p.notes.append(f"{impl}: {bench._reason(e)}")
     return p
@@ -100,12 +89,7 @@ def format_points(points):
     body = [[p.op, p.shape, bench._ms(p.numpy_ms), bench._ms(p.fastnn_ms), bench._ms(p.torch_ms),
              bench._x(p.vs_numpy), bench._x(p.vs_torch), "ok" if p.at_goal else "MISS", "; ".join(p.notes)]
             for p in points]
-    widths = [max(len(c) for c in col) for col in zip(head, *body)]
-
-    def line(cells):
-        return "  ".join(c.ljust(w) if i in (0, 1, 7, 8) else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(c) for c in body])
+    return bench.text_table(head, body, left={0, 1, 7, 8})
 
 
 def plot(points, path):
