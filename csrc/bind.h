@@ -27,6 +27,10 @@ void bind_conv2d(py::module_& m);
 void bind_pool2d(py::module_& m);
 void bind_batch_norm(py::module_& m);
 void bind_lstm(py::module_& m);
+void bind_activations(py::module_& m);  // relu, sigmoid, tanh, softmax, losses
+void bind_dense(py::module_& m);        // linear, embedding, dropout
+void bind_rnn(py::module_& m);          // rnn, gru
+void bind_optim(py::module_& m);        // fused optimizer steps
 
 template <typename T>
 inline T* ptr(const py::array& a, const char* name, i64 size, bool writable = false) {

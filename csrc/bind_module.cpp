@@ -12,4 +12,8 @@ PYBIND11_MODULE(_C, m) {
     bind_pool2d(m);
     bind_batch_norm(m);
     bind_lstm(m);
+    bind_activations(m);
+    bind_dense(m);
+    bind_rnn(m);
+    bind_optim(m);
 }

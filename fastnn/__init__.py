@@ -105,6 +105,21 @@ def lstm_backward(dhs, dh_n, dc_n, cache, backend=None):
     return _backend_of(cache, backend).lstm_backward(*args)
 
 
+# The textbook ops, one section per family (each adds its names to __all__).
+
+# ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+# ==== end activations ====
+
+# ==== dense: linear, embedding, dropout ====
+# ==== end dense ====
+
+# ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+# ==== end rnn ====
+
+# ==== optim: fused optimizer steps ====
+# ==== end optim ====
+
+
 def _backend_of(cache, backend):
     if backend is not None and backend != cache.backend:
         raise ValueError(f"cache was made by backend {cache.backend!r}; backend={backend!r} cannot use it")

@@ -371,3 +371,16 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
     _states(N, H, dt, dh_n=dh_n, dc_n=dc_n)
     same_kind(x=cache.x, dhs=dhs, dh_n=dh_n, dc_n=dc_n)
     return dhs, dh_n, dc_n, cache
+
+
+# ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+# ==== end activations ====
+
+# ==== dense: linear, embedding, dropout ====
+# ==== end dense ====
+
+# ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+# ==== end rnn ====
+
+# ==== optim: fused optimizer steps ====
+# ==== end optim ====

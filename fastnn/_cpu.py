@@ -200,3 +200,16 @@ def lstm(xs, h0, c0, w_ih, w_hh, bias, gate_order):
 
 def lstm_backward(dhs, dh_n, dc_n, cache):
     return _lstm_bwd(dhs, dh_n, dc_n, cache)
+
+
+# ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+# ==== end activations ====
+
+# ==== dense: linear, embedding, dropout ====
+# ==== end dense ====
+
+# ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+# ==== end rnn ====
+
+# ==== optim: fused optimizer steps ====
+# ==== end optim ====

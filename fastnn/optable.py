@@ -161,6 +161,9 @@ CASES = {
 }
 
 
+ARRAYS = {}   # op -> f(case, dtype, rng): the input makers of ops outside the branches of arrays() below
+
+
 def arrays(case, dtype, seed=0):
     """The input arrays of a case, in `dtype`: forward inputs plus the upstream gradient(s) of the backward.
 
@@ -168,6 +171,8 @@ def arrays(case, dtype, seed=0):
     common, which tests first-max-wins); batch norm and LSTM get Gaussian data.
     """
     rng = np.random.default_rng(seed)
+    if case.op in ARRAYS:
+        return ARRAYS[case.op](case, dtype, rng)
     p = case.p
 
     def ints(*shape):
@@ -375,6 +380,14 @@ SHAPES = {
         "lstm": [Seq(8, 4, 32, 32)],
     },
 }
+
+
+def add_family(family, **sizes):
+    """Register a shape family's benchmark shapes for every size set: add_family("relu", cpu=[...], cuda=[...],
+    mixed=[...], sweep=[...], small=[...])."""
+    assert set(sizes) == set(SHAPES), f"{family}: shapes for every size set {sorted(SHAPES)}, got {sorted(sizes)}"
+    for name, shapes in sizes.items():
+        SHAPES[name][family] = list(shapes)
 
 
 def shapes_for(family, sizes="default", backend="cpu"):
@@ -679,5 +692,20 @@ OPS = [
     Op("lstm", "lstm", make_lstm, torch_lstm, seq_flops, partial(torch_lstm, train=True)),
     Op("lstm_backward", "lstm", make_lstm_backward, torch_lstm_backward, _twice(seq_flops)),
 ]
+# The textbook ops, one section per family: cases (CASES[op], ARRAYS[op]), shape families (add_family), makers,
+# baselines, then `OPS += [...]`.
+
+# ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+# ==== end activations ====
+
+# ==== dense: linear, embedding, dropout ====
+# ==== end dense ====
+
+# ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+# ==== end rnn ====
+
+# ==== optim: fused optimizer steps ====
+# ==== end optim ====
+
 OPS_BY_NAME = {op.name: op for op in OPS}
 

@@ -353,3 +353,16 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
     dw_ih = xs.reshape(n * t, d).T @ da2
     dw_hh = h_prev.reshape(n * t, hsize).T @ da2
     return dxs, dh, dc, dw_ih, dw_hh, _sum64(da2, 0)
+
+
+# ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+# ==== end activations ====
+
+# ==== dense: linear, embedding, dropout ====
+# ==== end dense ====
+
+# ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+# ==== end rnn ====
+
+# ==== optim: fused optimizer steps ====
+# ==== end optim ====

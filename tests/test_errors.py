@@ -103,6 +103,19 @@ BAD = [
     ("lstm_backward", "dhs", r(2, 2, 2), ValueError, "dhs must have shape (2, 3, 2)"),
 ]
 
+# The textbook ops, one section per family: VALID.update({...}) and BAD += [...].
+# ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+# ==== end activations ====
+
+# ==== dense: linear, embedding, dropout ====
+# ==== end dense ====
+
+# ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+# ==== end rnn ====
+
+# ==== optim: fused optimizer steps ====
+# ==== end optim ====
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fn,arg,value,exc,words", BAD, ids=[f"{b[0]}-{b[1]}-{i}" for i, b in enumerate(BAD)])

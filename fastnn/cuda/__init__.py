@@ -16,6 +16,20 @@ __all__ = ["available", "describe", "im2col", "col2im", "conv2d", "conv2d_backwa
            "batch_norm", "batch_norm_backward", "lstm_cell", "lstm_cell_backward", "lstm", "lstm_backward"]
 
 
+# The textbook ops, one section per family (imports, then `__all__ += [...]`).
+# ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+# ==== end activations ====
+
+# ==== dense: linear, embedding, dropout ====
+# ==== end dense ====
+
+# ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+# ==== end rnn ====
+
+# ==== optim: fused optimizer steps ====
+# ==== end optim ====
+
+
 def available():
     """True when kernels can run: a CUDA GPU with a working driver, or the simulator."""
     try:
