@@ -140,7 +140,8 @@ def momentum_step(params, grads, velocities, lr, momentum=0.9, backend=None):
 
 
 def nesterov_step(params, grads, velocities, lr, momentum=0.9, backend=None):
-    """In place: v *= m; v -= lr*g; p += m*m*v; p -= (1+m)*lr*g (the books' Nesterov)."""
+    """In place: v *= m; v -= lr*g; p += m*m*v; p -= (1+m)*lr*g (the books' Nesterov: m*m multiplies the updated
+    v, unlike PyTorch's SGD(nesterov=True), p += m*v_new - lr*g)."""
     args = _checks.nesterov_step(params, grads, velocities, lr, momentum)
     _dispatch.pick(backend, _first(params)).nesterov_step(*args)
 

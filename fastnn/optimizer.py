@@ -91,7 +91,11 @@ class Momentum:
 
 
 class Nesterov:
-    """Nesterov's accelerated gradient as the books write it: v *= m; v -= lr*g; p += m*m*v; p -= (1+m)*lr*g."""
+    """Nesterov's accelerated gradient as the books write it: v *= m; v -= lr*g; p += m*m*v; p -= (1+m)*lr*g.
+
+    The books apply m*m to the updated v, where the paper they cite (arXiv:1212.0901) and PyTorch's
+    SGD(nesterov=True) use the previous one (p += m*m*v_old - (1+m)*lr*g, i.e. p += m*v_new - lr*g): the
+    trajectories differ. This class gives the books' numbers."""
 
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr = lr

@@ -299,3 +299,39 @@ def test_class_falls_back_to_the_books_loop(rule, odd):
     for got, want in zip(params, ref):
         assert got.dtype == want.dtype
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+# PyTorch's optimizers are an independent implementation of the same rules: with the books' hyperparameters mapped
+# (PyTorch's momentum keeps buf = -v/lr, the same trajectory for a constant lr) and eps = 0 (Adam adds eps after
+# the bias correction), three steps give the same params. Not Nesterov: the books' form, p += m*m*v_new -
+# (1+m)*lr*g, is not the paper's p += m*m*v_old - (1+m)*lr*g, which PyTorch follows (p += m*v_new - lr*g).
+TORCH_SAME = {
+    "sgd_step": lambda t, ps, kw: t.optim.SGD(ps, lr=kw["lr"]),
+    "momentum_step": lambda t, ps, kw: t.optim.SGD(ps, lr=kw["lr"], momentum=kw["momentum"]),
+    "adagrad_step": lambda t, ps, kw: t.optim.Adagrad(ps, lr=kw["lr"], eps=0.0),
+    "rmsprop_step": lambda t, ps, kw: t.optim.RMSprop(ps, lr=kw["lr"], alpha=kw["decay_rate"], eps=0.0),
+    "adam_step": lambda t, ps, kw: t.optim.Adam(ps, lr=kw["lr"], betas=(kw["beta1"], kw["beta2"]), eps=0.0),
+}
+TORCH_KW = {"sgd_step": dict(lr=0.1), "momentum_step": dict(lr=0.1, momentum=0.8),
+            "adagrad_step": dict(lr=0.1, eps=0.0),
+            "rmsprop_step": dict(lr=0.1, decay_rate=0.9, eps=0.0),
+            "adam_step": dict(lr=0.01, beta1=0.8, beta2=0.9, eps=0.0)}
+
+
+@pytest.mark.parametrize("op", list(TORCH_SAME))
+def test_same_trajectory_as_pytorch(op):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    shapes = [(4, 3), (1,), (9,)]
+    P = [rng.standard_normal(s) for s in shapes]
+    gs = [[rng.standard_normal(s) for s in shapes] for _ in range(3)]
+    tp = [torch.tensor(p) for p in P]
+    opt = TORCH_SAME[op](torch, tp, TORCH_KW[op])
+    states = [[np.zeros(s) for s in shapes] for _ in OPTIM_STATES[op]]
+    for step, g in enumerate(gs, 1):
+        run(op, [P, g, *states], TORCH_KW[op], step, "cpu")
+        for t, x in zip(tp, g):
+            t.grad = torch.tensor(x)
+        opt.step()
+    for x, t in zip(P, tp):
+        np.testing.assert_allclose(x, t.numpy(), rtol=1e-12, atol=1e-12)
