@@ -206,6 +206,49 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+from .reference import dropout_scale as _dropout_scale, dropout_threshold as _dropout_threshold  # noqa: E402
+
+
+def linear(x, weight, bias):
+    x, weight = _c(x), _c(weight)
+    M = weight.shape[1]
+    y = _empty(x.shape[:-1] + (M,), x.dtype)
+    _C.linear_fwd(x.reshape(-1, x.shape[-1]), weight, _opt(bias), y.reshape(-1, M))
+    return y
+
+
+def linear_backward(dy, x, weight, bias):
+    dy, x, weight = _c(dy), _c(x), _c(weight)
+    D, M = weight.shape
+    dx = _empty_like(x)
+    dwb = _empty((D + 1 if bias else D, M), x.dtype)   # row D receives dbias (one more row of the dW GEMM)
+    _C.linear_bwd(dy.reshape(-1, M), x.reshape(-1, D), weight, dx.reshape(-1, D), dwb, bias)
+    return (dx, dwb[:D], dwb[D]) if bias else (dx, dwb, None)
+
+
+def embedding(indices, weight):
+    indices, weight = _c(indices), _c(weight)
+    y = _empty(indices.shape + (weight.shape[1],), weight.dtype)
+    _C.embedding_fwd(indices, weight, y)
+    return y
+
+
+def embedding_backward(dy, indices, num_embeddings):
+    dy = _c(dy)
+    dw = _empty((num_embeddings, dy.shape[-1]), dy.dtype)
+    _C.embedding_bwd(dy, _c(indices), dw)
+    return dw
+
+
+def dropout(x, p, seed, scale, mask):
+    x = _c(x)
+    y = _empty_like(x)
+    _C.dropout(x, y, seed, _dropout_threshold(p), float(_dropout_scale(p, scale, x.dtype)), _opt(mask))
+    return y
+
+
+def dropout_backward(dy, p, seed, scale, mask):
+    return dropout(dy, p, seed, scale, mask)
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
