@@ -16,7 +16,7 @@ static void dispatch_index(const py::array& a, F&& f) {
 
 void bind_dense(py::module_& m) {
     // x (N, D), w (D, M), b (M) or None, y (N, M)
-    m.def("linear_fwd", [](py::array x, py::array w, py::object b, py::array y) {
+    m.def("linear_fwd", [](py::array x, py::array w, py::object b, py::array y, int algo) {
         if (x.ndim() != 2 || w.ndim() != 2 || y.ndim() != 2) throw py::value_error("linear: 2-D operands");
         const i64 N = x.shape(0), D = x.shape(1), M = w.shape(1);
         if (w.shape(0) != D || y.shape(0) != N || y.shape(1) != M) throw py::value_error("linear: shapes differ");
@@ -25,11 +25,12 @@ void bind_dense(py::module_& m) {
             auto px = ptr<T>(x, "x", N * D); auto pw = ptr<T>(w, "weight", D * M);
             auto pb = opt_ptr<T>(b, "bias", M); auto py_ = ptr<T>(y, "y", N * M, true);
             py::gil_scoped_release nogil;
-            linear_fwd<T>(px, pw, pb, py_, N, D, M);
+            linear_fwd<T>(px, pw, pb, py_, N, D, M, algo);
         });
     });
     // dy (N, M), x (N, D), w (D, M) -> dx (N, D), dw (D + with_bias, M): row D of dw receives dbias
-    m.def("linear_bwd", [](py::array dy, py::array x, py::array w, py::array dx, py::array dw, bool with_bias) {
+    m.def("linear_bwd", [](py::array dy, py::array x, py::array w, py::array dx, py::array dw, bool with_bias,
+                           int algo) {
         if (x.ndim() != 2 || w.ndim() != 2) throw py::value_error("linear: 2-D operands");
         const i64 N = x.shape(0), D = x.shape(1), M = w.shape(1);
         if (w.shape(0) != D) throw py::value_error("linear: shapes differ");
@@ -38,7 +39,7 @@ void bind_dense(py::module_& m) {
             auto pdy = ptr<T>(dy, "dy", N * M); auto px = ptr<T>(x, "x", N * D); auto pw = ptr<T>(w, "weight", D * M);
             auto pdx = ptr<T>(dx, "dx", N * D, true); auto pdw = ptr<T>(dw, "dweight", (D + with_bias) * M, true);
             py::gil_scoped_release nogil;
-            linear_bwd<T>(pdy, px, pw, pdx, pdw, N, D, M, with_bias);
+            linear_bwd<T>(pdy, px, pw, pdx, pdw, N, D, M, with_bias, algo);
         });
     });
     // indices (any shape, N elements), w (V, D), y (N*D elements)

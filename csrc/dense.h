@@ -11,11 +11,12 @@ namespace fastnn {
 
 // y (N, M) = x (N, D) @ w (D, M) + b (M,) (b may be nullptr). The bias rides through the GEMM as one more depth
 // row (op(A) gains a column of ones), so no pass over y is added.
-template <typename T> void linear_fwd(const T* x, const T* w, const T* b, T* y, i64 N, i64 D, i64 M);
+// algo: 0 automatic, 1 the packed driver, 2 gemm_small (float32 on AVX-512; std::invalid_argument elsewhere).
+template <typename T> void linear_fwd(const T* x, const T* w, const T* b, T* y, i64 N, i64 D, i64 M, int algo = 0);
 // dx (N, D) = dy @ w^T; dw = x^T @ dy. With with_bias, dw has D + 1 rows and row D receives db = dy.sum(0): op(A)
 // gains a row of ones, so dbias costs one more GEMM row instead of a pass over dy.
 template <typename T>
-void linear_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, i64 N, i64 D, i64 M, bool with_bias);
+void linear_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, i64 N, i64 D, i64 M, bool with_bias, int algo = 0);
 
 // y (N, D) = w[idx] (w is (V, D)); throws std::invalid_argument (bad_embedding_index) for an index outside [0, V).
 template <typename I, typename T> void embedding_fwd(const I* idx, const T* w, T* y, i64 N, i64 V, i64 D);

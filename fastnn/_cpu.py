@@ -209,20 +209,23 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 from .reference import dropout_scale as _dropout_scale, dropout_threshold as _dropout_threshold  # noqa: E402
 
 
-def linear(x, weight, bias):
+_LINEAR_ALGOS = {None: 0, "packed": 1, "small": 2}   # _algo (private, tests and benchmarks): force a GEMM path
+
+
+def linear(x, weight, bias, *, _algo=None):
     x, weight = _c(x), _c(weight)
     M = weight.shape[1]
     y = _empty(x.shape[:-1] + (M,), x.dtype)
-    _C.linear_fwd(x.reshape(-1, x.shape[-1]), weight, _opt(bias), y.reshape(-1, M))
+    _C.linear_fwd(x.reshape(-1, x.shape[-1]), weight, _opt(bias), y.reshape(-1, M), _LINEAR_ALGOS[_algo])
     return y
 
 
-def linear_backward(dy, x, weight, bias):
+def linear_backward(dy, x, weight, bias, *, _algo=None):
     dy, x, weight = _c(dy), _c(x), _c(weight)
     D, M = weight.shape
     dx = _empty_like(x)
     dwb = _empty((D + 1 if bias else D, M), x.dtype)   # row D receives dbias (one more row of the dW GEMM)
-    _C.linear_bwd(dy.reshape(-1, M), x.reshape(-1, D), weight, dx.reshape(-1, D), dwb, bias)
+    _C.linear_bwd(dy.reshape(-1, M), x.reshape(-1, D), weight, dx.reshape(-1, D), dwb, bias, _LINEAR_ALGOS[_algo])
     return (dx, dwb[:D], dwb[D]) if bias else (dx, dwb, None)
 
 

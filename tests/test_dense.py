@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import reference as R
+from fastnn import _cpu, reference as R
 from fastnn.optable import CASES, arrays
 from test_ops import ALL_BACKENDS, assert_unchanged, check, dtypes, f64, params, snapshot
 from test_reference import numgrad
@@ -84,6 +84,19 @@ def test_linear_cpu_tails_and_splits(dtype):
         x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((n, d), (d, m), (m,)))
         dy = rng.standard_normal((n, m)).astype(dtype)
         _linear_vs_reference("cpu", x, w, b, dy, dtype)
+        for algo in ("packed", "small"):      # each GEMM path by name (small: float32 on AVX-512 only)
+            X, W, B, DY = f64(x), f64(w), f64(b), f64(dy)
+            try:
+                y = _cpu.linear(x, w, b, _algo=algo)
+            except ValueError as e:
+                assert algo == "small" and "cannot run" in str(e)
+                continue
+            scale = np.abs(X) @ np.abs(W) + np.abs(B)
+            _linear_checks([("y " + algo, y, X @ W + B, scale, d + 1)], dtype)
+            dx, dw, db = _cpu.linear_backward(dy, x, w, True, _algo=algo)
+            _linear_checks([("dx " + algo, dx, DY @ W.T, np.abs(DY) @ np.abs(W.T), m),
+                            ("dweight " + algo, dw, X.T @ DY, np.abs(X.T) @ np.abs(DY), n),
+                            ("dbias " + algo, db, DY.sum(0), np.abs(DY).sum(0), n)], dtype)
 
 
 def test_linear_dbias_is_its_own_array():
