@@ -215,8 +215,12 @@ _LINEAR_ALGOS = {None: 0, "packed": 1, "small": 2}   # _algo (private, tests and
 def linear(x, weight, bias, *, _algo=None):
     x, weight = _c(x), _c(weight)
     M = weight.shape[1]
-    y = _empty(x.shape[:-1] + (M,), x.dtype)
-    _C.linear_fwd(x.reshape(-1, x.shape[-1]), weight, _opt(bias), y.reshape(-1, M), _LINEAR_ALGOS[_algo])
+    shape = x.shape[:-1] + (M,)
+    y = np.empty(shape, x.dtype) if x.itemsize * M * (x.size // x.shape[-1]) < _CACHED_MIN else _empty(shape, x.dtype)
+    if x.ndim == 2:
+        _C.linear_fwd(x, weight, None if bias is None else _c(bias), y, _LINEAR_ALGOS[_algo])
+    else:
+        _C.linear_fwd(x.reshape(-1, x.shape[-1]), weight, _opt(bias), y.reshape(-1, M), _LINEAR_ALGOS[_algo])
     return y
 
 
@@ -231,7 +235,9 @@ def linear_backward(dy, x, weight, bias, *, _algo=None):
 
 def embedding(indices, weight):
     indices, weight = _c(indices), _c(weight)
-    y = _empty(indices.shape + (weight.shape[1],), weight.dtype)
+    shape = indices.shape + (weight.shape[1],)
+    y = np.empty(shape, weight.dtype) if indices.size * weight.shape[1] * weight.itemsize < _CACHED_MIN else \
+        _empty(shape, weight.dtype)
     _C.embedding_fwd(indices, weight, y)
     return y
 
@@ -243,10 +249,17 @@ def embedding_backward(dy, indices, num_embeddings):
     return dw
 
 
+_DROPOUT = {}     # (p, scale, dtype) -> (threshold, factor): computed once (numpy scalars cost a tiny call's time)
+
+
 def dropout(x, p, seed, scale, mask):
     x = _c(x)
-    y = _empty_like(x)
-    _C.dropout(x, y, seed, _dropout_threshold(p), float(_dropout_scale(p, scale, x.dtype)), _opt(mask))
+    y = np.empty_like(x) if x.nbytes < _CACHED_MIN else _empty_like(x)
+    key = (p, scale, x.dtype.char)
+    ts = _DROPOUT.get(key)
+    if ts is None:
+        ts = _DROPOUT[key] = (_dropout_threshold(p), float(_dropout_scale(p, scale, x.dtype)))
+    _C.dropout(x, y, seed, ts[0], ts[1], None if mask is None else _c(mask))
     return y
 
 
