@@ -111,6 +111,46 @@ def lstm_backward(dhs, dh_n, dc_n, cache, backend=None):
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+__all__ += ["linear", "linear_backward", "embedding", "embedding_backward", "dropout", "dropout_backward"]
+
+
+def linear(x, weight, bias=None, backend=None):
+    """y = x @ weight + bias over the last axis: x (..., D), weight (D, M) (the books' layout), bias (M,) or None."""
+    args = _checks.linear(x, weight, bias)
+    return _dispatch.pick(backend, x, weight, bias).linear(*args)
+
+
+def linear_backward(dy, x, weight, bias=True, backend=None):
+    """Gradients of linear -> (dx, dweight, dbias); dbias is None when bias is False."""
+    args = _checks.linear_backward(dy, x, weight, bias)
+    return _dispatch.pick(backend, dy, x, weight).linear_backward(*args)
+
+
+def embedding(indices, weight, backend=None):
+    """weight[indices]: the rows of weight (V, D) named by an int32/int64 array of any shape -> indices.shape + (D,)."""
+    args = _checks.embedding(indices, weight)
+    return _dispatch.pick(backend, indices, weight).embedding(*args)
+
+
+def embedding_backward(dy, indices, num_embeddings, backend=None):
+    """Gradient of embedding -> dweight (num_embeddings, D): dy's rows summed into the rows their indices name
+    (repeated indices add up, unused rows are 0)."""
+    args = _checks.embedding_backward(dy, indices, num_embeddings)
+    return _dispatch.pick(backend, dy, indices).embedding_backward(*args)
+
+
+def dropout(x, p=0.5, seed=0, scale=True, mask=None, backend=None):
+    """Dropout: y = x * keep / (1 - p) (scale=False: x * keep). keep_i = u(seed, i) >= p with u a counter-based
+    uniform of (seed, flat index i), bit-identical on every backend, so dropout_backward regenerates it from the
+    seed. mask (bool or x's dtype, x's shape; e.g. the books' `np.random.rand(*x.shape) > p`) replaces it."""
+    args = _checks.dropout(x, p, seed, scale, mask)
+    return _dispatch.pick(backend, x, mask).dropout(*args)
+
+
+def dropout_backward(dy, p=0.5, seed=0, scale=True, mask=None, backend=None):
+    """Gradient of dropout: dx = dy * keep (/ (1 - p)), the forward's mask regenerated from the same seed and p."""
+    args = _checks.dropout_backward(dy, p, seed, scale, mask)
+    return _dispatch.pick(backend, dy, mask).dropout_backward(*args)
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====

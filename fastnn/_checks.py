@@ -377,6 +377,115 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+_INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+def linear(x, weight, bias):
+    if (type(x) is _ndarray and type(weight) is _ndarray and x.dtype in FLOATS and weight.dtype == x.dtype
+            and weight.ndim == 2 and x.ndim and x.shape[-1] == weight.shape[0] and x.size and weight.size
+            and (bias is None or (type(bias) is _ndarray and bias.dtype == x.dtype
+                                  and bias.shape == (weight.shape[1],)))):
+        return x, weight, bias        # the common NumPy call (a tiny layer's call costs more here than in its GEMM)
+    array(x, "x")
+    dt = dtype_of(x)
+    array(weight, "weight", 2, dt)
+    array(bias, "bias", 1, dt, optional=True)
+    same_kind(x=x, weight=weight, bias=bias)
+    _linear_shapes(x, weight)
+    shape_is(bias, "bias", (weight.shape[1],))
+    return x, weight, bias
+
+
+def _linear_shapes(x, weight):
+    if x.ndim == 0 or x.shape[-1] != weight.shape[0]:
+        raise ValueError(f"x must have shape (..., D) with D = weight.shape[0] = {weight.shape[0]}, got "
+                         f"{tuple(x.shape)}")
+    if 0 in x.shape or 0 in weight.shape:
+        raise ValueError(f"x of shape {tuple(x.shape)} or weight of shape {tuple(weight.shape)} is empty")
+
+
+def linear_backward(dy, x, weight, bias):
+    if (type(x) is _ndarray and type(weight) is _ndarray and type(dy) is _ndarray and x.dtype in FLOATS
+            and weight.dtype == x.dtype and dy.dtype == x.dtype and weight.ndim == 2 and x.ndim
+            and x.shape[-1] == weight.shape[0] and x.size and weight.size
+            and dy.shape == x.shape[:-1] + (weight.shape[1],)):
+        return dy, x, weight, bool(bias)
+    array(x, "x")
+    dt = dtype_of(x)
+    array(weight, "weight", 2, dt)
+    array(dy, "dy", x.ndim, dt)
+    same_kind(dy=dy, x=x, weight=weight)
+    _linear_shapes(x, weight)
+    shape_is(dy, "dy", tuple(x.shape[:-1]) + (weight.shape[1],))
+    return dy, x, weight, bool(bias)
+
+
+def bad_embedding_index(value, position, rows):
+    """The error for an index outside [0, V): every backend raises it with these words (the C++ kernel builds the
+    same string, bad_embedding_index in csrc/dense.cpp)."""
+    return ValueError(f"indices: {int(value)} at position {int(position)} is outside [0, {int(rows)}), the rows "
+                      "of weight")
+
+
+def _indices(indices):
+    if not _is_array(indices) or dtype_of(indices) not in _INDEX_DTYPES:
+        raise TypeError(f"indices must be an int32 or int64 array, got "
+                        f"{getattr(indices, 'dtype', type(indices).__name__)}")
+    if 0 in indices.shape:
+        raise ValueError(f"indices of shape {tuple(indices.shape)} is empty")
+    return indices
+
+
+def embedding(indices, weight):
+    if (type(indices) is _ndarray and type(weight) is _ndarray and indices.dtype in _INDEX_DTYPES and indices.size
+            and weight.dtype in FLOATS and weight.ndim == 2 and weight.size):
+        return indices, weight
+    _indices(indices)
+    array(weight, "weight", 2)
+    same_kind(indices=indices, weight=weight)
+    if 0 in weight.shape:
+        raise ValueError(f"weight of shape {tuple(weight.shape)} is empty")
+    return indices, weight
+
+
+def embedding_backward(dy, indices, num_embeddings):
+    _indices(indices)
+    array(dy, "dy", indices.ndim + 1)
+    same_kind(dy=dy, indices=indices)
+    if tuple(dy.shape[:-1]) != tuple(indices.shape) or dy.shape[-1] == 0:
+        raise ValueError(f"dy must have shape indices.shape + (D,) = {tuple(indices.shape)} + (D,) with D >= 1, got "
+                         f"{tuple(dy.shape)}")
+    return dy, indices, integer(num_embeddings, "num_embeddings", 1)
+
+
+def _dropout(x, name, p, seed, scale, mask):
+    if (type(x) is _ndarray and x.dtype in FLOATS and x.size and type(p) is float and 0.0 <= p <= 1.0
+            and type(seed) is int and 0 <= seed < 1 << 64 and mask is None):
+        return x, p, seed, bool(scale), None
+    array(x, name)
+    if 0 in x.shape:
+        raise ValueError(f"{name} of shape {tuple(x.shape)} is empty")
+    p = number(p, "p", 0.0, 1.0)
+    seed = integer(seed, "seed", 0)
+    if seed >= 1 << 64:
+        raise ValueError(f"seed must be < 2**64, got {seed}")
+    if mask is not None:
+        if not _is_array(mask):
+            raise TypeError(f"mask must be a NumPy or GPU array, got {type(mask).__name__}")
+        mdt = dtype_of(mask)
+        if mdt != np.bool_ and mdt != dtype_of(x):
+            raise TypeError(f"mask must be bool or {name}'s dtype {dtype_of(x)}, got {mdt}")
+        same_kind(**{name: x}, mask=mask)
+        shape_is(mask, "mask", x.shape)
+    return x, p, seed, bool(scale), mask
+
+
+def dropout(x, p, seed, scale, mask):
+    return _dropout(x, "x", p, seed, scale, mask)
+
+
+def dropout_backward(dy, p, seed, scale, mask):
+    return _dropout(dy, "dy", p, seed, scale, mask)
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====

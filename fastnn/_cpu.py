@@ -206,6 +206,65 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+from .reference import dropout_scale as _dropout_scale, dropout_threshold as _dropout_threshold  # noqa: E402
+
+
+_LINEAR_ALGOS = {None: 0, "packed": 1, "small": 2}   # _algo (private, tests and benchmarks): force a GEMM path
+
+
+def linear(x, weight, bias, *, _algo=None):
+    x, weight = _c(x), _c(weight)
+    M = weight.shape[1]
+    shape = x.shape[:-1] + (M,)
+    y = np.empty(shape, x.dtype) if x.itemsize * M * (x.size // x.shape[-1]) < _CACHED_MIN else _empty(shape, x.dtype)
+    if x.ndim == 2:
+        _C.linear_fwd(x, weight, None if bias is None else _c(bias), y, _LINEAR_ALGOS[_algo])
+    else:
+        _C.linear_fwd(x.reshape(-1, x.shape[-1]), weight, _opt(bias), y.reshape(-1, M), _LINEAR_ALGOS[_algo])
+    return y
+
+
+def linear_backward(dy, x, weight, bias, *, _algo=None):
+    dy, x, weight = _c(dy), _c(x), _c(weight)
+    D, M = weight.shape
+    dx = _empty_like(x)
+    dwb = _empty((D + 1 if bias else D, M), x.dtype)   # row D receives dbias (one more row of the dW GEMM)
+    _C.linear_bwd(dy.reshape(-1, M), x.reshape(-1, D), weight, dx.reshape(-1, D), dwb, bias, _LINEAR_ALGOS[_algo])
+    return (dx, dwb[:D], dwb[D]) if bias else (dx, dwb, None)
+
+
+def embedding(indices, weight):
+    indices, weight = _c(indices), _c(weight)
+    shape = indices.shape + (weight.shape[1],)
+    y = np.empty(shape, weight.dtype) if indices.size * weight.shape[1] * weight.itemsize < _CACHED_MIN else \
+        _empty(shape, weight.dtype)
+    _C.embedding_fwd(indices, weight, y)
+    return y
+
+
+def embedding_backward(dy, indices, num_embeddings):
+    dy = _c(dy)
+    dw = _empty((num_embeddings, dy.shape[-1]), dy.dtype)
+    _C.embedding_bwd(dy, _c(indices), dw)
+    return dw
+
+
+_DROPOUT = {}     # (p, scale, dtype) -> (threshold, factor): computed once (numpy scalars cost a tiny call's time)
+
+
+def dropout(x, p, seed, scale, mask):
+    x = _c(x)
+    y = np.empty_like(x) if x.nbytes < _CACHED_MIN else _empty_like(x)
+    key = (p, scale, x.dtype.char)
+    ts = _DROPOUT.get(key)
+    if ts is None:
+        ts = _DROPOUT[key] = (_dropout_threshold(p), float(_dropout_scale(p, scale, x.dtype)))
+    _C.dropout(x, y, seed, ts[0], ts[1], None if mask is None else _c(mask))
+    return y
+
+
+def dropout_backward(dy, p, seed, scale, mask):
+    return dropout(dy, p, seed, scale, mask)
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====

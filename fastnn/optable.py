@@ -699,6 +699,178 @@ OPS = [
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+# Test cases (tiny ones also run in the CUDA simulator): batch 1, sizes off the SIMD widths (the AVX-512 tail panels
+# of 16/32/48 columns), a leading N-D shape (book 2's TimeAffine), one feature, a large vocabulary, repeated indices.
+def linear_case(x, m, bias=True, tiny=False, realistic=False):
+    return Case("linear", dict(x=x, m=m, bias=bias), tiny, realistic)
+
+
+def embedding_case(indices, v, d, index_dtype="int64", tiny=False, realistic=False):
+    return Case("embedding", dict(indices=indices, v=v, d=d, index_dtype=index_dtype), tiny, realistic)
+
+
+def dropout_case(x, p=0.5, seed=0, scale=True, mask=None, tiny=False, realistic=False):
+    """mask: None (the generator), "bool" or "float" (a mask drawn as the books do)."""
+    return Case("dropout", dict(x=x, p=p, seed=seed, scale=scale, mask=mask), tiny, realistic)
+
+
+CASES["linear"] = [
+    linear_case((2, 3), 4, tiny=True),
+    linear_case((1, 5), 3, bias=False, tiny=True),                  # batch 1, no bias
+    linear_case((2, 3, 4), 5, tiny=True),                           # (N, T, D): TimeAffine
+    linear_case((3, 1), 1, tiny=True),                              # one feature in and out
+    linear_case((4, 7), 17, bias=False, tiny=True),
+    linear_case((100, 784), 100),                                   # the books' MLP layers
+    linear_case((100, 100), 10),
+    linear_case((9, 33), 65),                                       # tail panels of 16 and 32 columns
+    linear_case((37, 300), 97, bias=False),                         # two depth blocks, row/column tails
+    linear_case((5, 7, 50), 130),                                   # N-D, 2 full panels + tail
+    linear_case((600, 40), 49),                                     # split by rows
+    linear_case((20, 35, 100), 1000),                               # book 2's TimeAffine (V reduced)
+    linear_case((130, 2000), 24),                                   # split-K (deep, narrow)
+    linear_case((20, 35, 100), 10000, realistic=True),
+]
+CASES["embedding"] = [
+    embedding_case((2, 3), 5, 4, tiny=True),
+    embedding_case((7,), 3, 2, "int32", tiny=True),                 # repeated indices, int32
+    embedding_case((1, 1), 1, 1, tiny=True),                        # one row, one feature
+    embedding_case((20, 35), 10000, 100),                           # book 2's PTB language model
+    embedding_case((300,), 20, 33, "int32"),                        # heavy repetition, odd D
+    embedding_case((4, 5, 6), 1000, 17),
+    embedding_case((20, 35), 10000, 650, realistic=True),
+]
+CASES["dropout"] = [
+    dropout_case((2, 3), tiny=True),
+    dropout_case((5, 7), 0.25, seed=2 ** 64 - 1, scale=False, tiny=True),
+    dropout_case((3, 4), 0.5, mask="bool", tiny=True),
+    dropout_case((2, 5), 0.2, mask="float", scale=False, tiny=True),
+    dropout_case((4, 4), 0.0, tiny=True),
+    dropout_case((3, 3), 1.0, tiny=True),
+    dropout_case((100, 100), 0.5, seed=7),
+    dropout_case((3, 17, 33), 0.3, seed=123, scale=False),
+    dropout_case((20, 35, 650), 0.5, seed=5, realistic=True),
+]
+
+
+def _dense_arrays(case, dtype, rng):
+    p = case.p
+
+    def gauss(*shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    if case.op == "linear":
+        d = p["x"][-1]
+        return dict(x=gauss(*p["x"]), weight=gauss(d, p["m"], scale=1 / np.sqrt(d)),
+                    bias=gauss(p["m"]) if p["bias"] else None, dy=gauss(*p["x"][:-1], p["m"]))
+    if case.op == "embedding":
+        idx = rng.integers(0, p["v"], p["indices"]).astype(p["index_dtype"])
+        return dict(indices=idx, weight=gauss(p["v"], p["d"]), dy=gauss(*p["indices"], p["d"]))
+    mask = None
+    if p["mask"]:
+        mask = rng.random(p["x"]) > p["p"]                           # the books' draw
+        mask = mask if p["mask"] == "bool" else mask.astype(dtype)
+    return dict(x=gauss(*p["x"]), dy=gauss(*p["x"]), mask=mask)
+
+
+ARRAYS.update(linear=_dense_arrays, embedding=_dense_arrays, dropout=_dense_arrays)
+
+Dense = namedtuple("Dense", "N D M")               # linear: x (N, D), weight (D, M)
+Emb = namedtuple("Emb", "N T V D")                 # embedding: indices (N, T) into weight (V, D)
+Drop = namedtuple("Drop", "N D p")                 # dropout: x (N, D)
+
+_MLP = [Dense(100, 784, 100), Dense(100, 100, 100), Dense(100, 100, 10)]     # book 1's MLP, batch 100
+_LM = Dense(700, 100, 10000)                                                  # book 2's TimeAffine, (20*35, 100)
+add_family("linear", cpu=[*_MLP, _LM], cuda=[_LM, Dense(4096, 1024, 1024)], mixed=[*_MLP],
+           sweep=[Dense(1, 784, 100), Dense(20, 100, 100), *_MLP, Dense(700, 100, 1000), _LM],
+           small=[Dense(8, 32, 16)])
+add_family("embedding", cpu=[Emb(20, 35, 10000, 100)], cuda=[Emb(20, 35, 10000, 100), Emb(64, 35, 10000, 650)],
+           mixed=[Emb(20, 35, 10000, 100)],
+           sweep=[Emb(1, 1, 10000, 100), Emb(20, 1, 10000, 100), Emb(20, 35, 10000, 100), Emb(20, 35, 10000, 650)],
+           small=[Emb(4, 5, 50, 16)])
+add_family("dropout", cpu=[Drop(100, 100, 0.5), Drop(700, 650, 0.5)], cuda=[Drop(700, 650, 0.5),
+                                                                            Drop(4096, 4096, 0.5)],
+           mixed=[Drop(100, 100, 0.5)],
+           sweep=[Drop(1, 100, 0.5), Drop(100, 100, 0.5), Drop(100, 1000, 0.5), Drop(700, 650, 0.5),
+                  Drop(700, 10000, 0.5)],
+           small=[Drop(8, 32, 0.5)])
+
+
+def make_linear(s, dtype, rng):
+    return (gauss(rng, dtype, s.N, s.D), gauss(rng, dtype, s.D, s.M, scale=1 / math.sqrt(s.D)),
+            gauss(rng, dtype, s.M)), {}
+
+
+def make_linear_backward(s, dtype, rng):
+    (x, w, _), _ = make_linear(s, dtype, rng)
+    return (gauss(rng, dtype, s.N, s.M), x, w), {}
+
+
+def make_embedding(s, dtype, rng):
+    return (rng.integers(0, s.V, (s.N, s.T)), gauss(rng, dtype, s.V, s.D)), {}
+
+
+def make_embedding_backward(s, dtype, rng):
+    return (gauss(rng, dtype, s.N, s.T, s.D), rng.integers(0, s.V, (s.N, s.T)), s.V), {}
+
+
+def make_dropout(s, dtype, rng):
+    return (gauss(rng, dtype, s.N, s.D),), dict(p=s.p, seed=1)
+
+
+make_dropout_backward = make_dropout
+
+
+def torch_linear(torch, dev, s, args, kw):
+    x, w, b = args
+    x, wt, b = _t(torch, dev, x, w.T, b)           # PyTorch's (out, in) weight: transposed once, outside the timing
+    return _no_grad(torch, lambda: torch.nn.functional.linear(x, wt, b))
+
+
+def torch_linear_backward(torch, dev, s, args, kw):
+    dy, x, w = args
+    dy, = _t(torch, dev, dy)
+    x, wt, b = _t(torch, dev, x, w.T, np.zeros(w.shape[1], w.dtype), grad=True)
+    y = torch.nn.functional.linear(x, wt, b)
+    return _grad(torch, y, (x, wt, b), dy)
+
+
+def torch_embedding(torch, dev, s, args, kw):
+    idx, w = _t(torch, dev, *args)
+    return _no_grad(torch, lambda: torch.nn.functional.embedding(idx, w))
+
+
+def torch_embedding_backward(torch, dev, s, args, kw):
+    dy, idx, v = args
+    dy, idx = _t(torch, dev, dy, idx)
+    w, = _t(torch, dev, np.zeros((v, dy.shape[-1]), args[0].dtype), grad=True)
+    y = torch.nn.functional.embedding(idx, w)
+    return _grad(torch, y, (w,), dy)
+
+
+def torch_dropout(torch, dev, s, args, kw):
+    x, = _t(torch, dev, *args)                     # PyTorch's generator differs: compare speed only
+    return _no_grad(torch, lambda: torch.nn.functional.dropout(x, kw["p"], training=True))
+
+
+def torch_dropout_backward(torch, dev, s, args, kw):
+    dy, = _t(torch, dev, args[0])
+    x, = _t(torch, dev, args[0], grad=True)
+    y = torch.nn.functional.dropout(x, kw["p"], training=True)
+    return _grad(torch, y, (x,), dy)
+
+
+def linear_flops(s):
+    return 2.0 * s.N * s.D * s.M
+
+
+OPS += [
+    Op("linear", "linear", make_linear, torch_linear, linear_flops),
+    Op("linear_backward", "linear", make_linear_backward, torch_linear_backward, _twice(linear_flops)),
+    Op("embedding", "embedding", make_embedding, torch_embedding),
+    Op("embedding_backward", "embedding", make_embedding_backward, torch_embedding_backward),
+    Op("dropout", "dropout", make_dropout, torch_dropout),
+    Op("dropout_backward", "dropout", make_dropout_backward, torch_dropout_backward),
+]
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====

@@ -359,6 +359,110 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+import math  # noqa: E402
+
+__all__ += ["linear", "linear_backward", "embedding", "embedding_backward", "dropout", "dropout_backward"]
+
+# The books' code: np.dot(x, W) + b over the last axis (TimeAffine reshapes (N*T, D)), W[idx], np.add.at, and a
+# dropout whose mask comes from a counter-based generator (dropout_keep) so every backend draws the same one.
+
+def linear(x, weight, bias=None):
+    """y = x @ weight + bias over the last axis of x (..., D); weight (D, M) as the books store it."""
+    y = np.dot(x.reshape(-1, x.shape[-1]), weight)
+    if bias is not None:
+        y += bias
+    return y.reshape(x.shape[:-1] + (weight.shape[1],))
+
+
+def linear_backward(dy, x, weight, bias=True):
+    """(dx, dweight, dbias or None): dx = dy @ W.T, dW = x.T @ dy, db = dy summed over every axis but the last."""
+    d, m = weight.shape
+    dy2, x2 = dy.reshape(-1, m), x.reshape(-1, d)
+    dx = np.dot(dy2, weight.T).reshape(x.shape)
+    return dx, np.dot(x2.T, dy2), (_sum64(dy2, 0) if bias else None)
+
+
+def embedding(indices, weight):
+    """weight[indices]: indices.shape + (D,)."""
+    _check_rows(indices, weight.shape[0])
+    return weight[indices]
+
+
+def embedding_backward(dy, indices, num_embeddings):
+    """dweight (num_embeddings, D): the dy rows added into the rows their indices name (np.add.at, as book 2)."""
+    _check_rows(indices, num_embeddings)
+    d = dy.shape[-1]
+    dw = np.zeros((num_embeddings, d), dtype=dy.dtype)
+    np.add.at(dw, indices.reshape(-1), dy.reshape(-1, d))
+    return dw
+
+
+def _check_rows(indices, v):
+    """The out-of-range error every backend raises (negative indices would silently wrap in NumPy)."""
+    flat = indices.reshape(-1)
+    bad = np.flatnonzero((flat < 0) | (flat >= v))
+    if bad.size:
+        from ._checks import bad_embedding_index
+        raise bad_embedding_index(flat[bad[0]], bad[0], v)
+
+
+_M32 = 0xFFFFFFFF
+_M64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _lowbias32(x):
+    """A 32-bit integer hash (Chris Wellons' lowbias32) on a uint32 array; a bijection."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def dropout_key(seed, hi):
+    """The 64-bit key of the elements i with i >> 32 == hi: splitmix64(seed ^ hi * 0xD1B54A32D192ED03)."""
+    z = ((seed ^ (hi * 0xD1B54A32D192ED03)) + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def dropout_threshold(p):
+    """Element i is kept when its 32-bit draw u is >= ceil(p * 2^32), i.e. when u / 2^32 >= p (2^32: none kept)."""
+    return math.ceil(p * 2.0 ** 32)
+
+
+def dropout_keep(shape, p, seed):
+    """The keep mask (bool) of dropout(x, p, seed) for x of `shape`: u(seed, i) >= p for the flat index i, with
+    u = lowbias32(lowbias32(i_lo ^ k1) ^ k2) / 2^32, (k1, k2) = the halves of dropout_key(seed, i >> 32)."""
+    n = math.prod(shape)
+    thr = dropout_threshold(p)
+    keep = np.zeros(n, dtype=bool)
+    if thr < 2 ** 32:
+        for hi in range(0, (n + _M32) >> 32):
+            start, stop = hi << 32, min(n, (hi + 1) << 32)
+            key = dropout_key(seed, hi)
+            lo = np.arange(0, stop - start, dtype=np.uint32)       # start is a multiple of 2^32: lo counts from 0
+            u = _lowbias32(_lowbias32(lo ^ np.uint32(key & _M32)) ^ np.uint32(key >> 32))
+            keep[start:stop] = u >= np.uint32(thr)
+    return keep.reshape(shape)
+
+
+def dropout_scale(p, scale, dtype):
+    """The factor kept elements are multiplied by: 1/(1-p) with scale (0 when p == 1: nothing is kept), else 1."""
+    return np.dtype(dtype).type((1.0 / (1.0 - p) if p < 1 else 0.0) if scale else 1.0)
+
+
+def dropout(x, p=0.5, seed=0, scale=True, mask=None):
+    """y = x * keep * s: keep from the counter-based generator of (seed, flat index) (or `mask`, e.g. the books'
+    `np.random.rand(*x.shape) > p`), s = 1/(1-p) when scale (inverted dropout), else 1."""
+    keep = dropout_keep(x.shape, p, seed) if mask is None else mask
+    return x * (keep * dropout_scale(p, scale, x.dtype))
+
+
+def dropout_backward(dy, p=0.5, seed=0, scale=True, mask=None):
+    """dx = dy * keep * s with the forward's mask (regenerated from the seed)."""
+    return dropout(dy, p, seed, scale, mask)
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====

@@ -108,6 +108,48 @@ BAD = [
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+VALID.update({
+    "linear": lambda: dict(x=r(2, 5, 3), weight=r(3, 4), bias=r(4)),
+    "linear_backward": lambda: dict(dy=r(2, 5, 4), x=r(2, 5, 3), weight=r(3, 4)),
+    "embedding": lambda: dict(indices=np.array([[0, 2], [1, 2]]), weight=r(3, 4)),
+    "embedding_backward": lambda: dict(dy=r(2, 2, 4), indices=np.array([[0, 2], [1, 2]], np.int32),
+                                       num_embeddings=3),
+    "dropout": lambda: dict(x=r(3, 4), p=0.5, seed=1),
+    "dropout_backward": lambda: dict(dy=r(3, 4), p=0.5, seed=1, mask=r(3, 4) > 0),
+})
+BAD += [
+    ("linear", "x", r(2, 5, 4), ValueError, "x must have shape (..., D) with D = weight.shape[0] = 3"),
+    ("linear", "x", r(2, 0, 3), ValueError, "is empty"),
+    ("linear", "x", r(2, 3).astype(np.int64), TypeError, "x must be float32 or float64"),
+    ("linear", "weight", r(3, 4, 1), ValueError, "weight must be 2-D"),
+    ("linear", "weight", r(3, 4, dtype=np.float64), TypeError, "mixed precision"),
+    ("linear", "bias", r(5), ValueError, "bias must have shape (4,)"),
+    ("linear_backward", "dy", r(2, 5, 3), ValueError, "dy must have shape (2, 5, 4)"),
+    ("linear_backward", "dy", r(10, 4), ValueError, "dy must be 3-D"),
+    ("embedding", "indices", np.array([0.0, 1.0]), TypeError, "indices must be an int32 or int64 array"),
+    ("embedding", "indices", [0, 1], TypeError, "indices must be an int32 or int64 array"),
+    ("embedding", "indices", np.array([0, 1], np.int16), TypeError, "int32 or int64"),
+    ("embedding", "indices", np.zeros((2, 0), np.int64), ValueError, "indices of shape (2, 0) is empty"),
+    ("embedding", "indices", np.array([0, 3]), ValueError, "indices: 3 at position 1 is outside [0, 3)"),
+    ("embedding", "indices", np.array([-1, 0]), ValueError, "indices: -1 at position 0 is outside [0, 3)"),
+    ("embedding", "weight", r(3), ValueError, "weight must be 2-D"),
+    ("embedding_backward", "dy", r(2, 3, 4), ValueError, "dy must have shape indices.shape + (D,)"),
+    ("embedding_backward", "num_embeddings", 0, ValueError, "num_embeddings must be >= 1"),
+    ("embedding_backward", "num_embeddings", 2, ValueError, "indices: 2 at position 1 is outside [0, 2)"),
+    ("embedding_backward", "num_embeddings", 3.0, TypeError, "num_embeddings must be an int"),
+    ("dropout", "p", 1.5, ValueError, "p must be in [0.0, 1.0]"),
+    ("dropout", "p", -0.1, ValueError, "p must be in"),
+    ("dropout", "p", "0.5", TypeError, "p must be a number"),
+    ("dropout", "seed", -1, ValueError, "seed must be >= 0"),
+    ("dropout", "seed", 1 << 64, ValueError, "seed must be < 2**64"),
+    ("dropout", "seed", 1.5, TypeError, "seed must be an int"),
+    ("dropout", "x", r(3, 0), ValueError, "x of shape (3, 0) is empty"),
+    ("dropout", "mask", r(3, 5) > 0, ValueError, "mask must have shape (3, 4)"),
+    ("dropout", "mask", np.ones((3, 4), np.int32), TypeError, "mask must be bool or x's dtype float32"),
+    ("dropout", "mask", [[True]], TypeError, "mask must be a NumPy or GPU array"),
+    ("dropout_backward", "dy", [1.0], TypeError, "dy must be a NumPy or GPU array"),
+    ("dropout_backward", "mask", r(3, 4, dtype=np.float64), TypeError, "mask must be bool or dy's dtype"),
+]
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====

@@ -21,6 +21,9 @@ __all__ = ["available", "describe", "im2col", "col2im", "conv2d", "conv2d_backwa
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+from .dense import (linear, linear_backward, embedding, embedding_backward, dropout,  # noqa: E402
+                    dropout_backward)
+__all__ += ["linear", "linear_backward", "embedding", "embedding_backward", "dropout", "dropout_backward"]
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
