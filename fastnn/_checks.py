@@ -491,7 +491,7 @@ def softmax_cross_entropy(x, target, ignore_index, eps):
 
 def softmax_cross_entropy_backward(probs, target, dloss, ignore_index):
     probs = _rows_x(probs, "probs")
-    return (probs, _xent_target(target, probs, "probs"), dloss if type(dloss) is float else number(dloss, "dloss"),
+    return (probs, _xent_target(target, probs, "probs"), number(dloss, "dloss"),
             _ignore_index(ignore_index))
 
 
@@ -516,7 +516,7 @@ def sigmoid_cross_entropy(x, target, eps):
 
 def sigmoid_cross_entropy_backward(y, target, dloss):
     y = _nonempty(array(y, "y"), "y")
-    return y, _binary_target(target, y, "y"), dloss if type(dloss) is float else number(dloss, "dloss")
+    return y, _binary_target(target, y, "y"), number(dloss, "dloss")
 
 
 def bad_label(value, position, num_classes, ignore_index):
