@@ -200,10 +200,22 @@ FASTNN_AVX512 void softmax_bwd_row__avx512(const float* dy, const float* y, floa
 //   e = exp(-|x|), u = 1 + e: y = 1/u (x >= 0) or e/u, 1 - y = e/u or 1/u (no cancellation);
 //   eps == 0: max(x, 0) - t x + log1p(e), log1p(e) = log(u) * e / (u - 1) (exact u - 1; e itself when u == 1);
 //   eps > 0:  -(t log(y + eps) + (1 - t) log(1 - y + eps)).
-FASTNN_AVX512 float sigmoid_xent16__avx512(const float* x, const float* t, float* y, i64 n, float eps) {
+// The k lanes of targets t as floats (labels converted in registers).
+FASTNN_AVX512 inline __m512 load_t16(__mmask16 k, const float* t) { return _mm512_maskz_loadu_ps(k, t); }
+FASTNN_AVX512 inline __m512 load_t16(__mmask16 k, const std::int32_t* t) {
+    return _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(k, t));
+}
+FASTNN_AVX512 inline __m512 load_t16(__mmask16 k, const std::int64_t* t) {
+    const __m256i lo = _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(__mmask8(k), t));
+    const __m256i hi = _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64(__mmask8(k >> 8), t + 8));
+    return _mm512_cvtepi32_ps(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+}
+
+template <typename L>
+FASTNN_AVX512 float sigmoid_xent16__avx512(const float* x, const L* t, float* y, i64 n, float eps) {
     const __mmask16 k = tail16(n);
     const __m512 one = _mm512_set1_ps(1.f), zero = _mm512_setzero_ps();
-    const __m512 a = _mm512_maskz_loadu_ps(k, x), tv = _mm512_maskz_loadu_ps(k, t);
+    const __m512 a = _mm512_maskz_loadu_ps(k, x), tv = load_t16(k, t);
     const __m512 z = _mm512_castsi512_ps(_mm512_andnot_si512(_mm512_set1_epi32(int(0x80000000u)),
                                                              _mm512_castps_si512(a)));
     const __m512 e = exp16(_mm512_sub_ps(zero, z));
@@ -492,12 +504,8 @@ template <typename T, typename L> double sigmoid_xent_fwd(const T* x, const L* t
             double acc = 0;
             if constexpr (kIsFloat<T>) {
                 if (use_avx512()) {
-                    for (i64 j = j0; j < j1; j += 16) {
-                        const i64 cnt = std::min<i64>(16, j1 - j);
-                        float tb[16];
-                        for (i64 i = 0; i < cnt; ++i) tb[i] = float(t[j + i]);
-                        acc += sigmoid_xent16__avx512(x + j, tb, y + j, cnt, float(eps));
-                    }
+                    for (i64 j = j0; j < j1; j += 16)
+                        acc += sigmoid_xent16__avx512(x + j, t + j, y + j, std::min<i64>(16, j1 - j), float(eps));
                     part[blk] = acc;
                     continue;
                 }

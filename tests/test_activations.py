@@ -229,6 +229,22 @@ def test_one_hot_int_and_scalar_targets(backend):
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("tdtype", [np.int32, np.int64, np.float32])
+@pytest.mark.parametrize("eps", [0.0, 1e-7])
+def test_sigmoid_cross_entropy_target_dtypes(backend, tdtype, eps):
+    """float32 x with each native target dtype, a length with a SIMD tail (the AVX-512 loop converts in registers)."""
+    rng = np.random.default_rng(10)
+    x = (rng.standard_normal(37) * 4).astype(np.float32)
+    t = rng.integers(0, 2, 37).astype(tdtype)
+    loss, y = fastnn.sigmoid_cross_entropy(x, t, eps, backend=backend)
+    rloss, ry = R.sigmoid_cross_entropy(f64(x), t, eps)
+    close_loss("loss", loss, rloss, np.float32, x.size)
+    check("y", y, ry, np.float32, 1)
+    check("dx", fastnn.sigmoid_cross_entropy_backward(y, t, backend=backend),
+          R.sigmoid_cross_entropy_backward(f64(y), t), np.float32, 2)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 @pytest.mark.parametrize("fn", ["softmax_cross_entropy", "softmax_cross_entropy_backward"])
 @pytest.mark.parametrize("bad,where", [(4, 0), (-2, 3), (1 << 40, 5)])
 def test_label_outside_the_classes_is_refused(backend, fn, bad, where):
