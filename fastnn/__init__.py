@@ -108,6 +108,89 @@ def lstm_backward(dhs, dh_n, dc_n, cache, backend=None):
 # The textbook ops, one section per family (each adds its names to __all__).
 
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+__all__ += ["relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "softmax",
+            "softmax_backward", "softmax_cross_entropy", "softmax_cross_entropy_backward", "sigmoid_cross_entropy",
+            "sigmoid_cross_entropy_backward"]
+
+
+def relu(x, backend=None):
+    """max(x, 0) elementwise (NaN stays NaN)."""
+    args = _checks.relu(x)
+    return _dispatch.pick(backend, x).relu(*args)
+
+
+def relu_backward(dy, y, backend=None):
+    """Gradient of relu from its output y: dy where y > 0, else 0."""
+    args = _checks.relu_backward(dy, y)
+    return _dispatch.pick(backend, dy, y).relu_backward(*args)
+
+
+def sigmoid(x, backend=None):
+    """1 / (1 + exp(-x)) elementwise."""
+    args = _checks.sigmoid(x)
+    return _dispatch.pick(backend, x).sigmoid(*args)
+
+
+def sigmoid_backward(dy, y, backend=None):
+    """Gradient of sigmoid from its output y: dy * y * (1 - y)."""
+    args = _checks.sigmoid_backward(dy, y)
+    return _dispatch.pick(backend, dy, y).sigmoid_backward(*args)
+
+
+def tanh(x, backend=None):
+    """tanh(x) elementwise."""
+    args = _checks.tanh(x)
+    return _dispatch.pick(backend, x).tanh(*args)
+
+
+def tanh_backward(dy, y, backend=None):
+    """Gradient of tanh from its output y: dy * (1 - y*y)."""
+    args = _checks.tanh_backward(dy, y)
+    return _dispatch.pick(backend, dy, y).tanh_backward(*args)
+
+
+def softmax(x, backend=None):
+    """Softmax over the last axis: exp(x - max) / sum."""
+    args = _checks.softmax(x)
+    return _dispatch.pick(backend, x).softmax(*args)
+
+
+def softmax_backward(dy, y, backend=None):
+    """Gradient of softmax from its output y: y * (dy - sum(dy*y, last axis))."""
+    args = _checks.softmax_backward(dy, y)
+    return _dispatch.pick(backend, dy, y).softmax_backward(*args)
+
+
+def softmax_cross_entropy(x, target, ignore_index=-100, eps=0.0, backend=None):
+    """Fused softmax (last axis) + cross-entropy -> (loss: float, probs).
+
+    target: int32/int64 class ids of shape x.shape[:-1] (rows whose label is ignore_index are not counted; a
+    label outside [0, V) otherwise is a ValueError), or an array of x's shape (one-hot / probabilities; every row
+    counted). loss = mean over counted rows of -log(probs[label] + eps); 0.0 when no row counts. The books add
+    eps = 1e-7 inside the log (book 2's TimeSoftmaxWithLoss does not; its ignore_label is -1)."""
+    args = _checks.softmax_cross_entropy(x, target, ignore_index, eps)
+    return _dispatch.pick(backend, x, args[1]).softmax_cross_entropy(*args)
+
+
+def softmax_cross_entropy_backward(probs, target, dloss=1.0, ignore_index=-100, backend=None):
+    """Gradient of softmax_cross_entropy w.r.t. x: (probs - onehot(target)) * dloss / counted rows; ignored rows 0."""
+    args = _checks.softmax_cross_entropy_backward(probs, target, dloss, ignore_index)
+    return _dispatch.pick(backend, probs, args[1]).softmax_cross_entropy_backward(*args)
+
+
+def sigmoid_cross_entropy(x, target, eps=0.0, backend=None):
+    """Fused sigmoid + binary cross-entropy -> (loss: float, y = sigmoid(x)).
+
+    target: 0/1 labels (or probabilities) of x's shape, float or int. loss = -mean(t*log(y + eps) +
+    (1 - t)*log(1 - y + eps)) over all elements."""
+    args = _checks.sigmoid_cross_entropy(x, target, eps)
+    return _dispatch.pick(backend, x, args[1]).sigmoid_cross_entropy(*args)
+
+
+def sigmoid_cross_entropy_backward(y, target, dloss=1.0, backend=None):
+    """Gradient of sigmoid_cross_entropy w.r.t. x: (y - t) * dloss / t.size."""
+    args = _checks.sigmoid_cross_entropy_backward(y, target, dloss)
+    return _dispatch.pick(backend, y, args[1]).sigmoid_cross_entropy_backward(*args)
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====

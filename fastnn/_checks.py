@@ -374,6 +374,156 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 
 
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+_LABELS = (np.dtype(np.int32), np.dtype(np.int64))
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _nonempty(x, name):
+    if x.size == 0:
+        raise ValueError(f"{name} of shape {tuple(x.shape)} is empty")
+    return x
+
+
+def _act1(x):
+    """One float array, any shape, not empty."""
+    if type(x) is _ndarray and x.dtype in FLOATS and x.size:
+        return x
+    return _nonempty(array(x, "x"), "x")
+
+
+def _act2(dy, y):
+    """The backwards' (dy, y): float arrays of one shape and dtype, on one side."""
+    if type(dy) is _ndarray and type(y) is _ndarray and y.dtype in FLOATS and dy.dtype == y.dtype and \
+            dy.shape == y.shape and y.size:
+        return dy, y
+    _nonempty(array(y, "y"), "y")
+    array(dy, "dy", dtype=dtype_of(y))
+    same_kind(dy=dy, y=y)
+    shape_is(dy, "dy", y.shape)
+    return dy, y
+
+
+def relu(x):
+    return _act1(x),
+
+
+sigmoid = tanh = relu
+relu_backward = sigmoid_backward = tanh_backward = _act2
+
+
+def softmax(x):
+    x = _act1(x)
+    if x.ndim == 0:
+        raise ValueError("x must have at least 1 dimension (softmax runs over the last axis), got a 0-D array")
+    return x,
+
+
+def softmax_backward(dy, y):
+    dy, y = _act2(dy, y)
+    if y.ndim == 0:
+        raise ValueError("y must have at least 1 dimension (softmax runs over the last axis), got a 0-D array")
+    return dy, y
+
+
+def _target_array(target, x):
+    """target as an array of x's kind; a Python int stands for the one label of a 1-D x (NumPy only)."""
+    if type(target) is _ndarray:
+        return target
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool) and type(x) is _ndarray:
+        return np.array(target, np.int64)
+    if not _is_array(target):
+        raise TypeError(f"target must be a NumPy or GPU array, got {type(target).__name__}")
+    if getattr(target, "requires_grad", False):
+        raise TypeError("target requires grad: fastnn records no autograd graph, pass target.detach()")
+    same_kind(x=x, target=target)
+    return target
+
+
+def _convert(target, dtype, what):
+    """A NumPy target of another integer/bool dtype as `dtype` (a GPU one must come in a supported dtype)."""
+    if type(target) is not _ndarray:
+        raise TypeError(f"target must be {what} on the GPU, got {dtype_of(target)}")
+    return target.astype(dtype)
+
+
+def _xent_target(target, x, name):
+    """Class ids (shape x.shape[:-1], int32/int64) or a dense target (x's shape and dtype)."""
+    target = _target_array(target, x)
+    dt, shape, xshape = dtype_of(target), tuple(target.shape), tuple(x.shape)
+    if shape == xshape:                                  # one-hot / probabilities
+        if dt == x.dtype:
+            return target
+        if dt.kind in "iub":
+            return _convert(target, x.dtype, f"{x.dtype} (or int32/int64 class ids)")
+        raise TypeError(f"target has dtype {dt} but {name} is {x.dtype}: a one-hot / probability target must have "
+                        f"{name}'s dtype")
+    if shape == xshape[:-1]:                             # class ids
+        if dt in _LABELS:
+            return target
+        if dt.kind in "iub":
+            return _convert(target, np.int64, "int32 or int64")
+        raise TypeError(f"target of shape {shape} holds class ids and must be an integer array, got {dt}")
+    raise ValueError(f"target must have shape {xshape[:-1]} (class ids) or {xshape} (one-hot / probabilities), "
+                     f"got {shape}")
+
+
+def _ignore_index(v):
+    if type(v) is int and _INT64[0] <= v <= _INT64[1]:
+        return v
+    v = integer(v, "ignore_index", _INT64[0])
+    if v > _INT64[1]:
+        raise ValueError(f"ignore_index must fit in int64, got {v}")
+    return v
+
+
+def _rows_x(x, name):
+    x = _act1(x) if name == "x" else _nonempty(array(x, name), name)
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have at least 1 dimension (classes on the last axis), got a 0-D array")
+    return x
+
+
+def softmax_cross_entropy(x, target, ignore_index, eps):
+    x = _rows_x(x, "x")
+    return (x, _xent_target(target, x, "x"), _ignore_index(ignore_index),
+            eps if eps == 0.0 and type(eps) is float else number(eps, "eps", 0.0))
+
+
+def softmax_cross_entropy_backward(probs, target, dloss, ignore_index):
+    probs = _rows_x(probs, "probs")
+    return (probs, _xent_target(target, probs, "probs"), number(dloss, "dloss"),
+            _ignore_index(ignore_index))
+
+
+def _binary_target(target, x, name):
+    """0/1 labels of x's shape: x's dtype, int32 or int64 (other NumPy integer/bool dtypes are converted)."""
+    target = _target_array(target, x)
+    dt = dtype_of(target)
+    if tuple(target.shape) != tuple(x.shape):
+        raise ValueError(f"target must have {name}'s shape {tuple(x.shape)}, got {tuple(target.shape)}")
+    if dt == x.dtype or dt in _LABELS:
+        return target
+    if dt.kind in "iub":
+        return _convert(target, np.int64, f"{x.dtype}, int32 or int64")
+    raise TypeError(f"target has dtype {dt} but {name} is {x.dtype}: targets must have {name}'s dtype or be "
+                    "integers")
+
+
+def sigmoid_cross_entropy(x, target, eps):
+    x = _act1(x)
+    return x, _binary_target(target, x, "x"), eps if eps == 0.0 and type(eps) is float else number(eps, "eps", 0.0)
+
+
+def sigmoid_cross_entropy_backward(y, target, dloss):
+    y = _nonempty(array(y, "y"), "y")
+    return y, _binary_target(target, y, "y"), number(dloss, "dloss")
+
+
+def bad_label(value, position, num_classes, ignore_index):
+    """The error of the cross-entropy ops for a class id outside [0, V) that is not ignore_index; every backend
+    raises it with these words (csrc/bind_activations.cpp builds the same string)."""
+    return ValueError(f"target: label {int(value)} at position {int(position)} is outside [0, {int(num_classes)}) "
+                      f"and is not ignore_index ({int(ignore_index)})")
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====

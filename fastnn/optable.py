@@ -696,6 +696,209 @@ OPS = [
 # baselines, then `OPS += [...]`.
 
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+# Test cases: x's shape (the last axis is softmax's), plus the loss options; `target` "ids" (int64 class ids,
+# some rows ignore_index), "ids32" (int32), "dense" (one-hot of x's dtype), "probs" (random distributions),
+# "int" (sigmoid: int32 0/1 labels).
+
+def act_case(op, x, tiny=False, realistic=False, **p):
+    return Case(op, dict(x=x, **p), tiny, realistic)
+
+
+_ELTWISE = [act_case("", (3, 5), tiny=True), act_case("", (1,), tiny=True), act_case("", (2, 3, 17)),
+            act_case("", (100, 100)), act_case("", (7, 33)), act_case("", (4, 1000, 3)),
+            act_case("", (64, 16, 28, 28), realistic=True)]
+for _op in ("relu", "sigmoid", "tanh"):
+    CASES[_op] = [c._replace(op=_op) for c in _ELTWISE]
+CASES["softmax"] = [act_case("softmax", (3, 5), tiny=True), act_case("softmax", (1, 1), tiny=True),
+                    act_case("softmax", (7,), tiny=True), act_case("softmax", (2, 3, 17)),
+                    act_case("softmax", (100, 10)), act_case("softmax", (5, 1001)),
+                    act_case("softmax", (33, 10000)), act_case("softmax", (700, 10000), realistic=True)]
+CASES["softmax_cross_entropy"] = [
+    act_case("softmax_cross_entropy", (4, 5), tiny=True, target="ids", eps=0.0),
+    act_case("softmax_cross_entropy", (2, 3, 6), tiny=True, target="ids32", eps=1e-7),
+    act_case("softmax_cross_entropy", (3, 4), tiny=True, target="dense", eps=0.0),
+    act_case("softmax_cross_entropy", (3, 4), tiny=True, target="probs", eps=1e-7),
+    act_case("softmax_cross_entropy", (6,), tiny=True, target="ids", eps=0.0),
+    act_case("softmax_cross_entropy", (100, 10), target="dense", eps=1e-7),      # book 1: one-hot, eps
+    act_case("softmax_cross_entropy", (100, 10), target="ids", eps=1e-7),
+    act_case("softmax_cross_entropy", (20, 5, 37), target="ids32", eps=0.0),
+    act_case("softmax_cross_entropy", (13, 1003), target="probs", eps=0.0),
+    act_case("softmax_cross_entropy", (35, 10000), target="ids", eps=0.0),       # book 2: V = 10000
+    act_case("softmax_cross_entropy", (700, 10000), target="ids", eps=0.0, realistic=True),
+]
+CASES["sigmoid_cross_entropy"] = [
+    act_case("sigmoid_cross_entropy", (5,), tiny=True, target="int", eps=0.0),
+    act_case("sigmoid_cross_entropy", (2, 3), tiny=True, target="dense", eps=1e-7),
+    act_case("sigmoid_cross_entropy", (100,), target="int", eps=1e-7),            # book 2's negative sampling
+    act_case("sigmoid_cross_entropy", (7, 1001), target="probs", eps=0.0),
+    act_case("sigmoid_cross_entropy", (33, 517), target="dense", eps=1e-7),
+    act_case("sigmoid_cross_entropy", (1000, 1000), target="int", eps=0.0, realistic=True),
+]
+
+IGNORE = -1          # the ignore_index the cases and the benchmark use (book 2's ignore_label)
+
+
+def _act_arrays(case, dtype, rng):
+    """x (scale 3: saturating sigmoids and tanhs too), dy, y = op(x) by the reference (for the backward), and for
+    the losses the target."""
+    p, shape = case.p, case.p["x"]
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    a = dict(x=x, dy=rng.standard_normal(shape).astype(dtype))
+    if case.op in ("relu", "sigmoid", "tanh", "softmax"):
+        a["y"] = getattr(reference, case.op)(x)
+        return a
+    kind = p["target"]
+    if case.op == "sigmoid_cross_entropy":
+        if kind == "int":
+            a["target"] = rng.integers(0, 2, shape).astype(np.int32)
+        elif kind == "dense":
+            a["target"] = rng.integers(0, 2, shape).astype(dtype)
+        else:
+            a["target"] = rng.uniform(0, 1, shape).astype(dtype)
+        return a
+    V = shape[-1]
+    if kind in ("ids", "ids32"):
+        t = rng.integers(0, V, shape[:-1])
+        if t.size > 2:
+            t.reshape(-1)[::3] = IGNORE                 # every third row ignored
+        a["target"] = t.astype(np.int32 if kind == "ids32" else np.int64)
+    elif kind == "dense":
+        a["target"] = np.eye(V, dtype=dtype)[rng.integers(0, V, shape[:-1])]
+    else:
+        w = rng.uniform(0, 1, shape)
+        a["target"] = (w / w.sum(axis=-1, keepdims=True)).astype(dtype)
+    return a
+
+
+for _op in ("relu", "sigmoid", "tanh", "softmax", "softmax_cross_entropy", "sigmoid_cross_entropy"):
+    ARRAYS[_op] = _act_arrays
+
+# Benchmark shapes. Elt(N, D): an (N, D) array (MLP layers, conv maps flattened: 30x24x24 = 17280, 16x28x28 =
+# 12544); Rows(R, V): R rows of V classes (MNIST 100 x 10; book 2's language model 20 x 35 = 700 rows of 10000).
+Elt = namedtuple("Elt", "N D")
+Rows = namedtuple("Rows", "R V")
+
+add_family("activation",
+           cpu=[Elt(100, 100), Elt(100, 17280), Elt(64, 12544), Elt(2048, 4096)],
+           cuda=[Elt(100, 17280), Elt(4096, 4096)],
+           mixed=[Elt(100, 100), Elt(20, 100)],
+           sweep=[Elt(1, 10), Elt(20, 100), Elt(100, 100), Elt(100, 1000), Elt(64, 12544), Elt(100, 17280),
+                  Elt(2048, 4096)],
+           small=[Elt(4, 50)])
+add_family("softmax",
+           cpu=[Rows(100, 10), Rows(20, 10000), Rows(700, 10000)],
+           cuda=[Rows(700, 10000), Rows(4096, 32000)],
+           mixed=[Rows(100, 10), Rows(700, 10000)],
+           sweep=[Rows(1, 10), Rows(100, 10), Rows(100, 100), Rows(20, 10000), Rows(100, 10000), Rows(700, 10000)],
+           small=[Rows(4, 10)])
+add_family("sigmoid_xent",
+           cpu=[Elt(100, 1), Elt(100, 6), Elt(1000, 1000)],
+           cuda=[Elt(1000, 1000), Elt(4096, 4096)],
+           mixed=[Elt(100, 1)],
+           sweep=[Elt(1, 10), Elt(100, 1), Elt(100, 6), Elt(100, 100), Elt(1000, 1000), Elt(2048, 4096)],
+           small=[Elt(4, 5)])
+
+
+def make_x(s, dtype, rng):
+    return (gauss(rng, dtype, *s, scale=3.0),), {}
+
+
+def _make_act_backward(op):
+    def make(s, dtype, rng):
+        (x,), _ = make_x(s, dtype, rng)
+        return (gauss(rng, dtype, *s), getattr(reference, op)(x)), {}
+    make.__name__ = f"make_{op}_backward"
+    return make
+
+
+def _labels(s, rng):
+    t = rng.integers(0, s.V, s.R)
+    t[::50] = IGNORE                   # a few ignored rows, as book 2's padding
+    return t
+
+
+def make_softmax_cross_entropy(s, dtype, rng):
+    return (gauss(rng, dtype, *s, scale=3.0), _labels(s, rng)), dict(ignore_index=IGNORE)
+
+
+def make_softmax_cross_entropy_backward(s, dtype, rng):
+    (x, t), kw = make_softmax_cross_entropy(s, dtype, rng)
+    return (reference.softmax(x), t), kw
+
+
+def make_sigmoid_cross_entropy(s, dtype, rng):
+    return (gauss(rng, dtype, *s, scale=3.0), rng.integers(0, 2, s).astype(np.int32)), {}
+
+
+def make_sigmoid_cross_entropy_backward(s, dtype, rng):
+    (x, t), _ = make_sigmoid_cross_entropy(s, dtype, rng)
+    return (reference.sigmoid(x), t), {}
+
+
+def _torch_unary(fn_name):
+    def run(torch, dev, s, args, kw):
+        x, = _t(torch, dev, args[0])
+        fn = {"relu": torch.nn.functional.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+              "softmax": lambda a: torch.nn.functional.softmax(a, -1)}[fn_name]
+        return _no_grad(torch, lambda: fn(x))
+    return run
+
+
+def _torch_unary_backward(fn_name):
+    """autograd's backward of the op, through its output (the y the makers give is recomputed from x = y's
+    preimage-free stand-in: the gradient kernels read only y and dy)."""
+    def run(torch, dev, s, args, kw):
+        dy, y = args
+        fn = {"relu": torch.nn.functional.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+              "softmax": lambda a: torch.nn.functional.softmax(a, -1)}[fn_name]
+        x, = _t(torch, dev, y, grad=True)
+        out = fn(x)
+        return _grad(torch, out, (x,), _t(torch, dev, dy)[0])
+    return run
+
+
+def torch_softmax_cross_entropy(torch, dev, s, args, kw):
+    x, t = _t(torch, dev, *args)
+    return _no_grad(torch, lambda: torch.nn.functional.cross_entropy(x, t, ignore_index=kw["ignore_index"]))
+
+
+def torch_softmax_cross_entropy_backward(torch, dev, s, args, kw):
+    probs, t = args
+    x, = _t(torch, dev, np.log(probs), grad=True)
+    t, = _t(torch, dev, t)
+    loss = torch.nn.functional.cross_entropy(x, t, ignore_index=kw["ignore_index"])
+    return _grad(torch, loss, (x,), None)
+
+
+def torch_sigmoid_cross_entropy(torch, dev, s, args, kw):
+    x, t = _t(torch, dev, args[0], args[1].astype(args[0].dtype))
+    return _no_grad(torch, lambda: torch.nn.functional.binary_cross_entropy_with_logits(x, t))
+
+
+def torch_sigmoid_cross_entropy_backward(torch, dev, s, args, kw):
+    y, t = args
+    x, = _t(torch, dev, np.log(y / (1 - y)), grad=True)
+    t, = _t(torch, dev, t.astype(y.dtype))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(x, t)
+    return _grad(torch, loss, (x,), None)
+
+
+OPS += [
+    Op("relu", "activation", make_x, _torch_unary("relu")),
+    Op("relu_backward", "activation", _make_act_backward("relu"), _torch_unary_backward("relu")),
+    Op("sigmoid", "activation", make_x, _torch_unary("sigmoid")),
+    Op("sigmoid_backward", "activation", _make_act_backward("sigmoid"), _torch_unary_backward("sigmoid")),
+    Op("tanh", "activation", make_x, _torch_unary("tanh")),
+    Op("tanh_backward", "activation", _make_act_backward("tanh"), _torch_unary_backward("tanh")),
+    Op("softmax", "softmax", make_x, _torch_unary("softmax")),
+    Op("softmax_backward", "softmax", _make_act_backward("softmax"), _torch_unary_backward("softmax")),
+    Op("softmax_cross_entropy", "softmax", make_softmax_cross_entropy, torch_softmax_cross_entropy),
+    Op("softmax_cross_entropy_backward", "softmax", make_softmax_cross_entropy_backward,
+       torch_softmax_cross_entropy_backward),
+    Op("sigmoid_cross_entropy", "sigmoid_xent", make_sigmoid_cross_entropy, torch_sigmoid_cross_entropy),
+    Op("sigmoid_cross_entropy_backward", "sigmoid_xent", make_sigmoid_cross_entropy_backward,
+       torch_sigmoid_cross_entropy_backward),
+]
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====

@@ -356,6 +356,130 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 
 
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+# Elementwise ops compute in the input dtype; softmax sums and the losses accumulate in float64. Backwards take
+# the forward's output y (as the books' layers keep it), not x. The losses return (Python float, activations).
+__all__ += ["relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "softmax",
+            "softmax_backward", "softmax_cross_entropy", "softmax_cross_entropy_backward", "sigmoid_cross_entropy",
+            "sigmoid_cross_entropy_backward"]
+
+
+def relu(x):
+    """max(x, 0); NaN stays NaN (as the books' mask code and PyTorch)."""
+    return np.where(x <= 0, x.dtype.type(0), x)
+
+
+def relu_backward(dy, y):
+    """dy where y > 0, else 0."""
+    return np.where(y > 0, dy, dy.dtype.type(0))
+
+
+def sigmoid(x):
+    with np.errstate(over="ignore"):          # exp(-x) overflows to inf for x << 0: the result 0 is right
+        return (1 / (1 + np.exp(-x))).astype(x.dtype, copy=False)
+
+
+def sigmoid_backward(dy, y):
+    return dy * y * (1 - y)
+
+
+def tanh(x):
+    return np.tanh(x)
+
+
+def tanh_backward(dy, y):
+    return dy * (1 - y * y)
+
+
+def _softmax64(x):
+    """(probs, log of the row sums, row max) over the last axis, in float64."""
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    e = np.exp(x - m)
+    s = e.sum(axis=-1, keepdims=True)
+    return e / s, np.log(s), m
+
+
+def softmax(x):
+    """exp(x - max) / sum over the last axis."""
+    return _softmax64(x)[0].astype(x.dtype)
+
+
+def softmax_backward(dy, y):
+    y64 = y.astype(np.float64)
+    dot = np.sum(dy.astype(np.float64) * y64, axis=-1, keepdims=True)
+    return (y64 * (dy - dot)).astype(dy.dtype)
+
+
+def _rows(x):
+    """x (..., V) as (R, V): the rows the losses average over (a 1-D x is one row)."""
+    return x.reshape(-1, x.shape[-1])
+
+
+def _class_ids(target, num_classes, ignore_index):
+    """Flat int64 class ids and the counted rows; a label outside [0, V) that is not ignore_index is an error."""
+    t = np.asarray(target).reshape(-1).astype(np.int64)
+    keep = t != ignore_index
+    bad = np.flatnonzero(keep & ((t < 0) | (t >= num_classes)))
+    if bad.size:
+        from ._checks import bad_label
+        raise bad_label(t[bad[0]], bad[0], num_classes, ignore_index)
+    return t, np.flatnonzero(keep)
+
+
+def softmax_cross_entropy(x, target, ignore_index=-100, eps=0.0):
+    """(loss, probs): loss = mean over counted rows of -log(probs[label] + eps).
+
+    target: integer class ids of shape x.shape[:-1] (rows labelled ignore_index are not counted), or a float
+    array of x's shape (one-hot or probabilities: every row counted, loss -sum(t*log(p + eps)) / rows).
+    With eps = 0 the log is taken as log-softmax, x - max - log(sum): the same number, finite where probs
+    underflow. No counted row: loss 0.0."""
+    p, lse, m = _softmax64(_rows(x))
+    logp = _rows(x).astype(np.float64) - m - lse
+    if target.shape == x.shape:                                   # one-hot / probabilities
+        t = _rows(target).astype(np.float64)
+        if eps == 0:
+            tl = np.where(t != 0, t * logp, 0.0)                  # 0 * -inf (an underflowed p) counts 0
+        else:
+            tl = t * np.log(p + eps)
+        loss = -tl.sum() / p.shape[0]
+    else:
+        t, rows = _class_ids(target, x.shape[-1], ignore_index)
+        picked = logp[rows, t[rows]] if eps == 0 else np.log(p[rows, t[rows]] + eps)
+        loss = -picked.sum() / len(rows) if len(rows) else 0.0
+    return float(loss), p.astype(x.dtype).reshape(x.shape)
+
+
+def softmax_cross_entropy_backward(probs, target, dloss=1.0, ignore_index=-100):
+    """dx = (probs - onehot(target)) * dloss / counted_rows; ignored rows 0."""
+    p = _rows(probs).astype(np.float64)
+    if target.shape == probs.shape:
+        dx = (p - _rows(target)) * (dloss / p.shape[0])
+    else:
+        t, rows = _class_ids(target, probs.shape[-1], ignore_index)
+        dx = np.zeros_like(p)
+        dx[rows] = p[rows]
+        dx[rows, t[rows]] -= 1
+        dx *= dloss / max(len(rows), 1)
+    return dx.astype(probs.dtype).reshape(probs.shape)
+
+
+def sigmoid_cross_entropy(x, target, eps=0.0):
+    """(loss, y): y = sigmoid(x); loss = -mean(t*log(y + eps) + (1-t)*log(1 - y + eps)) over all elements.
+
+    With eps = 0 the loss is taken in its stable form max(x, 0) - t*x + log(1 + exp(-|x|)) (the same number)."""
+    x64, t = x.astype(np.float64), np.asarray(target, dtype=np.float64)
+    e = np.exp(-np.abs(x64))
+    y = np.where(x64 >= 0, 1, e) / (1 + e)
+    if eps == 0:
+        ls = np.maximum(x64, 0) - t * x64 + np.log1p(e)
+    else:
+        ls = -(t * np.log(y + eps) + (1 - t) * np.log(1 - y + eps))
+    return float(ls.mean()), y.astype(x.dtype)
+
+
+def sigmoid_cross_entropy_backward(y, target, dloss=1.0):
+    """dx = (y - t) * dloss / t.size."""
+    return ((y - np.asarray(target, dtype=np.float64)) * (dloss / y.size)).astype(y.dtype)
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====

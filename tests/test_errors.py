@@ -105,6 +105,52 @@ BAD = [
 
 # The textbook ops, one section per family: VALID.update({...}) and BAD += [...].
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+_ids = lambda: np.array([0, 3, -100])  # noqa: E731
+VALID.update({
+    "relu": lambda: dict(x=r(2, 3)),
+    "relu_backward": lambda: dict(dy=r(2, 3), y=r(2, 3)),
+    "sigmoid": lambda: dict(x=r(2, 3)),
+    "sigmoid_backward": lambda: dict(dy=r(2, 3), y=r(2, 3)),
+    "tanh": lambda: dict(x=r(4)),
+    "tanh_backward": lambda: dict(dy=r(4), y=r(4)),
+    "softmax": lambda: dict(x=r(3, 4)),
+    "softmax_backward": lambda: dict(dy=r(3, 4), y=r(3, 4)),
+    "softmax_cross_entropy": lambda: dict(x=r(3, 4), target=_ids()),
+    "softmax_cross_entropy_backward": lambda: dict(probs=r(3, 4), target=_ids(), dloss=2.0),
+    "sigmoid_cross_entropy": lambda: dict(x=r(5), target=np.array([0, 1, 1, 0, 1])),
+    "sigmoid_cross_entropy_backward": lambda: dict(y=r(5), target=r(5)),
+})
+BAD += [
+    ("relu", "x", r(0, 3), ValueError, "x of shape (0, 3) is empty"),
+    ("relu", "x", r(2, 3).astype(np.int64), TypeError, "x must be float32 or float64"),
+    ("sigmoid", "x", [1.0, 2.0], TypeError, "x must be a NumPy or GPU array"),
+    ("tanh_backward", "dy", r(3), ValueError, "dy must have shape (4,)"),
+    ("relu_backward", "dy", r(2, 3, dtype=np.float64), TypeError, "dy has dtype float64"),
+    ("sigmoid_backward", "y", r(0), ValueError, "y of shape (0,) is empty"),
+    ("softmax", "x", np.ones((), np.float32), ValueError, "at least 1 dimension"),
+    ("softmax", "x", r(3, 0), ValueError, "empty"),
+    ("softmax_backward", "y", r(3, 5), ValueError, "dy must have shape (3, 5)"),
+    ("softmax_cross_entropy", "target", np.array([0, 1]), ValueError, "target must have shape (3,) (class ids)"),
+    ("softmax_cross_entropy", "target", np.array([0.0, 1.0, 2.0]), TypeError, "must be an integer array"),
+    ("softmax_cross_entropy", "target", r(3, 4, dtype=np.float64), TypeError, "must have x's dtype"),
+    ("softmax_cross_entropy", "target", [0, 1, 2], TypeError, "target must be a NumPy or GPU array"),
+    ("softmax_cross_entropy", "target", np.array([0, 4, 1]), ValueError,
+     "target: label 4 at position 1 is outside [0, 4) and is not ignore_index (-100)"),
+    ("softmax_cross_entropy", "ignore_index", 1.5, TypeError, "ignore_index must be an int"),
+    ("softmax_cross_entropy", "ignore_index", 1 << 64, ValueError, "ignore_index must fit in int64"),
+    ("softmax_cross_entropy", "eps", -1e-7, ValueError, "eps must be in [0.0, None]"),
+    ("softmax_cross_entropy", "eps", "0", TypeError, "eps must be a number"),
+    ("softmax_cross_entropy", "x", r(0, 4), ValueError, "x of shape (0, 4) is empty"),
+    ("softmax_cross_entropy_backward", "target", np.array([0, -1, 2]), ValueError,
+     "target: label -1 at position 1 is outside [0, 4) and is not ignore_index (-100)"),
+    ("softmax_cross_entropy_backward", "dloss", float("nan"), ValueError, "dloss must be in"),
+    ("softmax_cross_entropy_backward", "probs", r(3, 4).astype(np.float16), TypeError, "float32 or float64"),
+    ("sigmoid_cross_entropy", "target", np.array([0, 1, 1]), ValueError, "target must have x's shape (5,)"),
+    ("sigmoid_cross_entropy", "target", r(5, dtype=np.float64), TypeError, "target has dtype float64"),
+    ("sigmoid_cross_entropy", "eps", float("inf"), ValueError, "eps must be in"),
+    ("sigmoid_cross_entropy_backward", "y", r(5, dtype=np.float64), TypeError, "target has dtype float32"),
+    ("sigmoid_cross_entropy_backward", "dloss", None, TypeError, "dloss must be a number"),
+]
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====

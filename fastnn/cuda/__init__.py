@@ -18,6 +18,12 @@ __all__ = ["available", "describe", "im2col", "col2im", "conv2d", "conv2d_backwa
 
 # The textbook ops, one section per family (imports, then `__all__ += [...]`).
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+from .activations import (relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward, softmax,  # noqa: E402
+                          softmax_backward, softmax_cross_entropy, softmax_cross_entropy_backward,
+                          sigmoid_cross_entropy, sigmoid_cross_entropy_backward)
+__all__ += ["relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "softmax",
+            "softmax_backward", "softmax_cross_entropy", "softmax_cross_entropy_backward", "sigmoid_cross_entropy",
+            "sigmoid_cross_entropy_backward"]
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
