@@ -209,6 +209,102 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+# The cells are sequences of one step (x[:, None]); the C++ side always gets h0 (zeros materialised here, which the
+# cache keeps, as the reference's does).
+from .reference import GRUCache, RNNCache  # noqa: E402
+
+
+def _h0(h0, N, H, dtype):
+    return np.zeros((N, H), dtype) if h0 is None else _c(h0)
+
+
+def _rnn_fwd(xs, h0, w_ih, w_hh, bias):
+    xs, w_ih, w_hh = _c(xs), _c(w_ih), _c(w_hh)
+    N, T, _ = xs.shape
+    H = w_hh.shape[0]
+    hs, h0 = _empty((N, T, H), xs.dtype), _h0(h0, N, H, xs.dtype)
+    _C.rnn_fwd(xs, h0, w_ih, w_hh, _opt(bias), hs, H)
+    return RNNCache("cpu", xs, h0, w_ih, w_hh, hs)
+
+
+def _rnn_bwd(dhs, dh_n, cache, xs, hs):
+    H = cache.w_hh.shape[0]
+    dxs, dh0, dw_ih, dw_hh = _empty_like(xs), _empty_like(cache.h), _empty_like(cache.w_ih), _empty_like(cache.w_hh)
+    dbias = _empty(H, xs.dtype)
+    _C.rnn_bwd(_opt(dhs), _opt(dh_n), xs, cache.h, cache.w_ih, cache.w_hh, hs, dxs, dh0, dw_ih, dw_hh, dbias, H)
+    return dxs, dh0, dw_ih, dw_hh, dbias
+
+
+def rnn_cell(x, h, w_ih, w_hh, bias):
+    c = _rnn_fwd(_c(x)[:, None, :], h, w_ih, w_hh, bias)
+    h_next = c.hs[:, 0]
+    return h_next, c._replace(x=c.x[:, 0], hs=h_next)
+
+
+def rnn_cell_backward(dh_next, cache):
+    dh = None if dh_next is None else _c(dh_next)[:, None, :]
+    dxs, *rest = _rnn_bwd(dh, None, cache, cache.x[:, None, :], cache.hs[:, None, :])
+    return (dxs[:, 0], *rest)
+
+
+def rnn(xs, h0, w_ih, w_hh, bias):
+    c = _rnn_fwd(xs, h0, w_ih, w_hh, bias)
+    return c.hs, c.hs[:, -1].copy(), c
+
+
+def rnn_backward(dhs, dh_n, cache):
+    return _rnn_bwd(dhs, dh_n, cache, cache.x, cache.hs)
+
+
+def _gru_fwd(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order):
+    xs, w_ih, w_hh = _c(xs), _c(w_ih), _c(w_hh)
+    N, T, _ = xs.shape
+    H = w_hh.shape[0]
+    hs, gates, hn = _empty((N, T, H), xs.dtype), _empty((N, T, 3 * H), xs.dtype), _empty((N, T, H), xs.dtype)
+    h0 = _h0(h0, N, H, xs.dtype)
+    _C.gru_fwd(xs, h0, w_ih, w_hh, _opt(b_ih), _opt(b_hh), hs, gates, hn, H, gate_order == "rzn")
+    return GRUCache("cpu", gate_order, xs, h0, w_ih, w_hh, gates, hs, hn, b_ih is not None, b_hh is not None)
+
+
+def _gru_bwd(dhs, dh_n, c, seq):
+    xs, gates, hs, hn = (seq(a) for a in (c.x, c.gates, c.hs, c.hn))
+    H = c.w_hh.shape[0]
+    rzn = c.gate_order == "rzn"
+    dxs, dh0, dw_ih, dw_hh = _empty_like(xs), _empty_like(c.h), _empty_like(c.w_ih), _empty_like(c.w_hh)
+    db_ih, db_hh = _empty(3 * H, xs.dtype), _empty(3 * H, xs.dtype)
+    dhn = _empty(hs.shape, xs.dtype) if rzn else None       # scratch: the gradient of hn
+    _C.gru_bwd(_opt(dhs), _opt(dh_n), xs, c.h, c.w_ih, c.w_hh, gates, hs, hn, dhn, dxs, dh0, dw_ih, dw_hh, db_ih,
+               db_hh, H, rzn)
+    return dxs, dh0, dw_ih, dw_hh, db_ih if c.has_b_ih else None, db_hh if c.has_b_hh else None
+
+
+def _same(a):
+    return a
+
+
+def _one_step(a):
+    return a[:, None]
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, gate_order):
+    c = _gru_fwd(_c(x)[:, None, :], h, w_ih, w_hh, b_ih, b_hh, gate_order)
+    h_next = c.hs[:, 0]
+    return h_next, c._replace(x=c.x[:, 0], gates=c.gates[:, 0], hs=h_next, hn=c.hn[:, 0])
+
+
+def gru_cell_backward(dh_next, cache):
+    dh = None if dh_next is None else _c(dh_next)[:, None, :]
+    dxs, *rest = _gru_bwd(dh, None, cache, _one_step)
+    return (dxs[:, 0], *rest)
+
+
+def gru(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order):
+    c = _gru_fwd(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order)
+    return c.hs, c.hs[:, -1].copy(), c
+
+
+def gru_backward(dhs, dh_n, cache):
+    return _gru_bwd(dhs, dh_n, cache, _same)
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====
