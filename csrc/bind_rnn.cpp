@@ -7,9 +7,11 @@ namespace bind {
 
 namespace {
 struct Dims { i64 N, T, D, H; };
+// xs (N,T,D), or (N,D) for a cell (T = 1: then every (N,T,.) array may be (N,.), only sizes are checked).
 Dims dims(const py::array& xs, i64 H) {
-    if (xs.ndim() != 3) throw py::value_error("xs must be 3-D");
-    Dims d{xs.shape(0), xs.shape(1), xs.shape(2), H};
+    if (xs.ndim() != 3 && xs.ndim() != 2) throw py::value_error("xs must be 2-D or 3-D");
+    const bool seq = xs.ndim() == 3;
+    Dims d{xs.shape(0), seq ? xs.shape(1) : 1, xs.shape(seq ? 2 : 1), H};
     if (d.N <= 0 || d.T <= 0 || d.D <= 0 || H <= 0) throw py::value_error("invalid recurrent shape");
     return d;
 }

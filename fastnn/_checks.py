@@ -383,6 +383,23 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 GRU_ORDERS = ("zrh", "rzn")
 
 
+def _numpy_ok(x, w_ih, w_hh, blocks, b1, b2, h):
+    """The usual call, checked in a few comparisons: NumPy arrays of one float dtype and the right shapes (x's ndim
+    checked already). Anything else takes _recurrent_inputs, which names what is wrong."""
+    nd = _ndarray
+    if type(x) is not nd or type(w_ih) is not nd or type(w_hh) is not nd or w_hh.ndim != 2:
+        return False
+    dt, (H, G) = x.dtype, w_hh.shape
+    if dt not in FLOATS or w_ih.dtype != dt or w_hh.dtype != dt or H == 0 or G != blocks * H or 0 in x.shape:
+        return False
+    if w_ih.shape != (x.shape[-1], G):
+        return False
+    for b in (b1, b2):
+        if b is not None and (type(b) is not nd or b.dtype != dt or b.shape != (G,)):
+            return False
+    return h is None or (type(h) is nd and h.dtype == dt and h.shape == (x.shape[0], H))
+
+
 def _recurrent_inputs(name, x, w_ih, w_hh, blocks, biases, states):
     """The checks the RNN/GRU cells (x: N,D) and sequences (xs: N,T,D) share: w_ih (D, blocks*H), w_hh (H, blocks*H),
     each bias (blocks*H,) or None, each state (N,H) or None, all one dtype and one kind of array."""
@@ -418,31 +435,35 @@ def _gru_order(gate_order):
 
 def rnn_cell(x, h, w_ih, w_hh, bias):
     array(x, "x", 2)
-    _recurrent_inputs("x", x, w_ih, w_hh, 1, {"bias": bias}, {"h": h})
+    if not _numpy_ok(x, w_ih, w_hh, 1, bias, None, h):
+        _recurrent_inputs("x", x, w_ih, w_hh, 1, {"bias": bias}, {"h": h})
     return x, h, w_ih, w_hh, bias
 
 
 def rnn(xs, h0, w_ih, w_hh, bias):
     _sequence(xs)
-    _recurrent_inputs("xs", xs, w_ih, w_hh, 1, {"bias": bias}, {"h0": h0})
+    if not _numpy_ok(xs, w_ih, w_hh, 1, bias, None, h0):
+        _recurrent_inputs("xs", xs, w_ih, w_hh, 1, {"bias": bias}, {"h0": h0})
     return xs, h0, w_ih, w_hh, bias
 
 
 def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, gate_order):
     array(x, "x", 2)
-    _recurrent_inputs("x", x, w_ih, w_hh, 3, {"b_ih": b_ih, "b_hh": b_hh}, {"h": h})
+    if not _numpy_ok(x, w_ih, w_hh, 3, b_ih, b_hh, h):
+        _recurrent_inputs("x", x, w_ih, w_hh, 3, {"b_ih": b_ih, "b_hh": b_hh}, {"h": h})
     return x, h, w_ih, w_hh, b_ih, b_hh, _gru_order(gate_order)
 
 
 def gru(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order):
     _sequence(xs)
-    _recurrent_inputs("xs", xs, w_ih, w_hh, 3, {"b_ih": b_ih, "b_hh": b_hh}, {"h0": h0})
+    if not _numpy_ok(xs, w_ih, w_hh, 3, b_ih, b_hh, h0):
+        _recurrent_inputs("xs", xs, w_ih, w_hh, 3, {"b_ih": b_ih, "b_hh": b_hh}, {"h0": h0})
     return xs, h0, w_ih, w_hh, b_ih, b_hh, _gru_order(gate_order)
 
 
 def _typed_cache(cache, kind, cell):
     """The cache of the matching forward: its type, and a cell's (x: N,D) or a sequence's (x: N,T,D)."""
-    from . import reference
+    from . import reference   # (imported here, as _cache does: a cheap lookup once loaded)
     cls = getattr(reference, kind)
     if not isinstance(cache, cls):
         raise TypeError(f"cache must be the {kind} returned by the forward call, got {type(cache).__name__}")

@@ -209,42 +209,46 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
-# The cells are sequences of one step (x[:, None]); the C++ side always gets h0 (zeros materialised here, which the
-# cache keeps, as the reference's does).
+# _C's rnn/gru functions take a cell's (N,D) x as one step: the cells pass their arrays as they are (no reshapes,
+# which cost more than a small step's kernel). h0 is always given (zeros materialised here; the cache keeps them, as
+# the reference's does). Caches made elsewhere (the benchmark relabels the reference's) may hold strided arrays: _c.
 from .reference import GRUCache, RNNCache  # noqa: E402
+
+
+def _out(shape, dt):
+    """_empty for a tuple shape and a NumPy dtype, without its normalisation (a tiny cell's whole kernel is ~2 us)."""
+    return np.empty(shape, dt) if dt.itemsize * math.prod(shape) < _CACHED_MIN else _C.empty(shape, dt)
 
 
 def _h0(h0, N, H, dtype):
     return np.zeros((N, H), dtype) if h0 is None else _c(h0)
 
 
-def _rnn_fwd(xs, h0, w_ih, w_hh, bias):
-    xs, w_ih, w_hh = _c(xs), _c(w_ih), _c(w_hh)
-    N, T, _ = xs.shape
+def _rnn_fwd(x, h0, w_ih, w_hh, bias):
+    x, w_ih, w_hh = _c(x), _c(w_ih), _c(w_hh)
     H = w_hh.shape[0]
-    hs, h0 = _empty((N, T, H), xs.dtype), _h0(h0, N, H, xs.dtype)
-    _C.rnn_fwd(xs, h0, w_ih, w_hh, _opt(bias), hs, H)
-    return RNNCache("cpu", xs, h0, w_ih, w_hh, hs)
+    hs, h0 = _out(x.shape[:-1] + (H,), x.dtype), _h0(h0, x.shape[0], H, x.dtype)
+    _C.rnn_fwd(x, h0, w_ih, w_hh, _opt(bias), hs, H)
+    return RNNCache("cpu", x, h0, w_ih, w_hh, hs)
 
 
-def _rnn_bwd(dhs, dh_n, cache, xs, hs):
-    H = cache.w_hh.shape[0]
-    dxs, dh0, dw_ih, dw_hh = _empty_like(xs), _empty_like(cache.h), _empty_like(cache.w_ih), _empty_like(cache.w_hh)
-    dbias = _empty(H, xs.dtype)
-    _C.rnn_bwd(_opt(dhs), _opt(dh_n), xs, cache.h, cache.w_ih, cache.w_hh, hs, dxs, dh0, dw_ih, dw_hh, dbias, H)
-    return dxs, dh0, dw_ih, dw_hh, dbias
+def _rnn_bwd(dhs, dh_n, c):
+    x, hs, h, w_ih, w_hh = _c(c.x), _c(c.hs), _c(c.h), _c(c.w_ih), _c(c.w_hh)
+    H = w_hh.shape[0]
+    dt = x.dtype
+    dx, dh0, dw_ih, dw_hh = _out(x.shape, dt), _out(h.shape, dt), _out(w_ih.shape, dt), _out(w_hh.shape, dt)
+    dbias = _out((H,), dt)
+    _C.rnn_bwd(_opt(dhs), _opt(dh_n), x, h, w_ih, w_hh, hs, dx, dh0, dw_ih, dw_hh, dbias, H)
+    return dx, dh0, dw_ih, dw_hh, dbias
 
 
 def rnn_cell(x, h, w_ih, w_hh, bias):
-    c = _rnn_fwd(_c(x)[:, None, :], h, w_ih, w_hh, bias)
-    h_next = c.hs[:, 0]
-    return h_next, c._replace(x=c.x[:, 0], hs=h_next)
+    c = _rnn_fwd(x, h, w_ih, w_hh, bias)
+    return c.hs, c
 
 
 def rnn_cell_backward(dh_next, cache):
-    dh = None if dh_next is None else _c(dh_next)[:, None, :]
-    dxs, *rest = _rnn_bwd(dh, None, cache, cache.x[:, None, :], cache.hs[:, None, :])
-    return (dxs[:, 0], *rest)
+    return _rnn_bwd(dh_next, None, cache)     # the step's output gradient
 
 
 def rnn(xs, h0, w_ih, w_hh, bias):
@@ -253,49 +257,39 @@ def rnn(xs, h0, w_ih, w_hh, bias):
 
 
 def rnn_backward(dhs, dh_n, cache):
-    return _rnn_bwd(dhs, dh_n, cache, cache.x, cache.hs)
+    return _rnn_bwd(dhs, dh_n, cache)
 
 
-def _gru_fwd(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order):
-    xs, w_ih, w_hh = _c(xs), _c(w_ih), _c(w_hh)
-    N, T, _ = xs.shape
+def _gru_fwd(x, h0, w_ih, w_hh, b_ih, b_hh, gate_order):
+    x, w_ih, w_hh = _c(x), _c(w_ih), _c(w_hh)
     H = w_hh.shape[0]
-    hs, gates, hn = _empty((N, T, H), xs.dtype), _empty((N, T, 3 * H), xs.dtype), _empty((N, T, H), xs.dtype)
-    h0 = _h0(h0, N, H, xs.dtype)
-    _C.gru_fwd(xs, h0, w_ih, w_hh, _opt(b_ih), _opt(b_hh), hs, gates, hn, H, gate_order == "rzn")
-    return GRUCache("cpu", gate_order, xs, h0, w_ih, w_hh, gates, hs, hn, b_ih is not None, b_hh is not None)
+    lead = x.shape[:-1]
+    hs, gates, hn = _out(lead + (H,), x.dtype), _out(lead + (3 * H,), x.dtype), _out(lead + (H,), x.dtype)
+    h0 = _h0(h0, x.shape[0], H, x.dtype)
+    _C.gru_fwd(x, h0, w_ih, w_hh, _opt(b_ih), _opt(b_hh), hs, gates, hn, H, gate_order == "rzn")
+    return GRUCache("cpu", gate_order, x, h0, w_ih, w_hh, gates, hs, hn, b_ih is not None, b_hh is not None)
 
 
-def _gru_bwd(dhs, dh_n, c, seq):
-    xs, gates, hs, hn = (seq(a) for a in (c.x, c.gates, c.hs, c.hn))
-    H = c.w_hh.shape[0]
+def _gru_bwd(dhs, dh_n, c):
+    x, gates, hs, hn, h, w_ih, w_hh = (_c(a) for a in (c.x, c.gates, c.hs, c.hn, c.h, c.w_ih, c.w_hh))
+    H = w_hh.shape[0]
     rzn = c.gate_order == "rzn"
-    dxs, dh0, dw_ih, dw_hh = _empty_like(xs), _empty_like(c.h), _empty_like(c.w_ih), _empty_like(c.w_hh)
-    db_ih, db_hh = _empty(3 * H, xs.dtype), _empty(3 * H, xs.dtype)
-    dhn = _empty(hs.shape, xs.dtype) if rzn else None       # scratch: the gradient of hn
-    _C.gru_bwd(_opt(dhs), _opt(dh_n), xs, c.h, c.w_ih, c.w_hh, gates, hs, hn, dhn, dxs, dh0, dw_ih, dw_hh, db_ih,
-               db_hh, H, rzn)
-    return dxs, dh0, dw_ih, dw_hh, db_ih if c.has_b_ih else None, db_hh if c.has_b_hh else None
-
-
-def _same(a):
-    return a
-
-
-def _one_step(a):
-    return a[:, None]
+    dt = x.dtype
+    dx, dh0, dw_ih, dw_hh = _out(x.shape, dt), _out(h.shape, dt), _out(w_ih.shape, dt), _out(w_hh.shape, dt)
+    db_ih, db_hh = _out((3 * H,), dt), _out((3 * H,), dt)
+    dhn = _out(hs.shape, dt) if rzn else None       # scratch: the gradient of hn
+    _C.gru_bwd(_opt(dhs), _opt(dh_n), x, h, w_ih, w_hh, gates, hs, hn, dhn, dx, dh0, dw_ih, dw_hh, db_ih, db_hh, H,
+               rzn)
+    return dx, dh0, dw_ih, dw_hh, db_ih if c.has_b_ih else None, db_hh if c.has_b_hh else None
 
 
 def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, gate_order):
-    c = _gru_fwd(_c(x)[:, None, :], h, w_ih, w_hh, b_ih, b_hh, gate_order)
-    h_next = c.hs[:, 0]
-    return h_next, c._replace(x=c.x[:, 0], gates=c.gates[:, 0], hs=h_next, hn=c.hn[:, 0])
+    c = _gru_fwd(x, h, w_ih, w_hh, b_ih, b_hh, gate_order)
+    return c.hs, c
 
 
 def gru_cell_backward(dh_next, cache):
-    dh = None if dh_next is None else _c(dh_next)[:, None, :]
-    dxs, *rest = _gru_bwd(dh, None, cache, _one_step)
-    return (dxs[:, 0], *rest)
+    return _gru_bwd(dh_next, None, cache)
 
 
 def gru(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order):
@@ -304,7 +298,7 @@ def gru(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order):
 
 
 def gru_backward(dhs, dh_n, cache):
-    return _gru_bwd(dhs, dh_n, cache, _same)
+    return _gru_bwd(dhs, dh_n, cache)
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====
