@@ -237,6 +237,59 @@ def dropout_backward(dy, p=0.5, seed=0, scale=True, mask=None, backend=None):
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+from .reference import GRUCache, RNNCache  # noqa: E402  (the caches, public like LSTMCache)
+
+__all__ += ["rnn_cell", "rnn_cell_backward", "rnn", "rnn_backward", "gru_cell", "gru_cell_backward", "gru",
+            "gru_backward", "RNNCache", "GRUCache"]
+
+
+def rnn_cell(x, h, w_ih, w_hh, bias, backend=None):
+    """One tanh RNN step h' = tanh(x @ w_ih + h @ w_hh + bias) -> (h_next, cache). w_ih (D,H), w_hh (H,H)."""
+    args = _checks.rnn_cell(x, h, w_ih, w_hh, bias)
+    return _dispatch.pick(backend, x, h, w_ih, w_hh, bias).rnn_cell(*args)
+
+
+def rnn_cell_backward(dh_next, cache, backend=None):
+    """Gradients of rnn_cell -> (dx, dh, dw_ih, dw_hh, dbias); runs on the backend that made the cache."""
+    args = _checks.rnn_cell_backward(dh_next, cache)
+    return _backend_of(cache, backend).rnn_cell_backward(*args)
+
+
+def rnn(xs, h0, w_ih, w_hh, bias, backend=None):
+    """A tanh RNN over xs (N,T,D) -> (hs (N,T,H), h_n, cache)."""
+    args = _checks.rnn(xs, h0, w_ih, w_hh, bias)
+    return _dispatch.pick(backend, xs, h0, w_ih, w_hh, bias).rnn(*args)
+
+
+def rnn_backward(dhs, dh_n, cache, backend=None):
+    """Backpropagation through time -> (dxs, dh0, dw_ih, dw_hh, dbias)."""
+    args = _checks.rnn_backward(dhs, dh_n, cache)
+    return _backend_of(cache, backend).rnn_backward(*args)
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, gate_order="zrh", backend=None):
+    """One GRU step -> (h_next, cache). w_ih (D,3H), w_hh (H,3H); gate_order "zrh" is book 2's GRU (reset gate on
+    h before its product, h' = (1-z)*h + z*h~), "rzn" PyTorch's nn.GRU (reset after, h' = (1-z)*n + z*h)."""
+    args = _checks.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, gate_order)
+    return _dispatch.pick(backend, x, h, w_ih, w_hh, b_ih, b_hh).gru_cell(*args)
+
+
+def gru_cell_backward(dh_next, cache, backend=None):
+    """Gradients of gru_cell -> (dx, dh, dw_ih, dw_hh, db_ih, db_hh); db_* are None where the bias was None."""
+    args = _checks.gru_cell_backward(dh_next, cache)
+    return _backend_of(cache, backend).gru_cell_backward(*args)
+
+
+def gru(xs, h0, w_ih, w_hh, b_ih=None, b_hh=None, gate_order="zrh", backend=None):
+    """A GRU over xs (N,T,D) -> (hs (N,T,H), h_n, cache); gate_order as in gru_cell."""
+    args = _checks.gru(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order)
+    return _dispatch.pick(backend, xs, h0, w_ih, w_hh, b_ih, b_hh).gru(*args)
+
+
+def gru_backward(dhs, dh_n, cache, backend=None):
+    """Backpropagation through time -> (dxs, dh0, dw_ih, dw_hh, db_ih, db_hh)."""
+    args = _checks.gru_backward(dhs, dh_n, cache)
+    return _backend_of(cache, backend).gru_backward(*args)
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====

@@ -639,6 +639,133 @@ def dropout_backward(dy, p, seed, scale, mask):
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+GRU_ORDERS = ("zrh", "rzn")
+
+
+def _numpy_ok(x, w_ih, w_hh, blocks, b1, b2, h):
+    """The usual call, checked in a few comparisons: NumPy arrays of one float dtype and the right shapes (x's ndim
+    checked already). Anything else takes _recurrent_inputs, which names what is wrong."""
+    nd = _ndarray
+    if type(x) is not nd or type(w_ih) is not nd or type(w_hh) is not nd or w_hh.ndim != 2:
+        return False
+    dt, (H, G) = x.dtype, w_hh.shape
+    if dt not in FLOATS or w_ih.dtype != dt or w_hh.dtype != dt or H == 0 or G != blocks * H or 0 in x.shape:
+        return False
+    if w_ih.shape != (x.shape[-1], G):
+        return False
+    for b in (b1, b2):
+        if b is not None and (type(b) is not nd or b.dtype != dt or b.shape != (G,)):
+            return False
+    return h is None or (type(h) is nd and h.dtype == dt and h.shape == (x.shape[0], H))
+
+
+def _recurrent_inputs(name, x, w_ih, w_hh, blocks, biases, states):
+    """The checks the RNN/GRU cells (x: N,D) and sequences (xs: N,T,D) share: w_ih (D, blocks*H), w_hh (H, blocks*H),
+    each bias (blocks*H,) or None, each state (N,H) or None, all one dtype and one kind of array."""
+    N, D = x.shape[0], x.shape[-1]
+    if N == 0 or D == 0:
+        raise ValueError(f"{name} of shape {tuple(x.shape)} is empty")
+    dt = dtype_of(x)
+    array(w_hh, "w_hh", 2, dt)
+    H = w_hh.shape[0]
+    if H == 0:
+        raise ValueError("w_hh must have a hidden size > 0")
+    shape_is(w_hh, "w_hh", (H, blocks * H))
+    array(w_ih, "w_ih", 2, dt)
+    shape_is(w_ih, "w_ih", (D, blocks * H))
+    for bname, b in biases.items():
+        array(b, bname, 1, dt, optional=True)
+        shape_is(b, bname, (blocks * H,))
+    _states(N, H, dt, **states)
+    same_kind(**{name: x}, **states, w_ih=w_ih, w_hh=w_hh, **biases)
+
+
+def _sequence(xs):
+    array(xs, "xs", 3)
+    if xs.shape[1] == 0:
+        raise ValueError("xs must have at least one time step, got shape " + str(tuple(xs.shape)))
+
+
+def _gru_order(gate_order):
+    if gate_order not in GRU_ORDERS:     # a str compared with str; anything else is refused by name too
+        raise ValueError(f"gate_order must be 'zrh' (book 2's GRU) or 'rzn' (PyTorch's nn.GRU), got {gate_order!r}")
+    return gate_order
+
+
+def rnn_cell(x, h, w_ih, w_hh, bias):
+    array(x, "x", 2)
+    if not _numpy_ok(x, w_ih, w_hh, 1, bias, None, h):
+        _recurrent_inputs("x", x, w_ih, w_hh, 1, {"bias": bias}, {"h": h})
+    return x, h, w_ih, w_hh, bias
+
+
+def rnn(xs, h0, w_ih, w_hh, bias):
+    _sequence(xs)
+    if not _numpy_ok(xs, w_ih, w_hh, 1, bias, None, h0):
+        _recurrent_inputs("xs", xs, w_ih, w_hh, 1, {"bias": bias}, {"h0": h0})
+    return xs, h0, w_ih, w_hh, bias
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, gate_order):
+    array(x, "x", 2)
+    if not _numpy_ok(x, w_ih, w_hh, 3, b_ih, b_hh, h):
+        _recurrent_inputs("x", x, w_ih, w_hh, 3, {"b_ih": b_ih, "b_hh": b_hh}, {"h": h})
+    return x, h, w_ih, w_hh, b_ih, b_hh, _gru_order(gate_order)
+
+
+def gru(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order):
+    _sequence(xs)
+    if not _numpy_ok(xs, w_ih, w_hh, 3, b_ih, b_hh, h0):
+        _recurrent_inputs("xs", xs, w_ih, w_hh, 3, {"b_ih": b_ih, "b_hh": b_hh}, {"h0": h0})
+    return xs, h0, w_ih, w_hh, b_ih, b_hh, _gru_order(gate_order)
+
+
+def _typed_cache(cache, kind, cell):
+    """The cache of the matching forward: its type, and a cell's (x: N,D) or a sequence's (x: N,T,D)."""
+    from . import reference   # (imported here, as _cache does: a cheap lookup once loaded)
+    cls = getattr(reference, kind)
+    if not isinstance(cache, cls):
+        raise TypeError(f"cache must be the {kind} returned by the forward call, got {type(cache).__name__}")
+    op = kind[:3].lower()
+    if cell and cache.x.ndim != 2:
+        raise ValueError(f"cache comes from {op}(), not {op}_cell(); use {op}_backward")
+    if not cell and cache.x.ndim != 3:
+        raise ValueError(f"cache comes from {op}_cell(), not {op}(); use {op}_cell_backward")
+    return cache
+
+
+def _cell_backward(dh_next, cache, kind):
+    cache = _typed_cache(cache, kind, True)
+    _states(*cache.hs.shape, dtype_of(cache.x), dh_next=dh_next)
+    same_kind(x=cache.x, dh_next=dh_next)
+    return dh_next, cache
+
+
+def _seq_backward(dhs, dh_n, cache, kind):
+    cache = _typed_cache(cache, kind, False)
+    N, T, H = cache.hs.shape
+    dt = dtype_of(cache.x)
+    array(dhs, "dhs", 3, dt, optional=True)
+    shape_is(dhs, "dhs", (N, T, H))
+    _states(N, H, dt, dh_n=dh_n)
+    same_kind(x=cache.x, dhs=dhs, dh_n=dh_n)
+    return dhs, dh_n, cache
+
+
+def rnn_cell_backward(dh_next, cache):
+    return _cell_backward(dh_next, cache, "RNNCache")
+
+
+def rnn_backward(dhs, dh_n, cache):
+    return _seq_backward(dhs, dh_n, cache, "RNNCache")
+
+
+def gru_cell_backward(dh_next, cache):
+    return _cell_backward(dh_next, cache, "GRUCache")
+
+
+def gru_backward(dhs, dh_n, cache):
+    return _seq_backward(dhs, dh_n, cache, "GRUCache")
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====

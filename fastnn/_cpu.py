@@ -353,6 +353,96 @@ def dropout_backward(dy, p, seed, scale, mask):
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+# _C's rnn/gru functions take a cell's (N,D) x as one step: the cells pass their arrays as they are (no reshapes,
+# which cost more than a small step's kernel). h0 is always given (zeros materialised here; the cache keeps them, as
+# the reference's does). Caches made elsewhere (the benchmark relabels the reference's) may hold strided arrays: _c.
+from .reference import GRUCache, RNNCache  # noqa: E402
+
+
+def _out(shape, dt):
+    """_empty for a tuple shape and a NumPy dtype, without its normalisation (a tiny cell's whole kernel is ~2 us)."""
+    return np.empty(shape, dt) if dt.itemsize * math.prod(shape) < _CACHED_MIN else _C.empty(shape, dt)
+
+
+def _h0(h0, N, H, dtype):
+    return np.zeros((N, H), dtype) if h0 is None else _c(h0)
+
+
+def _rnn_fwd(x, h0, w_ih, w_hh, bias):
+    x, w_ih, w_hh = _c(x), _c(w_ih), _c(w_hh)
+    H = w_hh.shape[0]
+    hs, h0 = _out(x.shape[:-1] + (H,), x.dtype), _h0(h0, x.shape[0], H, x.dtype)
+    _C.rnn_fwd(x, h0, w_ih, w_hh, _opt(bias), hs, H)
+    return RNNCache("cpu", x, h0, w_ih, w_hh, hs)
+
+
+def _rnn_bwd(dhs, dh_n, c):
+    x, hs, h, w_ih, w_hh = _c(c.x), _c(c.hs), _c(c.h), _c(c.w_ih), _c(c.w_hh)
+    H = w_hh.shape[0]
+    dt = x.dtype
+    dx, dh0, dw_ih, dw_hh = _out(x.shape, dt), _out(h.shape, dt), _out(w_ih.shape, dt), _out(w_hh.shape, dt)
+    dbias = _out((H,), dt)
+    _C.rnn_bwd(_opt(dhs), _opt(dh_n), x, h, w_ih, w_hh, hs, dx, dh0, dw_ih, dw_hh, dbias, H)
+    return dx, dh0, dw_ih, dw_hh, dbias
+
+
+def rnn_cell(x, h, w_ih, w_hh, bias):
+    c = _rnn_fwd(x, h, w_ih, w_hh, bias)
+    return c.hs, c
+
+
+def rnn_cell_backward(dh_next, cache):
+    return _rnn_bwd(dh_next, None, cache)     # the step's output gradient
+
+
+def rnn(xs, h0, w_ih, w_hh, bias):
+    c = _rnn_fwd(xs, h0, w_ih, w_hh, bias)
+    return c.hs, c.hs[:, -1].copy(), c
+
+
+def rnn_backward(dhs, dh_n, cache):
+    return _rnn_bwd(dhs, dh_n, cache)
+
+
+def _gru_fwd(x, h0, w_ih, w_hh, b_ih, b_hh, gate_order):
+    x, w_ih, w_hh = _c(x), _c(w_ih), _c(w_hh)
+    H = w_hh.shape[0]
+    lead = x.shape[:-1]
+    hs, gates, hn = _out(lead + (H,), x.dtype), _out(lead + (3 * H,), x.dtype), _out(lead + (H,), x.dtype)
+    h0 = _h0(h0, x.shape[0], H, x.dtype)
+    _C.gru_fwd(x, h0, w_ih, w_hh, _opt(b_ih), _opt(b_hh), hs, gates, hn, H, gate_order == "rzn")
+    return GRUCache("cpu", gate_order, x, h0, w_ih, w_hh, gates, hs, hn, b_ih is not None, b_hh is not None)
+
+
+def _gru_bwd(dhs, dh_n, c):
+    x, gates, hs, hn, h, w_ih, w_hh = (_c(a) for a in (c.x, c.gates, c.hs, c.hn, c.h, c.w_ih, c.w_hh))
+    H = w_hh.shape[0]
+    rzn = c.gate_order == "rzn"
+    dt = x.dtype
+    dx, dh0, dw_ih, dw_hh = _out(x.shape, dt), _out(h.shape, dt), _out(w_ih.shape, dt), _out(w_hh.shape, dt)
+    db_ih, db_hh = _out((3 * H,), dt), _out((3 * H,), dt)
+    dhn = _out(hs.shape, dt) if rzn else None       # scratch: the gradient of hn
+    _C.gru_bwd(_opt(dhs), _opt(dh_n), x, h, w_ih, w_hh, gates, hs, hn, dhn, dx, dh0, dw_ih, dw_hh, db_ih, db_hh, H,
+               rzn)
+    return dx, dh0, dw_ih, dw_hh, db_ih if c.has_b_ih else None, db_hh if c.has_b_hh else None
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, gate_order):
+    c = _gru_fwd(x, h, w_ih, w_hh, b_ih, b_hh, gate_order)
+    return c.hs, c
+
+
+def gru_cell_backward(dh_next, cache):
+    return _gru_bwd(dh_next, None, cache)
+
+
+def gru(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order):
+    c = _gru_fwd(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order)
+    return c.hs, c.hs[:, -1].copy(), c
+
+
+def gru_backward(dhs, dh_n, cache):
+    return _gru_bwd(dhs, dh_n, cache)
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====

@@ -1077,6 +1077,258 @@ OPS += [
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+# Test cases: `none` names the arguments passed as None (h/h0, dh_next, dhs, dh_n, and the biases).
+
+def rnn_cell_case(n, d, h, none=(), tiny=False, realistic=False):
+    return Case("rnn_cell", dict(n=n, d=d, h=h, none=none), tiny, realistic)
+
+
+def rnn_case(n, t, d, h, none=(), tiny=False, realistic=False):
+    return Case("rnn", dict(n=n, t=t, d=d, h=h, none=none), tiny, realistic)
+
+
+def gru_cell_case(n, d, h, gate_order="zrh", none=(), tiny=False, realistic=False):
+    return Case("gru_cell", dict(n=n, d=d, h=h, gate_order=gate_order, none=none), tiny, realistic)
+
+
+def gru_case(n, t, d, h, gate_order="zrh", none=(), tiny=False, realistic=False):
+    return Case("gru", dict(n=n, t=t, d=d, h=h, gate_order=gate_order, none=none), tiny, realistic)
+
+
+CASES["rnn_cell"] = [
+    rnn_cell_case(2, 3, 4, tiny=True),
+    rnn_cell_case(1, 5, 3, none=("h", "bias"), tiny=True),                 # batch 1, zeros state, no bias
+    rnn_cell_case(3, 1, 5, none=("dh_next",), tiny=True),                  # one feature, no upstream gradient
+    rnn_cell_case(16, 33, 20),
+    rnn_cell_case(37, 64, 100),                                            # H not a multiple of the SIMD width
+    rnn_cell_case(64, 512, 512, realistic=True),
+]
+CASES["rnn"] = [
+    rnn_case(2, 3, 3, 4, tiny=True),
+    rnn_case(1, 3, 2, 3, none=("h0", "dh_n", "bias"), tiny=True),
+    rnn_case(2, 2, 4, 2, none=("dhs",), tiny=True),
+    rnn_case(8, 10, 17, 12),
+    rnn_case(37, 7, 32, 24, none=("h0",)),                                 # >= 16 rows per thread: rows split
+    rnn_case(64, 32, 256, 256, realistic=True),
+]
+CASES["gru_cell"] = [
+    gru_cell_case(2, 3, 4, "zrh", none=("b_ih", "b_hh"), tiny=True),       # book 2's GRU (no biases)
+    gru_cell_case(2, 3, 4, "rzn", tiny=True),                              # PyTorch's nn.GRUCell
+    gru_cell_case(1, 5, 3, "zrh", none=("h", "b_hh"), tiny=True),
+    gru_cell_case(3, 1, 5, "rzn", none=("dh_next", "b_ih"), tiny=True),
+    gru_cell_case(16, 33, 20, "zrh"),
+    gru_cell_case(37, 64, 100, "rzn", none=("h",)),
+    gru_cell_case(64, 512, 512, "rzn", realistic=True),
+]
+CASES["gru"] = [
+    gru_case(2, 3, 3, 4, "zrh", none=("b_ih", "b_hh"), tiny=True),
+    gru_case(2, 3, 3, 4, "rzn", tiny=True),
+    gru_case(1, 3, 2, 3, "rzn", none=("h0", "dh_n", "b_hh"), tiny=True),
+    gru_case(2, 2, 4, 2, "zrh", none=("dhs", "b_ih"), tiny=True),
+    gru_case(8, 10, 17, 12, "zrh"),
+    gru_case(8, 10, 17, 12, "rzn", none=("dhs",)),
+    gru_case(37, 7, 32, 24, "zrh", none=("h0", "b_ih", "b_hh")),           # rows split over the threads
+    gru_case(37, 7, 32, 24, "rzn"),
+    gru_case(64, 32, 256, 256, "zrh", realistic=True),
+    gru_case(64, 32, 256, 256, "rzn", realistic=True),
+]
+
+
+def _recurrent_arrays(case, dtype, rng):
+    """Gaussian inputs, weights scaled 1/sqrt(H) (gates away from saturation), the upstream gradients."""
+    p = case.p
+    n, d, h, none = p["n"], p["d"], p["h"], p["none"]
+    G = h if case.op.startswith("rnn") else 3 * h
+    scale = 1 / np.sqrt(h)
+
+    def gauss(*shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    def opt(name, *shape, scale=1.0):
+        return None if name in none else gauss(*shape, scale=scale)
+
+    a = dict(w_ih=gauss(d, G, scale=scale), w_hh=gauss(h, G, scale=scale))
+    if G == h:
+        a["bias"] = opt("bias", G, scale=scale)
+    else:
+        a["b_ih"], a["b_hh"] = opt("b_ih", G, scale=scale), opt("b_hh", G, scale=scale)
+    if "t" in p:
+        return dict(a, xs=gauss(n, p["t"], d), h0=opt("h0", n, h), dhs=opt("dhs", n, p["t"], h),
+                    dh_n=opt("dh_n", n, h))
+    return dict(a, x=gauss(n, d), h=opt("h", n, h), dh_next=opt("dh_next", n, h))
+
+
+for _op in ("rnn_cell", "rnn", "gru_cell", "gru"):
+    ARRAYS[_op] = _recurrent_arrays
+
+# Benchmark shapes: book 2's language model (batch 20, T=35, D=H=100), batch 1..64, H up to 512. The GRU's
+# shapes name their gate order; PyTorch's baseline is nn.GRU(Cell) on the same sizes (its one layout, "rzn").
+GruCell = namedtuple("GruCell", "B D H order")
+GruSeq = namedtuple("GruSeq", "B T D H order")
+
+add_family("rnn_cell", cpu=[Cell(20, 100, 100), Cell(64, 512, 512)], cuda=[Cell(64, 512, 512)],
+           mixed=[Cell(20, 100, 100)], small=[Cell(8, 32, 32)],
+           sweep=[Cell(1, 100, 100), Cell(8, 64, 64), Cell(20, 100, 100), Cell(64, 512, 512)])
+add_family("rnn", cpu=[Seq(20, 35, 100, 100), Seq(64, 32, 512, 512)], cuda=[Seq(64, 32, 512, 512)],
+           mixed=[Seq(20, 35, 100, 100)], small=[Seq(8, 4, 32, 32)],
+           sweep=[Seq(1, 10, 100, 100), Seq(20, 35, 100, 100), Seq(64, 32, 512, 512)])
+add_family("gru_cell", cpu=[GruCell(20, 100, 100, "zrh"), GruCell(64, 512, 512, "rzn")],
+           cuda=[GruCell(64, 512, 512, "rzn")], mixed=[GruCell(20, 100, 100, "zrh")],
+           small=[GruCell(8, 32, 32, "zrh")],
+           sweep=[GruCell(1, 100, 100, "zrh"), GruCell(8, 64, 64, "rzn"), GruCell(20, 100, 100, "zrh"),
+                  GruCell(20, 100, 100, "rzn"), GruCell(64, 512, 512, "zrh"), GruCell(64, 512, 512, "rzn")])
+add_family("gru", cpu=[GruSeq(20, 35, 100, 100, "zrh"), GruSeq(64, 32, 512, 512, "rzn")],
+           cuda=[GruSeq(64, 32, 512, 512, "rzn")], mixed=[GruSeq(20, 35, 100, 100, "zrh")],
+           small=[GruSeq(8, 4, 32, 32, "rzn")],
+           sweep=[GruSeq(1, 10, 100, 100, "zrh"), GruSeq(20, 35, 100, 100, "zrh"), GruSeq(20, 35, 100, 100, "rzn"),
+                  GruSeq(64, 32, 512, 512, "zrh"), GruSeq(64, 32, 512, 512, "rzn")])
+
+
+def _rnn_weights(D, H, G, dtype, rng):
+    scale = 1 / math.sqrt(H)
+    return gauss(rng, dtype, D, G, scale=scale), gauss(rng, dtype, H, G, scale=scale), gauss(rng, dtype, G,
+                                                                                             scale=scale)
+
+
+def make_rnn_cell(s, dtype, rng):
+    return (gauss(rng, dtype, s.B, s.D), gauss(rng, dtype, s.B, s.H), *_rnn_weights(s.D, s.H, s.H, dtype, rng)), {}
+
+
+def make_rnn_cell_backward(s, dtype, rng):
+    args, _ = make_rnn_cell(s, dtype, rng)
+    return (gauss(rng, dtype, s.B, s.H), reference.rnn_cell(*args)[1]), {}
+
+
+def make_rnn(s, dtype, rng):
+    xs, h0 = gauss(rng, dtype, s.B, s.T, s.D), gauss(rng, dtype, s.B, s.H)
+    return (xs, h0, *_rnn_weights(s.D, s.H, s.H, dtype, rng)), {}
+
+
+def make_rnn_backward(s, dtype, rng):
+    args, _ = make_rnn(s, dtype, rng)
+    cache = reference.rnn(*args)[2]
+    return (gauss(rng, dtype, s.B, s.T, s.H), gauss(rng, dtype, s.B, s.H), cache), {}
+
+
+def _gru_weights(s, dtype, rng):
+    w_ih, w_hh, b_ih = _rnn_weights(s.D, s.H, 3 * s.H, dtype, rng)
+    return w_ih, w_hh, b_ih, gauss(rng, dtype, 3 * s.H, scale=1 / math.sqrt(s.H))
+
+
+def make_gru_cell(s, dtype, rng):
+    return (gauss(rng, dtype, s.B, s.D), gauss(rng, dtype, s.B, s.H), *_gru_weights(s, dtype, rng)), dict(
+        gate_order=s.order)
+
+
+def make_gru_cell_backward(s, dtype, rng):
+    args, kw = make_gru_cell(s, dtype, rng)
+    return (gauss(rng, dtype, s.B, s.H), reference.gru_cell(*args, **kw)[1]), {}
+
+
+def make_gru(s, dtype, rng):
+    xs, h0 = gauss(rng, dtype, s.B, s.T, s.D), gauss(rng, dtype, s.B, s.H)
+    return (xs, h0, *_gru_weights(s, dtype, rng)), dict(gate_order=s.order)
+
+
+def make_gru_backward(s, dtype, rng):
+    args, kw = make_gru(s, dtype, rng)
+    cache = reference.gru(*args, **kw)[2]
+    return (gauss(rng, dtype, s.B, s.T, s.H), gauss(rng, dtype, s.B, s.H), cache), {}
+
+
+def _torch_recurrent(torch, dev, cls, w_ih, w_hh, b_ih, b_hh, **extra):
+    """nn.RNNCell / nn.RNN / nn.GRUCell / nn.GRU holding fastnn's weights in PyTorch's layout (W.T; a missing bias
+    zeros). A "zrh" GRU's weights go in as they are: the same sizes and work, PyTorch's "rzn" arithmetic."""
+    D, G = w_ih.shape
+    H = w_hh.shape[0]
+    m = cls(D, H, **extra).to(device=dev, dtype=getattr(torch, w_ih.dtype.name))
+    sfx = "_l0" if cls in (torch.nn.RNN, torch.nn.GRU) else ""
+    zeros = np.zeros(G, w_ih.dtype)
+    with torch.no_grad():
+        for name, a in (("weight_ih", w_ih.T), ("weight_hh", w_hh.T), ("bias_ih", zeros if b_ih is None else b_ih),
+                        ("bias_hh", zeros if b_hh is None else b_hh)):
+            getattr(m, name + sfx).copy_(torch.from_numpy(np.ascontiguousarray(a)))
+    return m
+
+
+def torch_rnn_cell(torch, dev, s, args, kw):
+    x, h, w_ih, w_hh, bias = args
+    cell = _torch_recurrent(torch, dev, torch.nn.RNNCell, w_ih, w_hh, bias, None, nonlinearity="tanh")
+    x, h = _t(torch, dev, x, h)
+    return _no_grad(torch, lambda: cell(x, h))
+
+
+def _torch_cell_backward(torch, dev, cls, dh, cache, **extra):
+    c = cache
+    b = np.zeros(c.w_ih.shape[1], c.x.dtype)
+    cell = _torch_recurrent(torch, dev, cls, c.w_ih, c.w_hh, b, b, **extra)
+    x, h = _t(torch, dev, c.x, c.h, grad=True)
+    return _grad(torch, cell(x, h), (x, h, *cell.parameters()), _t(torch, dev, dh)[0])
+
+
+def torch_rnn_cell_backward(torch, dev, s, args, kw):
+    return _torch_cell_backward(torch, dev, torch.nn.RNNCell, *args, nonlinearity="tanh")
+
+
+def torch_rnn(torch, dev, s, args, kw):
+    xs, h0, w_ih, w_hh, bias = args
+    m = _torch_recurrent(torch, dev, torch.nn.RNN, w_ih, w_hh, bias, None, nonlinearity="tanh", batch_first=True)
+    xs, h0 = _t(torch, dev, xs, h0[None])
+    return _no_grad(torch, lambda: m(xs, h0))
+
+
+def _torch_seq_backward(torch, dev, cls, dhs, dh, cache, **extra):
+    c = cache
+    b = np.zeros(c.w_ih.shape[1], c.x.dtype)
+    m = _torch_recurrent(torch, dev, cls, c.w_ih, c.w_hh, b, b, batch_first=True, **extra)
+    xs, h0 = _t(torch, dev, c.x, c.h[None], grad=True)
+    hs, hn = m(xs, h0)
+    return _grad(torch, (hs, hn), (xs, h0, *m.parameters()), tuple(_t(torch, dev, dhs, dh[None])))
+
+
+def torch_rnn_backward(torch, dev, s, args, kw):
+    return _torch_seq_backward(torch, dev, torch.nn.RNN, *args, nonlinearity="tanh")
+
+
+def torch_gru_cell(torch, dev, s, args, kw):
+    x, h, w_ih, w_hh, b_ih, b_hh = args
+    cell = _torch_recurrent(torch, dev, torch.nn.GRUCell, w_ih, w_hh, b_ih, b_hh)
+    x, h = _t(torch, dev, x, h)
+    return _no_grad(torch, lambda: cell(x, h))
+
+
+def torch_gru_cell_backward(torch, dev, s, args, kw):
+    return _torch_cell_backward(torch, dev, torch.nn.GRUCell, *args)
+
+
+def torch_gru(torch, dev, s, args, kw):
+    xs, h0, w_ih, w_hh, b_ih, b_hh = args
+    m = _torch_recurrent(torch, dev, torch.nn.GRU, w_ih, w_hh, b_ih, b_hh, batch_first=True)
+    xs, h0 = _t(torch, dev, xs, h0[None])
+    return _no_grad(torch, lambda: m(xs, h0))
+
+
+def torch_gru_backward(torch, dev, s, args, kw):
+    return _torch_seq_backward(torch, dev, torch.nn.GRU, *args)
+
+
+def _recurrent_flops(blocks):
+    """The two GEMMs of a step (the pointwise math is O(B*H)); sequences T times that."""
+    def flops(s):
+        return 2.0 * s.B * (s.D + s.H) * blocks * s.H * getattr(s, "T", 1)
+    return flops
+
+
+OPS += [
+    Op("rnn_cell", "rnn_cell", make_rnn_cell, torch_rnn_cell, _recurrent_flops(1)),
+    Op("rnn_cell_backward", "rnn_cell", make_rnn_cell_backward, torch_rnn_cell_backward, _twice(_recurrent_flops(1))),
+    Op("rnn", "rnn", make_rnn, torch_rnn, _recurrent_flops(1)),
+    Op("rnn_backward", "rnn", make_rnn_backward, torch_rnn_backward, _twice(_recurrent_flops(1))),
+    Op("gru_cell", "gru_cell", make_gru_cell, torch_gru_cell, _recurrent_flops(3)),
+    Op("gru_cell_backward", "gru_cell", make_gru_cell_backward, torch_gru_cell_backward, _twice(_recurrent_flops(3))),
+    Op("gru", "gru", make_gru, torch_gru, _recurrent_flops(3)),
+    Op("gru_backward", "gru", make_gru_backward, torch_gru_backward, _twice(_recurrent_flops(3))),
+]
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====

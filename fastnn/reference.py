@@ -590,6 +590,195 @@ def dropout_backward(dy, p=0.5, seed=0, scale=True, mask=None):
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+# The tanh RNN and the GRU, in the LSTM's conventions above: w_ih (D,G), w_hh (H,G), h/h0 and upstream gradients
+# None mean zeros, the cell is one step of the sequence. The GRU's gate_order names its two layouts:
+#   "zrh" book 2's GRU: z = sig(x W_z + h U_z + b_z), r = sig(x W_r + h U_r + b_r),
+#         h~ = tanh(x W_h + (r*h) U_h + b_h), h' = (1-z)*h + z*h~        (each b the sum of b_ih and b_hh)
+#   "rzn" PyTorch's nn.GRU: r, z as above, n = tanh(x W_n + b_in + r*(h U_n + b_hn)), h' = (1-z)*n + z*h
+
+__all__ += ["RNNCache", "GRUCache", "rnn_cell", "rnn_cell_backward", "rnn", "rnn_backward", "gru_cell",
+            "gru_cell_backward", "gru", "gru_backward"]
+
+
+class RNNCache(NamedTuple):
+    """What the RNN backward needs; arrays belong to ``backend``."""
+    backend: str
+    x: object       # (N,D) for rnn_cell, (N,T,D) for rnn
+    h: object       # initial hidden state (N,H) (zeros if None was passed)
+    w_ih: object    # (D,H)
+    w_hh: object    # (H,H)
+    hs: object      # hidden state after each step (N,H) or (N,T,H)
+
+
+class GRUCache(NamedTuple):
+    """What the GRU backward needs; arrays belong to ``backend``."""
+    backend: str
+    gate_order: str  # "zrh" or "rzn"
+    x: object        # (N,D) for gru_cell, (N,T,D) for gru
+    h: object        # initial hidden state (N,H) (zeros if None was passed)
+    w_ih: object     # (D,3H)
+    w_hh: object     # (H,3H)
+    gates: object    # activated gates (N,3H) or (N,T,3H): z, r, h~ ("zrh") or r, z, n ("rzn")
+    hs: object       # hidden state after each step (N,H) or (N,T,H)
+    hn: object       # the candidate's recurrent term per step: r*h_{t-1} ("zrh"), h_{t-1} @ U_n + b_hn ("rzn")
+    has_b_ih: bool   # whether b_ih / b_hh were given (their gradients are None otherwise)
+    has_b_hh: bool
+
+
+def _rnn_step(x, h, w_ih, w_hh, bias):
+    a = x @ w_ih + h @ w_hh
+    if bias is not None:
+        a += bias
+    return np.tanh(a)
+
+
+def rnn_cell(x, h, w_ih, w_hh, bias):
+    """One step h' = tanh(x @ w_ih + h @ w_hh + bias): (h_next, cache); h None means zeros."""
+    h = _zeros_if_none(h, (x.shape[0], w_hh.shape[0]), x.dtype)
+    h_next = _rnn_step(x, h, w_ih, w_hh, bias)
+    return h_next, RNNCache("numpy", x, h, w_ih, w_hh, h_next)
+
+
+def rnn_cell_backward(dh_next, cache):
+    """(dx, dh, dw_ih, dw_hh, dbias) of one step; dh_next None means zeros. dbias comes back even without a bias."""
+    x, h = cache.x, cache.h
+    dh_next = _zeros_if_none(dh_next, h.shape, x.dtype)
+    da = dh_next * (1 - cache.hs * cache.hs)
+    return da @ cache.w_ih.T, da @ cache.w_hh.T, x.T @ da, h.T @ da, _sum64(da, 0)
+
+
+def rnn(xs, h0, w_ih, w_hh, bias):
+    """Run the cell over xs (N,T,D): (hs (N,T,H), h_n, cache); h0 None means zeros."""
+    n, t, _ = xs.shape
+    h = h0 = _zeros_if_none(h0, (n, w_hh.shape[0]), xs.dtype)
+    hs = np.empty((n, t, w_hh.shape[0]), dtype=xs.dtype)
+    for s in range(t):
+        h = hs[:, s] = _rnn_step(xs[:, s], h, w_ih, w_hh, bias)
+    return hs, h.copy(), RNNCache("numpy", xs, h0, w_ih, w_hh, hs)
+
+
+def rnn_backward(dhs, dh_n, cache):
+    """Backpropagation through time: (dxs, dh0, dw_ih, dw_hh, dbias); dhs/dh_n None mean zeros."""
+    xs, hs = cache.x, cache.hs
+    n, t, d = xs.shape
+    hsize = hs.shape[2]
+    dh = _zeros_if_none(dh_n, (n, hsize), xs.dtype)
+    da = np.empty_like(hs)
+    for s in reversed(range(t)):
+        if dhs is not None:
+            dh = dh + dhs[:, s]
+        da[:, s] = dh * (1 - hs[:, s] * hs[:, s])
+        dh = da[:, s] @ cache.w_hh.T
+    h_prev = np.concatenate([cache.h[:, None], hs[:, :-1]], axis=1)   # state entering each step
+    da2 = da.reshape(n * t, hsize)
+    return (da @ cache.w_ih.T, dh, xs.reshape(n * t, d).T @ da2, h_prev.reshape(n * t, hsize).T @ da2,
+            _sum64(da2, 0))
+
+
+GRU_ORDERS = ("zrh", "rzn")
+
+
+def _gru_step(x, h, w_ih, w_hh, b_ih, b_hh, gate_order):
+    """One GRU step: (activated gates (N,3H), h_next, hn) - hn as in GRUCache."""
+    H = h.shape[1]
+    gi = x @ w_ih
+    if b_ih is not None:
+        gi += b_ih
+    if gate_order == "zrh":
+        zr = gi[:, :2 * H] + h @ w_hh[:, :2 * H]
+        if b_hh is not None:
+            zr += b_hh[:2 * H]
+        z, r = _sigmoid(zr[:, :H]), _sigmoid(zr[:, H:])
+        hn = r * h
+        a = gi[:, 2 * H:] + hn @ w_hh[:, 2 * H:]
+        if b_hh is not None:
+            a += b_hh[2 * H:]
+        hh = np.tanh(a)
+        return np.concatenate([z, r, hh], axis=1), (1 - z) * h + z * hh, hn
+    gh = h @ w_hh
+    if b_hh is not None:
+        gh += b_hh
+    r, z = _sigmoid(gi[:, :H] + gh[:, :H]), _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+    hn = gh[:, 2 * H:]
+    n = np.tanh(gi[:, 2 * H:] + r * hn)
+    return np.concatenate([r, z, n], axis=1), (1 - z) * n + z * h, hn
+
+
+def _gru_step_backward(dh, gates, h, hn, w_hh, gate_order):
+    """One step's gradients: (da_ih (N,3H): the gate pre-activations' on the input side, dh_prev, dw_hh, db_hh)."""
+    H = h.shape[1]
+    if gate_order == "zrh":
+        z, r, hh = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
+        da_h = dh * z * (1 - hh * hh)
+        drh = da_h @ w_hh[:, 2 * H:].T                      # gradient of r*h
+        da_z = dh * (hh - h) * z * (1 - z)
+        da_r = drh * h * r * (1 - r)
+        da_zr = np.concatenate([da_z, da_r], axis=1)
+        dh_prev = dh * (1 - z) + r * drh + da_zr @ w_hh[:, :2 * H].T
+        da = np.concatenate([da_zr, da_h], axis=1)
+        return da, dh_prev, np.concatenate([h.T @ da_zr, hn.T @ da_h], axis=1), da
+    r, z, n = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
+    da_n = dh * (1 - z) * (1 - n * n)
+    da_z = dh * (h - n) * z * (1 - z)
+    da_r = da_n * hn * r * (1 - r)
+    da_hh = np.concatenate([da_r, da_z, da_n * r], axis=1)  # gradient of h @ w_hh + b_hh
+    return (np.concatenate([da_r, da_z, da_n], axis=1), dh * z + da_hh @ w_hh.T, h.T @ da_hh, da_hh)
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, gate_order="zrh"):
+    """One GRU step: (h_next, cache); h None means zeros."""
+    h = _zeros_if_none(h, (x.shape[0], w_hh.shape[0]), x.dtype)
+    gates, h_next, hn = _gru_step(x, h, w_ih, w_hh, b_ih, b_hh, gate_order)
+    return h_next, GRUCache("numpy", gate_order, x, h, w_ih, w_hh, gates, h_next, hn, b_ih is not None,
+                            b_hh is not None)
+
+
+def _gru_bias_grads(cache, db_ih, db_hh):
+    return db_ih if cache.has_b_ih else None, db_hh if cache.has_b_hh else None
+
+
+def gru_cell_backward(dh_next, cache):
+    """(dx, dh, dw_ih, dw_hh, db_ih, db_hh) of one step; dh_next None means zeros; db_* None where b_* was None."""
+    x, h = cache.x, cache.h
+    dh_next = _zeros_if_none(dh_next, h.shape, x.dtype)
+    da, dh, dw_hh, da_hh = _gru_step_backward(dh_next, cache.gates, h, cache.hn, cache.w_hh, cache.gate_order)
+    return (da @ cache.w_ih.T, dh, x.T @ da, dw_hh, *_gru_bias_grads(cache, _sum64(da, 0), _sum64(da_hh, 0)))
+
+
+def gru(xs, h0, w_ih, w_hh, b_ih=None, b_hh=None, gate_order="zrh"):
+    """Run the GRU over xs (N,T,D): (hs (N,T,H), h_n, cache); h0 None means zeros."""
+    n, t, _ = xs.shape
+    hsize = w_hh.shape[0]
+    h = h0 = _zeros_if_none(h0, (n, hsize), xs.dtype)
+    gates = np.empty((n, t, 3 * hsize), dtype=xs.dtype)
+    hs = np.empty((n, t, hsize), dtype=xs.dtype)
+    hn = np.empty((n, t, hsize), dtype=xs.dtype)
+    for s in range(t):
+        gates[:, s], h, hn[:, s] = _gru_step(xs[:, s], h, w_ih, w_hh, b_ih, b_hh, gate_order)
+        hs[:, s] = h
+    return hs, h.copy(), GRUCache("numpy", gate_order, xs, h0, w_ih, w_hh, gates, hs, hn, b_ih is not None,
+                                  b_hh is not None)
+
+
+def gru_backward(dhs, dh_n, cache):
+    """Backpropagation through time: (dxs, dh0, dw_ih, dw_hh, db_ih, db_hh); dhs/dh_n None mean zeros."""
+    xs, hs = cache.x, cache.hs
+    n, t, d = xs.shape
+    hsize = hs.shape[2]
+    dh = _zeros_if_none(dh_n, (n, hsize), xs.dtype)
+    da = np.empty_like(cache.gates)
+    da_hh = np.empty_like(cache.gates)
+    dw_hh = np.zeros_like(cache.w_hh)
+    for s in reversed(range(t)):
+        if dhs is not None:
+            dh = dh + dhs[:, s]
+        h_prev = cache.h if s == 0 else hs[:, s - 1]
+        da[:, s], dh, dw, da_hh[:, s] = _gru_step_backward(dh, cache.gates[:, s], h_prev, cache.hn[:, s],
+                                                           cache.w_hh, cache.gate_order)
+        dw_hh += dw
+    da2 = da.reshape(n * t, -1)
+    return (da @ cache.w_ih.T, dh, xs.reshape(n * t, d).T @ da2, dw_hh,
+            *_gru_bias_grads(cache, _sum64(da2, 0), _sum64(da_hh.reshape(n * t, -1), 0)))
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====

@@ -199,6 +199,63 @@ BAD += [
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+def _rnn_cache(backend="numpy", seq=False):
+    if seq:
+        return fastnn.rnn(r(2, 3, 3), None, r(3, 2), r(2, 2), r(2), backend=backend)[2]
+    return fastnn.rnn_cell(r(2, 3), None, r(3, 2), r(2, 2), r(2), backend=backend)[1]
+
+
+def _gru_cache(backend="numpy", seq=False):
+    if seq:
+        return fastnn.gru(r(2, 3, 3), None, r(3, 6), r(2, 6), backend=backend)[2]
+    return fastnn.gru_cell(r(2, 3), None, r(3, 6), r(2, 6), r(6), r(6), "rzn", backend=backend)[1]
+
+
+VALID.update({
+    "rnn_cell": lambda: dict(x=r(2, 3), h=r(2, 2), w_ih=r(3, 2), w_hh=r(2, 2), bias=r(2)),
+    "rnn_cell_backward": lambda b="numpy": dict(dh_next=r(2, 2), cache=_rnn_cache(b)),
+    "rnn": lambda: dict(xs=r(2, 3, 3), h0=None, w_ih=r(3, 2), w_hh=r(2, 2), bias=None),
+    "rnn_backward": lambda b="numpy": dict(dhs=r(2, 3, 2), dh_n=None, cache=_rnn_cache(b, seq=True)),
+    "gru_cell": lambda: dict(x=r(2, 3), h=r(2, 2), w_ih=r(3, 6), w_hh=r(2, 6), b_ih=r(6), b_hh=None),
+    "gru_cell_backward": lambda b="numpy": dict(dh_next=r(2, 2), cache=_gru_cache(b)),
+    "gru": lambda: dict(xs=r(2, 3, 3), h0=r(2, 2), w_ih=r(3, 6), w_hh=r(2, 6), gate_order="rzn"),
+    "gru_backward": lambda b="numpy": dict(dhs=None, dh_n=r(2, 2), cache=_gru_cache(b, seq=True)),
+})
+
+BAD += [
+    ("rnn_cell", "x", r(0, 3), ValueError, "x of shape (0, 3) is empty"),
+    ("rnn_cell", "x", r(2, 3, 1), ValueError, "x must be 2-D"),
+    ("rnn_cell", "w_ih", r(4, 2), ValueError, "w_ih must have shape (3, 2)"),
+    ("rnn_cell", "w_hh", r(2, 3), ValueError, "w_hh must have shape (2, 2)"),
+    ("rnn_cell", "w_hh", r(2, 2, dtype=np.float64), TypeError, "mixed precision"),
+    ("rnn_cell", "h", r(3, 2), ValueError, "h must have shape (2, 2)"),
+    ("rnn_cell", "bias", r(3), ValueError, "bias must have shape (2,)"),
+    ("rnn_cell", "bias", [0.0, 1.0], TypeError, "bias must be a NumPy or GPU array"),
+    ("rnn_cell_backward", "cache", (1, 2), TypeError, "cache must be the RNNCache"),
+    ("rnn_cell_backward", "cache", _rnn_cache(seq=True), ValueError, "use rnn_backward"),
+    ("rnn_cell_backward", "dh_next", r(2, 3), ValueError, "dh_next must have shape (2, 2)"),
+    ("rnn", "xs", r(2, 0, 3), ValueError, "at least one time step"),
+    ("rnn", "xs", r(0, 3, 3), ValueError, "xs of shape (0, 3, 3) is empty"),
+    ("rnn", "h0", r(2, 3), ValueError, "h0 must have shape (2, 2)"),
+    ("rnn", "w_hh", r(0, 0), ValueError, "hidden size > 0"),
+    ("rnn_backward", "cache", _gru_cache(seq=True), TypeError, "cache must be the RNNCache"),
+    ("rnn_backward", "dhs", r(2, 2, 2), ValueError, "dhs must have shape (2, 3, 2)"),
+    ("rnn_backward", "dh_n", r(1, 2), ValueError, "dh_n must have shape (2, 2)"),
+    ("gru_cell", "w_ih", r(3, 4), ValueError, "w_ih must have shape (3, 6)"),
+    ("gru_cell", "w_hh", r(2, 8), ValueError, "w_hh must have shape (2, 6)"),
+    ("gru_cell", "b_ih", r(4), ValueError, "b_ih must have shape (6,)"),
+    ("gru_cell", "b_hh", r(6, dtype=np.float64), TypeError, "b_hh has dtype float64"),
+    ("gru_cell", "gate_order", "ifgo", ValueError, "gate_order must be 'zrh'"),
+    ("gru_cell", "gate_order", None, ValueError, "gate_order must be 'zrh'"),
+    ("gru_cell_backward", "cache", _lstm_cache(), TypeError, "cache must be the GRUCache"),
+    ("gru_cell_backward", "cache", _gru_cache(seq=True), ValueError, "use gru_backward"),
+    ("gru_cell_backward", "dh_next", r(3, 2), ValueError, "dh_next must have shape (2, 2)"),
+    ("gru", "xs", r(2, 3), ValueError, "xs must be 3-D"),
+    ("gru", "h0", r(2, 3), ValueError, "h0 must have shape (2, 2)"),
+    ("gru", "gate_order", "zrn", ValueError, "gate_order must be 'zrh'"),
+    ("gru_backward", "cache", _gru_cache(), ValueError, "use gru_cell_backward"),
+    ("gru_backward", "dhs", r(2, 3, 3), ValueError, "dhs must have shape (2, 3, 2)"),
+]
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====

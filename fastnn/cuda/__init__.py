@@ -33,6 +33,11 @@ __all__ += ["linear", "linear_backward", "embedding", "embedding_backward", "dro
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+from .rnn import (rnn_cell, rnn_cell_backward, rnn, rnn_backward, gru_cell, gru_cell_backward,  # noqa: E402
+                  gru, gru_backward)
+
+__all__ += ["rnn_cell", "rnn_cell_backward", "rnn", "rnn_backward", "gru_cell", "gru_cell_backward", "gru",
+            "gru_backward"]
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====
