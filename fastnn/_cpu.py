@@ -359,7 +359,7 @@ def dropout_backward(dy, p, seed, scale, mask):
 from .reference import GRUCache, RNNCache  # noqa: E402
 
 
-def _out(shape, dt):
+def _new(shape, dt):   # (not _out: the activations section above has its own _out(x))
     """_empty for a tuple shape and a NumPy dtype, without its normalisation (a tiny cell's whole kernel is ~2 us)."""
     return np.empty(shape, dt) if dt.itemsize * math.prod(shape) < _CACHED_MIN else _C.empty(shape, dt)
 
@@ -371,7 +371,7 @@ def _h0(h0, N, H, dtype):
 def _rnn_fwd(x, h0, w_ih, w_hh, bias):
     x, w_ih, w_hh = _c(x), _c(w_ih), _c(w_hh)
     H = w_hh.shape[0]
-    hs, h0 = _out(x.shape[:-1] + (H,), x.dtype), _h0(h0, x.shape[0], H, x.dtype)
+    hs, h0 = _new(x.shape[:-1] + (H,), x.dtype), _h0(h0, x.shape[0], H, x.dtype)
     _C.rnn_fwd(x, h0, w_ih, w_hh, _opt(bias), hs, H)
     return RNNCache("cpu", x, h0, w_ih, w_hh, hs)
 
@@ -380,8 +380,8 @@ def _rnn_bwd(dhs, dh_n, c):
     x, hs, h, w_ih, w_hh = _c(c.x), _c(c.hs), _c(c.h), _c(c.w_ih), _c(c.w_hh)
     H = w_hh.shape[0]
     dt = x.dtype
-    dx, dh0, dw_ih, dw_hh = _out(x.shape, dt), _out(h.shape, dt), _out(w_ih.shape, dt), _out(w_hh.shape, dt)
-    dbias = _out((H,), dt)
+    dx, dh0, dw_ih, dw_hh = _new(x.shape, dt), _new(h.shape, dt), _new(w_ih.shape, dt), _new(w_hh.shape, dt)
+    dbias = _new((H,), dt)
     _C.rnn_bwd(_opt(dhs), _opt(dh_n), x, h, w_ih, w_hh, hs, dx, dh0, dw_ih, dw_hh, dbias, H)
     return dx, dh0, dw_ih, dw_hh, dbias
 
@@ -408,7 +408,7 @@ def _gru_fwd(x, h0, w_ih, w_hh, b_ih, b_hh, gate_order):
     x, w_ih, w_hh = _c(x), _c(w_ih), _c(w_hh)
     H = w_hh.shape[0]
     lead = x.shape[:-1]
-    hs, gates, hn = _out(lead + (H,), x.dtype), _out(lead + (3 * H,), x.dtype), _out(lead + (H,), x.dtype)
+    hs, gates, hn = _new(lead + (H,), x.dtype), _new(lead + (3 * H,), x.dtype), _new(lead + (H,), x.dtype)
     h0 = _h0(h0, x.shape[0], H, x.dtype)
     _C.gru_fwd(x, h0, w_ih, w_hh, _opt(b_ih), _opt(b_hh), hs, gates, hn, H, gate_order == "rzn")
     return GRUCache("cpu", gate_order, x, h0, w_ih, w_hh, gates, hs, hn, b_ih is not None, b_hh is not None)
@@ -419,9 +419,9 @@ def _gru_bwd(dhs, dh_n, c):
     H = w_hh.shape[0]
     rzn = c.gate_order == "rzn"
     dt = x.dtype
-    dx, dh0, dw_ih, dw_hh = _out(x.shape, dt), _out(h.shape, dt), _out(w_ih.shape, dt), _out(w_hh.shape, dt)
-    db_ih, db_hh = _out((3 * H,), dt), _out((3 * H,), dt)
-    dhn = _out(hs.shape, dt) if rzn else None       # scratch: the gradient of hn
+    dx, dh0, dw_ih, dw_hh = _new(x.shape, dt), _new(h.shape, dt), _new(w_ih.shape, dt), _new(w_hh.shape, dt)
+    db_ih, db_hh = _new((3 * H,), dt), _new((3 * H,), dt)
+    dhn = _new(hs.shape, dt) if rzn else None       # scratch: the gradient of hn
     _C.gru_bwd(_opt(dhs), _opt(dh_n), x, h, w_ih, w_hh, gates, hs, hn, dhn, dx, dh0, dw_ih, dw_hh, db_ih, db_hh, H,
                rzn)
     return dx, dh0, dw_ih, dw_hh, db_ih if c.has_b_ih else None, db_hh if c.has_b_hh else None
