@@ -275,19 +275,21 @@ void dense_gemm(const Gemm<T>& g) {
 // columns (the last masked) is held in R*V <= 28 zmm accumulators that start from the bias; row r's depth k is
 // a[r*sr + k*sk] (sk = 1: x; sr = 1, sk = lda: x^T), B's depth row k is b + k*ldb.
 #ifdef FASTNN_X86
-using SmallFn = void (*)(i64, const float*, i64, i64, const float*, i64, const float*, float*, i64, __mmask16);
+using SmallFn = void (*)(i64, const float*, i64, i64, const float*, i64, const float*, float*, i64, __mmask16, bool);
 constexpr int small_rows(int V) { return V <= 3 ? 8 : V == 4 ? 6 : V == 5 ? 5 : 4; }  // R for V = 1..7
 
 template <int R, int V>
 FASTNN_AVX512 void small_tile(i64 K, const float* a, i64 sr, i64 sk, const float* b, i64 ldb, const float* bias,
-                              float* c, i64 ldc, __mmask16 last) {
+                              float* c, i64 ldc, __mmask16 last, bool accumulate) {
     __m512 acc[R][V];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-        for (int v = 0; v < V; ++v)
-            acc[r][v] = bias ? _mm512_maskz_loadu_ps(v == V - 1 ? last : __mmask16(0xFFFF), bias + 16 * v)
-                             : _mm512_setzero_ps();
+        for (int v = 0; v < V; ++v) {
+            const __mmask16 m = v == V - 1 ? last : __mmask16(0xFFFF);
+            acc[r][v] = bias ? _mm512_maskz_loadu_ps(m, bias + 16 * v) : _mm512_setzero_ps();
+            if (accumulate) acc[r][v] = _mm512_add_ps(acc[r][v], _mm512_maskz_loadu_ps(m, c + r * ldc + 16 * v));
+        }
     for (i64 k = 0; k < K; ++k) {
         const float* bk = b + k * ldb;
         const float* ak = a + k * sk;
@@ -320,10 +322,10 @@ const std::array<SmallFn, 9> kSmall[8] = {
     small_tiles<5>(std::make_integer_sequence<int, 8>{}), small_tiles<6>(std::make_integer_sequence<int, 8>{}),
     small_tiles<7>(std::make_integer_sequence<int, 8>{})};
 
-// C (N x M, row stride ldc) = op(A) @ B + bias over column blocks of at most 7 vectors (as even as possible) and
-// row tiles; the threads take (column block, row tile) tasks in contiguous runs.
+// C (N x M, row stride ldc) = op(A) @ B + bias (+ C when accumulate) over column blocks of at most 7 vectors (as
+// even as possible) and row tiles; the threads take (column block, row tile) tasks in contiguous runs.
 void gemm_small(i64 N, i64 M, i64 K, const float* A, i64 sr, i64 sk, const float* B, i64 ldb, const float* bias,
-                float* C, i64 ldc) {
+                float* C, i64 ldc, bool accumulate = false) {
     const i64 nv = (M + 15) / 16, nb = (nv + 6) / 7, vb = (nv + nb - 1) / nb;
     const int R = small_rows(int(vb));
     const i64 tiles = (N + R - 1) / R, tasks = nb * tiles;
@@ -336,7 +338,7 @@ void gemm_small(i64 N, i64 M, i64 K, const float* A, i64 sr, i64 sk, const float
             const __mmask16 last = tail == 16 ? __mmask16(0xFFFF) : __mmask16((1u << tail) - 1);
             const i64 rows = std::min<i64>(R, N - i0);
             kSmall[V][rows](K, A + i0 * sr, sr, sk, B + c0, ldb, bias ? bias + c0 : nullptr, C + i0 * ldc + c0, ldc,
-                            last);
+                            last, accumulate);
         }
     }, nt);
 }
@@ -355,6 +357,22 @@ inline bool small_fits(i64 N, i64 M, i64 K) {
     return false;
 #endif
 }
+
+}  // namespace
+
+bool gemm_small_f32(i64 N, i64 M, i64 K, const float* A, i64 sr, i64 sk, const float* B, i64 ldb, const float* bias,
+                    float* C, i64 ldc, bool accumulate) {
+#ifdef FASTNN_X86
+    if (N <= 0 || M <= 0 || K <= 0 || !small_fits(N, M, K)) return false;
+    gemm_small(N, M, K, A, sr, sk, B, ldb, bias, C, ldc, accumulate);
+    return true;
+#else
+    (void)A, (void)sr, (void)sk, (void)B, (void)ldb, (void)bias, (void)C, (void)ldc, (void)accumulate;
+    return false;
+#endif
+}
+
+namespace {
 
 // ------------------------------------------------------------------------------------------------- dropout
 

@@ -18,6 +18,13 @@ template <typename T> void linear_fwd(const T* x, const T* w, const T* b, T* y, 
 template <typename T>
 void linear_bwd(const T* dy, const T* x, const T* w, T* dx, T* dw, i64 N, i64 D, i64 M, bool with_bias, int algo = 0);
 
+// C (N x M, row stride ldc) = op(A) @ B + bias (bias may be nullptr; + C when accumulate) on gemm_small, the unpacked
+// AVX-512 float path for products too small to repay packing (A's row r, depth k at A[r*sr + k*sk]; B (K x M) as it
+// lies). Returns false, having done nothing, where that path does not apply (no AVX-512, a size it measured slower
+// at, an empty product): the caller falls back to gemm().
+bool gemm_small_f32(i64 N, i64 M, i64 K, const float* A, i64 sr, i64 sk, const float* B, i64 ldb, const float* bias,
+                    float* C, i64 ldc, bool accumulate);
+
 // y (N, D) = w[idx] (w is (V, D)); throws std::invalid_argument (bad_embedding_index) for an index outside [0, V).
 template <typename I, typename T> void embedding_fwd(const I* idx, const T* w, T* y, i64 N, i64 V, i64 D);
 // dw (V, D) = zeros, then dw[idx[n]] += dy[n] in increasing n for every row (deterministic); threads own row ranges.

@@ -39,10 +39,21 @@
 #include <type_traits>
 #include <vector>
 
+#include "dense.h"
 #include "fastnn.h"
 #include "gemm_packed.h"
 
 namespace fastnn {
+
+// C = op(A) @ B + beta*C (beta 0 or 1) for a product whose B is a weight read once in the call (a single step's
+// w_hh, all steps' w_ih, the weight gradients of a cell): small float products take gemm_small (dense.cpp), which
+// reads B as it lies, where gemm would pack it first (rnn_cell B20 H100 took 17 us against NumPy's 10).
+template <typename T>
+void once_gemm(bool ta, i64 M, i64 N, i64 K, const T* A, i64 lda, const T* B, i64 ldb, T beta, T* C, i64 ldc) {
+    if constexpr (std::is_same<T, float>::value)
+        if (gemm_small_f32(M, N, K, A, ta ? 1 : lda, ta ? lda : 1, B, ldb, nullptr, C, ldc, beta != T(0))) return;
+    gemm<T>(ta, false, M, N, K, T(1), A, lda, B, ldb, beta, C, ldc);
+}
 
 // The batch rows are independent through the recurrence: row n of step t needs only row n of step t-1 (h, c,
 // and in the backward dh, dc). With enough rows per thread, each thread takes its own rows through all T steps:
@@ -72,7 +83,7 @@ void recurrence_fwd(const Cell& cell, const T* xs, const T* h0, const T* w_ih, c
     constexpr bool two = two_products<Cell>::value;
     const i64 G = Cell::gates * H, S = first_columns(cell, G);
     if (N == 0) return;
-    gemm<T>(false, false, N * TT, G, D, T(1), xs, D, w_ih, G, T(0), gates, G);  // every step's x @ w_ih at once
+    once_gemm<T>(false, N * TT, G, D, xs, D, w_ih, G, T(0), gates, G);  // every step's x @ w_ih at once
     PackedB<T> whh, whh2;  // w_hh packed once for the T steps (a single step packs inside gemm as before)
     if (TT > 1) pack_b<T>(false, H, S, w_hh, G, whh);
     if (two && TT > 1) pack_b<T>(false, H, G - S, w_hh + S, G, whh2);
@@ -82,7 +93,7 @@ void recurrence_fwd(const Cell& cell, const T* xs, const T* h0, const T* w_ih, c
         const T* h_prev = t ? hs + (n0 * TT + t - 1) * H : (h0 ? h0 + n0 * H : nullptr);
         const i64 ldh = t ? TT * H : H;
         if (h_prev && TT > 1) gemm_packed_b<T>(false, n1 - n0, T(1), h_prev, ldh, whh, T(1), gt, TT * G, threads);
-        else if (h_prev) gemm<T>(false, false, n1 - n0, S, H, T(1), h_prev, ldh, w_hh, G, T(1), gt, TT * G);
+        else if (h_prev) once_gemm<T>(false, n1 - n0, S, H, h_prev, ldh, w_hh, G, T(1), gt, TT * G);
     };
     auto pointwise = [&](i64 t, i64 n) { cell.forward_row(t, n, gates + (n * TT + t) * G, hs + (n * TT + t) * H); };
     // One step for rows n0..n1: `rows(f)` calls f(n) for each row (serially, or spread over the threads).
@@ -92,7 +103,7 @@ void recurrence_fwd(const Cell& cell, const T* xs, const T* h0, const T* w_ih, c
             rows([&](i64 n) { cell.mid_row(t, n, gates + (n * TT + t) * G); });
             const Product<T> p = cell.fwd_second(t, n0, gates + (n0 * TT + t) * G);
             if (TT > 1) gemm_packed_b<T>(false, n1 - n0, T(1), p.a, p.lda, whh2, p.beta, p.c, p.ldc, threads);
-            else gemm<T>(false, false, n1 - n0, G - S, H, T(1), p.a, p.lda, w_hh + S, G, p.beta, p.c, p.ldc);
+            else once_gemm<T>(false, n1 - n0, G - S, H, p.a, p.lda, w_hh + S, G, p.beta, p.c, p.ldc);
         }
         rows([&](i64 n) { pointwise(t, n); });
     };
@@ -167,15 +178,17 @@ void recurrence_bwd(const Cell& cell, const T* dhs, const T* dh_n, const T* xs, 
     }
     const i64 R = N * TT;  // every (n, t) row at once
     gemm<T>(false, true, R, D, G, T(1), dgates, G, w_ih, G, T(0), dxs, D);
-    gemm<T>(true, false, D, G, R, T(1), xs, D, dgates, G, T(0), dw_ih, G);
-    // The state entering each step: h0 (or 0) at t = 0, hs[:, t-1] after.
-    T* const h_prev = hp_buf.data();
-    parallel_items(N, double(TT) * H, [&](i64 n) {
-        T* dst = h_prev + n * TT * H;
-        if (h0) std::memcpy(dst, h0 + n * H, sizeof(T) * H); else std::fill(dst, dst + H, T(0));
-        std::memcpy(dst + H, hs + n * TT * H, sizeof(T) * (TT - 1) * H);
-    });
-    gemm<T>(true, false, H, S, R, T(1), h_prev, H, dgates, G, T(0), dw_hh, G);
+    once_gemm<T>(true, D, G, R, xs, D, dgates, G, T(0), dw_ih, G);
+    // The state entering each step: h0 (or 0) at t = 0, hs[:, t-1] after (a single step with h0: h0 itself).
+    const bool own = TT > 1 || !h0;
+    T* const h_prev = own ? hp_buf.data() : const_cast<T*>(h0);
+    if (own)
+        parallel_items(N, double(TT) * H, [&](i64 n) {
+            T* dst = h_prev + n * TT * H;
+            if (h0) std::memcpy(dst, h0 + n * H, sizeof(T) * H); else std::fill(dst, dst + H, T(0));
+            std::memcpy(dst + H, hs + n * TT * H, sizeof(T) * (TT - 1) * H);
+        });
+    once_gemm<T>(true, H, S, R, h_prev, H, dgates, G, T(0), dw_hh, G);
     if constexpr (two) {
         const GradOperands<T> g = cell.grad_second();
         gemm<T>(true, false, H, G - S, R, T(1), g.a ? g.a : h_prev, g.a ? g.lda : H, g.b ? g.b : dgates + S,

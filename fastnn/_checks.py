@@ -642,21 +642,29 @@ def dropout_backward(dy, p, seed, scale, mask):
 GRU_ORDERS = ("zrh", "rzn")
 
 
+_F32, _F64 = FLOATS
+
+
 def _numpy_ok(x, w_ih, w_hh, blocks, b1, b2, h):
     """The usual call, checked in a few comparisons: NumPy arrays of one float dtype and the right shapes (x's ndim
-    checked already). Anything else takes _recurrent_inputs, which names what is wrong."""
+    checked already). Anything else takes _recurrent_inputs, which names what is wrong. (`is` on the dtypes: NumPy's
+    native float dtypes are singletons, and a dtype that is not one takes the full checks; this check was 0.7 us of
+    a 4 us rnn_cell call.)"""
     nd = _ndarray
     if type(x) is not nd or type(w_ih) is not nd or type(w_hh) is not nd or w_hh.ndim != 2:
         return False
-    dt, (H, G) = x.dtype, w_hh.shape
-    if dt not in FLOATS or w_ih.dtype != dt or w_hh.dtype != dt or H == 0 or G != blocks * H or 0 in x.shape:
+    dt = x.dtype
+    if (dt is not _F32 and dt is not _F64) or w_ih.dtype is not dt or w_hh.dtype is not dt:
         return False
-    if w_ih.shape != (x.shape[-1], G):
+    H, G = w_hh.shape
+    xs = x.shape
+    if G != blocks * H or H == 0 or w_ih.shape != (xs[-1], G) or 0 in xs:
         return False
-    for b in (b1, b2):
-        if b is not None and (type(b) is not nd or b.dtype != dt or b.shape != (G,)):
-            return False
-    return h is None or (type(h) is nd and h.dtype == dt and h.shape == (x.shape[0], H))
+    if b1 is not None and (type(b1) is not nd or b1.dtype is not dt or b1.shape != (G,)):
+        return False
+    if b2 is not None and (type(b2) is not nd or b2.dtype is not dt or b2.shape != (G,)):
+        return False
+    return h is None or (type(h) is nd and h.dtype is dt and h.shape == (xs[0], H))
 
 
 def _recurrent_inputs(name, x, w_ih, w_hh, blocks, biases, states):

@@ -368,12 +368,18 @@ def _h0(h0, N, H, dtype):
     return np.zeros((N, H), dtype) if h0 is None else _c(h0)
 
 
+_tuple_new = tuple.__new__   # a NamedTuple's own __new__ is a Python function: 0.25 us of a 4 us cell call
+
+
 def _rnn_fwd(x, h0, w_ih, w_hh, bias):
+    """-> (hs, cache). Inlined helpers: each Python call here costs about what a B1 H100 step's kernel does."""
     x, w_ih, w_hh = _c(x), _c(w_ih), _c(w_hh)
-    H = w_hh.shape[0]
-    hs, h0 = _new(x.shape[:-1] + (H,), x.dtype), _h0(h0, x.shape[0], H, x.dtype)
-    _C.rnn_fwd(x, h0, w_ih, w_hh, _opt(bias), hs, H)
-    return RNNCache("cpu", x, h0, w_ih, w_hh, hs)
+    dt, H = x.dtype, w_hh.shape[0]
+    shape = x.shape[:-1] + (H,)
+    hs = np.empty(shape, dt) if x.size // x.shape[-1] * H * dt.itemsize < _CACHED_MIN else _C.empty(shape, dt)
+    h0 = np.zeros((x.shape[0], H), dt) if h0 is None else _c(h0)
+    _C.rnn_fwd(x, h0, w_ih, w_hh, None if bias is None else _c(bias), hs, H)
+    return hs, _tuple_new(RNNCache, ("cpu", x, h0, w_ih, w_hh, hs))
 
 
 def _rnn_bwd(dhs, dh_n, c):
@@ -387,8 +393,7 @@ def _rnn_bwd(dhs, dh_n, c):
 
 
 def rnn_cell(x, h, w_ih, w_hh, bias):
-    c = _rnn_fwd(x, h, w_ih, w_hh, bias)
-    return c.hs, c
+    return _rnn_fwd(x, h, w_ih, w_hh, bias)
 
 
 def rnn_cell_backward(dh_next, cache):
@@ -396,8 +401,8 @@ def rnn_cell_backward(dh_next, cache):
 
 
 def rnn(xs, h0, w_ih, w_hh, bias):
-    c = _rnn_fwd(xs, h0, w_ih, w_hh, bias)
-    return c.hs, c.hs[:, -1].copy(), c
+    hs, c = _rnn_fwd(xs, h0, w_ih, w_hh, bias)
+    return hs, hs[:, -1].copy(), c
 
 
 def rnn_backward(dhs, dh_n, cache):
