@@ -9,6 +9,8 @@ from . import _shapes
 from ._dispatch import is_gpu_array
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = FLOATS  # NumPy's native float dtypes are singletons: fast paths test them with `is` (a dtype that is
+                     # not one of them takes the full checks, which compare with ==)
 
 
 # Fast paths first: a NumPy array, a Python int. They decide almost every call, and each check below costs a tiny
@@ -531,11 +533,13 @@ _INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
 def linear(x, weight, bias):
-    if (type(x) is _ndarray and type(weight) is _ndarray and x.dtype in FLOATS and weight.dtype == x.dtype
-            and weight.ndim == 2 and x.ndim and x.shape[-1] == weight.shape[0] and x.size and weight.size
-            and (bias is None or (type(bias) is _ndarray and bias.dtype == x.dtype
-                                  and bias.shape == (weight.shape[1],)))):
-        return x, weight, bias        # the common NumPy call (a tiny layer's call costs more here than in its GEMM)
+    if type(x) is _ndarray and type(weight) is _ndarray and weight.ndim == 2 and x.ndim:
+        dt = x.dtype           # the common NumPy call (a tiny layer's call costs more here than in its GEMM)
+        if (dt is _F32 or dt is _F64) and weight.dtype is dt:
+            D, M = weight.shape
+            if x.shape[-1] == D and D and M and x.size and (bias is None or (
+                    type(bias) is _ndarray and bias.dtype is dt and bias.shape == (M,))):
+                return x, weight, bias
     array(x, "x")
     dt = dtype_of(x)
     array(weight, "weight", 2, dt)
@@ -640,9 +644,6 @@ def dropout_backward(dy, p, seed, scale, mask):
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
 GRU_ORDERS = ("zrh", "rzn")
-
-
-_F32, _F64 = FLOATS
 
 
 def _numpy_ok(x, w_ih, w_hh, blocks, b1, b2, h):

@@ -300,12 +300,14 @@ _LINEAR_ALGOS = {None: 0, "packed": 1, "small": 2}   # _algo (private, tests and
 def linear(x, weight, bias, *, _algo=None):
     x, weight = _c(x), _c(weight)
     M = weight.shape[1]
+    if x.ndim == 2:  # the usual call, with as little Python as it takes (a 1x784->100 layer's GEMM is ~3 us)
+        N = x.shape[0]
+        y = np.empty((N, M), x.dtype) if N * M * x.itemsize < _CACHED_MIN else _C.empty((N, M), x.dtype)
+        _C.linear_fwd(x, weight, None if bias is None else _c(bias), y, _LINEAR_ALGOS[_algo] if _algo else 0)
+        return y
     shape = x.shape[:-1] + (M,)
     y = np.empty(shape, x.dtype) if x.itemsize * M * (x.size // x.shape[-1]) < _CACHED_MIN else _empty(shape, x.dtype)
-    if x.ndim == 2:
-        _C.linear_fwd(x, weight, None if bias is None else _c(bias), y, _LINEAR_ALGOS[_algo])
-    else:
-        _C.linear_fwd(x.reshape(-1, x.shape[-1]), weight, _opt(bias), y.reshape(-1, M), _LINEAR_ALGOS[_algo])
+    _C.linear_fwd(x.reshape(-1, x.shape[-1]), weight, _opt(bias), y.reshape(-1, M), _LINEAR_ALGOS[_algo])
     return y
 
 
@@ -348,8 +350,7 @@ def dropout(x, p, seed, scale, mask):
     return y
 
 
-def dropout_backward(dy, p, seed, scale, mask):
-    return dropout(dy, p, seed, scale, mask)
+dropout_backward = dropout   # the same mask applied to dy (one Python call less on a 4 us call)
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
@@ -383,12 +384,16 @@ def _rnn_fwd(x, h0, w_ih, w_hh, bias):
 
 
 def _rnn_bwd(dhs, dh_n, c):
-    x, hs, h, w_ih, w_hh = _c(c.x), _c(c.hs), _c(c.h), _c(c.w_ih), _c(c.w_hh)
+    _, x, h, w_ih, w_hh, hs = c
+    x, hs, h, w_ih, w_hh = _c(x), _c(hs), _c(h), _c(w_ih), _c(w_hh)
     H = w_hh.shape[0]
     dt = x.dtype
-    dx, dh0, dw_ih, dw_hh = _new(x.shape, dt), _new(h.shape, dt), _new(w_ih.shape, dt), _new(w_hh.shape, dt)
-    dbias = _new((H,), dt)
-    _C.rnn_bwd(_opt(dhs), _opt(dh_n), x, h, w_ih, w_hh, hs, dx, dh0, dw_ih, dw_hh, dbias, H)
+    # all five outputs below the buffer cache's size: np.empty each, without _new's test per array
+    new = np.empty if (x.size + w_ih.size + w_hh.size + 2 * h.size) * dt.itemsize < _CACHED_MIN else _new
+    dx, dh0, dw_ih, dw_hh, dbias = new(x.shape, dt), new(h.shape, dt), new(w_ih.shape, dt), new(w_hh.shape, dt), \
+        new((H,), dt)
+    _C.rnn_bwd(None if dhs is None else _c(dhs), None if dh_n is None else _c(dh_n), x, h, w_ih, w_hh, hs, dx, dh0,
+               dw_ih, dw_hh, dbias, H)
     return dx, dh0, dw_ih, dw_hh, dbias
 
 
