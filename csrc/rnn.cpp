@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "activations.h"
 #include "recurrence.h"
 #include "rnn.h"
 #include "simd.h"
@@ -26,6 +27,10 @@ template <typename T>
 FASTNN_INLINE void tanh_grad_body(const T* y, const T* dh, const T* dhs, T* da, i64 H) {
 #pragma omp simd
     for (i64 j = 0; j < H; ++j) da[j] = (dh[j] + dhs[j]) * (T(1) - y[j] * y[j]);
+}
+template <typename T> FASTNN_INLINE void add_body(T* out, const T* a, const T* b, i64 H) {
+#pragma omp simd
+    for (i64 j = 0; j < H; ++j) out[j] = a[j] + b[j];
 }
 template <typename T> FASTNN_INLINE void mul_body(T* out, const T* a, const T* b, i64 H) {
 #pragma omp simd
@@ -81,6 +86,7 @@ FASTNN_INLINE void rzn_grad_body(const T* r, const T* z, const T* n, const T* gh
     }
 }
 FASTNN_SIMD_DISPATCH(tanh_grad)
+FASTNN_SIMD_DISPATCH(add)
 FASTNN_SIMD_DISPATCH(mul)
 FASTNN_SIMD_DISPATCH(blend)
 FASTNN_SIMD_DISPATCH(cand)
@@ -96,7 +102,10 @@ struct RnnCell {
     static constexpr int gates = 1;
     const T* bias;  // (H) or nullptr
     i64 H;
-    void forward_row(i64, i64, T* a, T* h) const { act_rows(Act::tanh, h, (const T*)a, bias, H); }
+    void forward_row(i64, i64, T* a, T* h) const {  // the activations' tanh: no division (vmath's tanh16 has two)
+        if (bias) add(h, (const T*)a, bias, H);
+        act_forward<T>(Pointwise::tanh, h, h, H);
+    }
     void backward_row(i64, i64, const T* y, const T* dh, const T* dhs, T* da) const { tanh_grad(y, dh, dhs, da, H); }
 };
 
