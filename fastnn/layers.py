@@ -1,20 +1,30 @@
 """Drop-in layers for NumPy deep-learning code written after *Deep Learning from Scratch* (books 1 and 2).
 
-``Convolution``, ``Pooling`` and ``BatchNormalization`` follow book 1's ``common/layers.py``; ``LSTM`` and
-``TimeLSTM`` follow book 2's ``common/time_layers.py``: same constructor arguments, same ``forward``/``backward``
-signatures, same public attributes and the same numbers (to float tolerance). Swapping the import is the only
-change a user makes::
+Every layer class of book 1's ``common/layers.py`` and of book 2's ``common/layers.py`` and
+``common/time_layers.py``, with the same constructor arguments, ``forward``/``backward`` signatures, public
+attributes and numbers (to float tolerance): ``Relu``, ``Sigmoid``, ``Softmax``, ``Affine``, ``MatMul``,
+``SoftmaxWithLoss``, ``SigmoidWithLoss``, ``Dropout``, ``Embedding``, ``BatchNormalization``, ``Convolution``,
+``Pooling``, ``RNN``, ``TimeRNN``, ``LSTM``, ``TimeLSTM``, ``GRU``, ``TimeGRU``, ``TimeEmbedding``, ``TimeAffine``,
+``TimeSoftmaxWithLoss``, ``TimeSigmoidWithLoss``, ``TimeDropout``, ``TimeBiLSTM``. Swapping the import is the only
+change a network of either book needs::
 
-    # from common.layers import Convolution, Pooling, BatchNormalization
-    from fastnn.layers import Convolution, Pooling, BatchNormalization
-    # from common.time_layers import LSTM, TimeLSTM
-    from fastnn.layers import LSTM, TimeLSTM
+    # from common.layers import *
+    # from common.time_layers import *
+    from fastnn.layers import *
 
-The work is done by the public fastnn API (``fastnn.conv2d``, ``fastnn.max_pool2d``, ``fastnn.batch_norm``,
-``fastnn.lstm``, ...), so a layer runs on whatever backend fits its arrays: NumPy arrays go to the C++ ``cpu``
-backend, CuPy (or other ``__cuda_array_interface__``) arrays stay on the GPU and go to the ``cuda`` backend.
-Every layer also takes a keyword-only ``backend=None`` (``"numpy"``, ``"cpu"``, ``"cuda"``) that is passed to
-every call, e.g. to time the same network on the NumPy reference.
+(``fastnn.functions`` is the matching drop-in for ``common/functions.py``.) Where the two books have a class of the
+same name, one class serves both: ``Affine`` keeps book 2's ``params``/``grads`` lists and book 1's ``W``, ``b``,
+``dW``, ``db`` as aliases of the same arrays, ``SoftmaxWithLoss`` takes both books' label forms; book 1's and
+book 2's ``Dropout`` are the same class (scaled at test time), book 2's ``TimeDropout`` is the inverted one. Book 2
+style gradients are written IN PLACE into ``grads[i][...]``, so optimizers, ``params``/``grads`` lists collected
+by a model, and the Trainer's weight sharing (tied embedding/affine weights) keep working.
+
+The work is done by the public fastnn API (``fastnn.linear``, ``fastnn.softmax_cross_entropy``, ``fastnn.conv2d``,
+``fastnn.lstm``, ``fastnn.gru``, ...), so a layer runs on whatever backend fits its arrays: NumPy arrays go to the
+C++ ``cpu`` backend, CuPy (or other ``__cuda_array_interface__``) arrays stay on the GPU and go to the ``cuda``
+backend. Every layer also takes a keyword-only ``backend=None`` (``"numpy"``, ``"cpu"``, ``"cuda"``) that is
+passed to every call, e.g. to time the same network on the NumPy reference. Dropout layers draw their masks from
+``np.random`` as the books do (same seed, same numbers) unless given ``seed=`` (fastnn's counter-based generator).
 
 Differences from the originals (all deliberate, each also said in the class docstring):
 
@@ -22,12 +32,15 @@ Differences from the originals (all deliberate, each also said in the class docs
   would: float32 input with float64 weights computes in float64, as the book does). The originals' silent dtype
   changes are not reproduced: float32 convolutions stay float32 (the book's im2col makes float64 columns),
   Pooling's backward returns the dtype of ``dout`` (the book's is float64), lazily created running statistics
-  have the compute dtype (the book's are float64), TimeLSTM keeps the dtype of its inputs (the book hard-codes
-  float32 for ``hs``/``dxs``).
+  have the compute dtype (the book's are float64), book 2's Time layers keep the dtype of their inputs (the book
+  hard-codes float32 for ``hs``/``dxs``/states and TimeEmbedding's output). Gradients written into ``grads`` keep
+  the dtype of their parameter (book 2's behaviour; book 1's ``dW`` could be wider).
 - Intermediate arrays that only the backward pass of the original needed (``Convolution.col``,
-  ``Pooling.arg_max``, ``BatchNormalization.xc``/``xn``/``std``, ``LSTM.cache``, ``TimeLSTM.layers``) are not
-  stored; they are properties computed on demand from what the fast kernels keep, with the book's shapes and
-  values.
+  ``Pooling.arg_max``, ``BatchNormalization.xc``/``xn``/``std``, ``Relu.mask``, ``LSTM.cache``, ``RNN.cache``,
+  ``GRU.cache``, ``TimeSoftmaxWithLoss.cache``, the Time layers' per-step ``layers``) are not stored; they are
+  properties computed on demand from what the fast kernels keep, with the book's shapes and values.
+- ``backward`` never modifies its argument (book 1's Relu zeroes ``dout`` in place); losses are Python floats;
+  a TimeSoftmaxWithLoss batch whose labels are all ignored gives loss 0 (the book's 0/0).
 - ``Pooling`` with ``pad > 0``: see its docstring (the book's output-size formula ignores ``pad``).
 """
 import math
@@ -1013,8 +1026,29 @@ class _TimeRecurrent:
         self.stateful = stateful
         self.backend = backend
         self.fastnn_cache = None
+        self._layers = None
+
+    @property
+    def layers(self):
+        """The book's per-step layers (``RNN``/``GRU``) of the last forward, built on demand from the fused cache
+        (their ``cache`` and ``backward`` work; ``backward`` of this layer does not fill their ``grads``)."""
+        cache = self.fastnn_cache
+        if cache is None:
+            return None
+        if self._layers is None:
+            c = _xp(cache.x).ascontiguousarray
+            self._layers = []
+            for t in range(cache.x.shape[1]):
+                step = self._cell(*self.params, backend=self.backend)
+                h_prev = cache.h if t == 0 else cache.hs[:, t - 1]
+                fields = dict(x=c(cache.x[:, t]), h=c(h_prev), hs=c(cache.hs[:, t]))
+                fields.update({k: c(getattr(cache, k)[:, t]) for k in ("gates", "hn") if hasattr(cache, k)})
+                step.fastnn_cache = cache._replace(**fields)
+                self._layers.append(step)
+        return self._layers
 
     def forward(self, xs):
+        self._layers = None
         Wx, Wh = self.params[:2]
         N, T, D = xs.shape
         dt = _dtype(xs, *self.params)
@@ -1045,7 +1079,9 @@ class TimeRNN(_TimeRecurrent):
     the initial state is left in ``dh``), ``set_state(h)``, ``reset_state()``; with ``stateful=True`` the last
     ``h`` of one forward starts the next. Gradients are written IN PLACE into ``grads``. Difference: ``hs``,
     ``dxs`` and ``h`` keep the dtype of the inputs (the book makes them float32); the per-step ``layers`` are
-    not kept."""
+    built on demand from the fused cache."""
+
+    _cell = RNN
 
     def __init__(self, Wx, Wh, b, stateful=False, *, backend=None):
         super().__init__([Wx, Wh, b], stateful, backend)
@@ -1114,6 +1150,7 @@ class TimeGRU(_TimeRecurrent):
     Wx = GRU.Wx
     Wh = GRU.Wh
     b = GRU.b
+    _cell = GRU
 
     def __init__(self, Wx, Wh, b=None, stateful=False, *, backend=None):
         if isinstance(b, bool):

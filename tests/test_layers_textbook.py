@@ -426,7 +426,16 @@ def test_time_recurrent_layers_match_book(backend, dtype, cls, stateful):
             assert_close(fast.dh, book.dh, dtype, f"step {step} dh")
         for m in (fast, book):
             sgd(m.params, m.grads)
-    if cls in ("TimeRNN", "TimeGRU"):   # set_state / reset_state
+    if cls in ("TimeRNN", "TimeGRU"):
+        # the book's per-step layers, rebuilt from the fused cache (the last forward: T steps)
+        lf, lb = fast.layers, book.layers
+        assert len(lf) == len(lb) == T
+        for t in (0, T - 1):
+            close_all(lf[t].cache, lb[t].cache, dtype, f"layers[{t}].cache")
+            dh = rand(rng, (N, H), dtype)
+            close_all(lf[t].backward(dh), lb[t].backward(dh), dtype, f"layers[{t}].backward")
+            close_all(lf[t].grads, lb[t].grads, dtype, f"layers[{t}].grads")
+        # set_state / reset_state
         h0 = rand(rng, (N, H), dtype)
         for m in (fast, book):
             m.set_state(h0)
