@@ -71,6 +71,16 @@ def _xp(a):
 
 def _dtype(*arrays):
     """The dtype NumPy's operators would compute in, restricted to the float32/float64 that the kernels take."""
+    dt = None
+    for a in arrays:    # fast path: every array float32, or every array float64 (the layers' common case)
+        if a is not None:
+            d = getattr(a, "dtype", None)
+            if d is None or (dt is not None and d != dt):
+                break
+            dt = d
+    else:
+        if dt in _FLOATS:
+            return dt
     dts = [a.dtype for a in arrays if a is not None and hasattr(a, "dtype")]
     dt = np.result_type(*dts) if dts else np.dtype(np.float64)
     if dt in _FLOATS:
