@@ -590,3 +590,52 @@ def test_star_import_gives_every_book_class():
     names = set(b2.__all__ + b1.__all__) - {"np"} - set(dir(b1.np))
     classes = {n for n in names if n[0].isupper() and not n.startswith("Simple_")}
     assert classes <= set(ns), classes - set(ns)
+
+
+# ---------------------------------------------------------------------------------------------- cuda backend
+
+@pytest.mark.skipif("cuda" not in fastnn.backends(), reason="needs the cuda backend (a GPU or Numba's simulator)")
+def test_cuda_backend_through_every_layer():
+    """backend="cuda" reaches every op a layer calls (NumPy arrays in, NumPy arrays out): one tiny step per class
+    against the book, float64 (the full tests above run on cuda too when a real GPU is present)."""
+    rng = np.random.default_rng(26)
+    kw = dict(backend="cuda")
+    N, T, D, H, V = 2, 2, 3, 4, 5
+    dt = np.float64
+
+    def step(fast, book, *xs, loss=False, name=""):
+        out_f, out_b = fast.forward(*xs), book.forward(*xs)
+        assert_close(out_f, out_b, dt, f"{name} forward")
+        if loss:
+            r_f, r_b = fast.backward(), book.backward()
+        else:
+            d = rand(rng, np.shape(out_b), dt)
+            r_f, r_b = fast.backward(d), book.backward(d.copy())
+        if r_b is not None:
+            assert_close(r_f, r_b, dt, f"{name} backward")
+        close_all(getattr(fast, "grads", []), getattr(book, "grads", []), dt, f"{name} grads")
+
+    x = rand(rng, (N, D), dt)
+    step(L.Relu(**kw), b1.Relu(), x, name="Relu")
+    step(L.Sigmoid(**kw), b2.Sigmoid(), x, name="Sigmoid")
+    step(L.Softmax(**kw), b2.Softmax(), x, name="Softmax")
+    W, b = rand(rng, (D, H), dt), rand(rng, (H,), dt)
+    step(L.Affine(W, b, **kw), b2.Affine(W.copy(), b.copy()), x, name="Affine")
+    step(L.MatMul(W, **kw), b2.MatMul(W.copy()), x, name="MatMul")
+    step(L.TimeAffine(W, b, **kw), b2.TimeAffine(W.copy(), b.copy()), rand(rng, (N, T, D), dt), name="TimeAffine")
+    E = rand(rng, (V, D), dt)
+    step(L.TimeEmbedding(E, **kw), b2x.TimeEmbedding(E.copy()), rng.integers(0, V, (N, T)), name="TimeEmbedding")
+    np.random.seed(0)
+    fd = L.TimeDropout(0.5, **kw)
+    y = fd.forward(x)
+    np.random.seed(0)
+    assert_close(y, b2.TimeDropout(0.5).forward(x), dt, "TimeDropout")
+    xs = rand(rng, (N, T, V), dt)
+    step(L.TimeSoftmaxWithLoss(**kw), b2x.TimeSoftmaxWithLoss(), xs, np.array([[1, -1], [4, 0]]), loss=True,
+         name="TimeSoftmaxWithLoss")
+    step(L.SoftmaxWithLoss(**kw), b1.SoftmaxWithLoss(), x, np.array([2, 0]), loss=True, name="SoftmaxWithLoss")
+    step(L.SigmoidWithLoss(**kw), b2.SigmoidWithLoss(), x[:, 0], np.array([1, 0]), loss=True, name="SigmoidWithLoss")
+    h = rand(rng, (N, H), dt)
+    for cell, G in (("RNN", 1), ("GRU", 3)):
+        p = rnn_params(rng, D, H, G, dt)
+        step(getattr(L, cell)(*p, **kw), getattr(b2, cell)(*copies(p)), x, h, name=cell)
