@@ -117,6 +117,53 @@ def lstm_backward(dhs, dh_n, dc_n, cache, backend=None):
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====
+# The books' optimizers as fused in-place steps over a list of parameters (the classes: fastnn.optimizer).
+# Each returns None; params and the state lists are updated in place, one call for the whole list.
+__all__ += ["sgd_step", "momentum_step", "nesterov_step", "adagrad_step", "rmsprop_step", "adam_step"]
+
+
+def _first(seq):
+    return seq[0] if len(seq) else None
+
+
+def sgd_step(params, grads, lr, backend=None):
+    """In place, for each i: params[i] -= lr * grads[i]. One call over the whole list (lists or tuples of arrays
+    of one dtype; params C-contiguous and writable)."""
+    args = _checks.sgd_step(params, grads, lr)
+    _dispatch.pick(backend, _first(params)).sgd_step(*args)
+
+
+def momentum_step(params, grads, velocities, lr, momentum=0.9, backend=None):
+    """In place: v = momentum*v - lr*g; p += v (the books' Momentum; velocities start as zeros)."""
+    args = _checks.momentum_step(params, grads, velocities, lr, momentum)
+    _dispatch.pick(backend, _first(params)).momentum_step(*args)
+
+
+def nesterov_step(params, grads, velocities, lr, momentum=0.9, backend=None):
+    """In place: v *= m; v -= lr*g; p += m*m*v; p -= (1+m)*lr*g (the books' Nesterov: m*m multiplies the updated
+    v, unlike PyTorch's SGD(nesterov=True), p += m*v_new - lr*g)."""
+    args = _checks.nesterov_step(params, grads, velocities, lr, momentum)
+    _dispatch.pick(backend, _first(params)).nesterov_step(*args)
+
+
+def adagrad_step(params, grads, sums, lr, eps=1e-7, backend=None):
+    """In place: h += g*g; p -= lr*g/(sqrt(h)+eps) (the books' AdaGrad; sums start as zeros)."""
+    args = _checks.adagrad_step(params, grads, sums, lr, eps)
+    _dispatch.pick(backend, _first(params)).adagrad_step(*args)
+
+
+def rmsprop_step(params, grads, sums, lr, decay_rate=0.99, eps=1e-7, backend=None):
+    """In place: h = d*h + (1-d)*g*g; p -= lr*g/(sqrt(h)+eps) (the books' RMSprop)."""
+    args = _checks.rmsprop_step(params, grads, sums, lr, decay_rate, eps)
+    _dispatch.pick(backend, _first(params)).rmsprop_step(*args)
+
+
+def adam_step(params, grads, ms, vs, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, backend=None):
+    """In place, the books' Adam: lr_t = lr*sqrt(1-beta2**step)/(1-beta1**step); m += (1-beta1)*(g-m);
+    v += (1-beta2)*(g*g-v); p -= lr_t*m/(sqrt(v)+eps). step counts from 1. PyTorch's Adam adds eps to
+    sqrt(v_hat) (the bias-corrected v) instead, so its updates differ slightly for the same eps."""
+    args = _checks.adam_step(params, grads, ms, vs, step, lr, beta1, beta2, eps)
+    _dispatch.pick(backend, _first(params)).adam_step(*args)
 # ==== end optim ====
 
 

@@ -383,4 +383,121 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====
+# The steps take lists of arrays: params[i], grads[i] and each state list's [i] have one shape, and every array of
+# the call one dtype. params and the states are updated in place, so they must be writable and C-contiguous (a copy
+# would silently drop the update); grads may be any layout (copied once where needed).
+
+def _gpu_writable_contiguous(a):
+    """(writable, C-contiguous) of a GPU array, from __cuda_array_interface__ (torch: its own attributes)."""
+    if type(a).__module__.split(".")[0] == "torch":
+        return True, a.is_contiguous()
+    if type(a).__name__ == "FakeCUDAArray":              # the simulator's device array
+        return True, a.is_c_contiguous()
+    cai = a.__cuda_array_interface__
+    strides, shape, item = cai.get("strides"), tuple(cai["shape"]), np.dtype(cai["typestr"]).itemsize
+    contiguous = strides is None or tuple(strides) == tuple(_c_strides(shape, item)) or math.prod(shape) <= 1
+    return not cai["data"][1], contiguous
+
+
+def _c_strides(shape, item):
+    out, acc = [], item
+    for n in reversed(shape):
+        out.append(acc)
+        acc *= n
+    return reversed(out)
+
+
+def _param_item(a, name, dt, like, written):
+    """The full checks of one list item (the slow path: GPU arrays, or a refusal to word)."""
+    array(a, name, None, dt)
+    if like is not None:
+        if tuple(a.shape) != tuple(like.shape):
+            raise ValueError(f"{name} must have the shape of its parameter, {tuple(like.shape)}, got {tuple(a.shape)}")
+    if written:
+        ok = (a.flags.writeable, a.flags.c_contiguous) if isinstance(a, _ndarray) else _gpu_writable_contiguous(a)
+        if not all(ok):
+            raise ValueError(f"{name} is updated in place and must be a writable C-contiguous array "
+                             f"({'not writable' if not ok[0] else 'not C-contiguous'})")
+
+
+def _param_lists(params, grads, **states):
+    """Validate the lists of an optimizer step; every array of the call: one dtype, all on the host or the GPU."""
+    lists = {"params": params, "grads": grads, **states}
+    for name, seq in lists.items():
+        if type(seq) is not list and not isinstance(seq, (list, tuple)):
+            hint = " (the classes in fastnn.optimizer take the books' dicts)" if isinstance(seq, dict) else ""
+            raise TypeError(f"{name} must be a list or tuple of arrays, got {type(seq).__name__}{hint}")
+    n = len(params)
+    for name, seq in lists.items():
+        if len(seq) != n:
+            raise ValueError(f"{name} has {len(seq)} arrays but params has {n}: one per parameter")
+    if n == 0:
+        return
+    p0 = params[0]
+    dt = p0.dtype if type(p0) is _ndarray and p0.dtype in FLOATS else None
+    # Fast path: plain NumPy arrays of one dtype, a few attribute reads per array (flags.carray: C-contiguous,
+    # aligned and writable in one read; an unaligned array takes the slow path, which accepts it).
+    if dt is not None:
+        for p, g in zip(params, grads):
+            if not (type(p) is _ndarray and type(g) is _ndarray and p.dtype is dt and g.dtype is dt
+                    and p.shape == g.shape and p.flags.carray):
+                break
+        else:
+            for seq in states.values():
+                for p, s in zip(params, seq):
+                    if not (type(s) is _ndarray and s.dtype is dt and s.shape == p.shape and s.flags.carray):
+                        break
+                else:
+                    continue
+                break
+            else:
+                return
+    # Slow path: every item checked and refused by name; host and GPU arrays not mixed.
+    dt = None
+    host = None
+    for i in range(n):
+        p = params[i]
+        for name, seq in lists.items():
+            a = seq[i]
+            item = f"{name}[{i}]"
+            _param_item(a, item, dt, None if a is p else p, name != "grads")
+            dt = dtype_of(a) if dt is None else dt
+            if host is None:
+                host = (isinstance(a, _ndarray), item)
+            elif isinstance(a, _ndarray) != host[0]:
+                h, gpu = (host[1], item) if host[0] else (item, host[1])
+                raise TypeError(f"mixing NumPy arrays ({h}) with GPU arrays ({gpu})")
+
+
+def sgd_step(params, grads, lr):
+    _param_lists(params, grads)
+    return params, grads, number(lr, "lr")
+
+
+def momentum_step(params, grads, velocities, lr, momentum):
+    _param_lists(params, grads, velocities=velocities)
+    return params, grads, velocities, number(lr, "lr"), number(momentum, "momentum", 0.0, 1.0)
+
+
+def nesterov_step(params, grads, velocities, lr, momentum):
+    return momentum_step(params, grads, velocities, lr, momentum)
+
+
+def adagrad_step(params, grads, sums, lr, eps):
+    _param_lists(params, grads, sums=sums)
+    return params, grads, sums, number(lr, "lr"), number(eps, "eps", 0.0)
+
+
+def rmsprop_step(params, grads, sums, lr, decay_rate, eps):
+    _param_lists(params, grads, sums=sums)
+    return params, grads, sums, number(lr, "lr"), number(decay_rate, "decay_rate", 0.0, 1.0), number(eps, "eps", 0.0)
+
+
+def adam_step(params, grads, ms, vs, step, lr, beta1, beta2, eps):
+    _param_lists(params, grads, ms=ms, vs=vs)
+    beta1 = number(beta1, "beta1", 0.0, 1.0)
+    if beta1 == 1.0:
+        raise ValueError("beta1 must be < 1 (the bias correction divides by 1 - beta1**step)")
+    return (params, grads, ms, vs, integer(step, "step", 1), number(lr, "lr"), beta1,
+            number(beta2, "beta2", 0.0, 1.0), number(eps, "eps", 0.0))
 # ==== end optim ====

@@ -212,4 +212,28 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====
+# The steps update in place: the lists go to _C as they are (validated there again, grads made contiguous there).
+
+def sgd_step(params, grads, lr):
+    _C.sgd_step(params, grads, lr)
+
+
+def momentum_step(params, grads, velocities, lr, momentum=0.9):
+    _C.momentum_step(params, grads, velocities, lr, momentum)
+
+
+def nesterov_step(params, grads, velocities, lr, momentum=0.9):
+    _C.nesterov_step(params, grads, velocities, lr, momentum)
+
+
+def adagrad_step(params, grads, sums, lr, eps=1e-7):
+    _C.adagrad_step(params, grads, sums, lr, eps)
+
+
+def rmsprop_step(params, grads, sums, lr, decay_rate=0.99, eps=1e-7):
+    _C.rmsprop_step(params, grads, sums, lr, decay_rate, eps)
+
+
+def adam_step(params, grads, ms, vs, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7):
+    _C.adam_step(params, grads, ms, vs, step, lr, beta1, beta2, eps)
 # ==== end optim ====

@@ -705,6 +705,156 @@ OPS = [
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====
+# Test cases: a named parameter list (PARAM_LISTS) and the hyperparameters; three steps are run from random states.
+# "odd": sizes off every SIMD width, one of a single element; "threaded": big enough for the thread pool, with
+# chunks that cross from one array into the next; "empty": a zero-size parameter in the list.
+PARAM_LISTS = {
+    "odd": [(3, 5), (1,), (7,), (2, 3, 4), (33,)],
+    "one": [(1,)],
+    "empty": [(4,), (0,), (2, 9)],
+    "threaded": [(5,), (301, 257), (1,), (17, 3), (40001,)],
+}
+OPTIM_STATES = {"sgd_step": (), "momentum_step": ("velocities",), "nesterov_step": ("velocities",),
+                "adagrad_step": ("sums",), "rmsprop_step": ("sums",), "adam_step": ("ms", "vs")}
+
+
+def optim_case(op, params, tiny=False, **hyper):
+    return Case(op, dict(params=params, **hyper), tiny)
+
+
+def _optim_cases(op, **variant):
+    return [optim_case(op, "odd", tiny=True), optim_case(op, "one", tiny=True, **variant),
+            optim_case(op, "empty", tiny=True), optim_case(op, "threaded", **variant)]
+
+
+CASES.update({
+    "sgd_step": _optim_cases("sgd_step", lr=0.5),
+    "momentum_step": _optim_cases("momentum_step", momentum=0.5),
+    "nesterov_step": _optim_cases("nesterov_step", momentum=0.3),
+    "adagrad_step": _optim_cases("adagrad_step", eps=1e-3),
+    "rmsprop_step": _optim_cases("rmsprop_step", decay_rate=0.9),
+    "adam_step": _optim_cases("adam_step", beta1=0.5, beta2=0.9),
+})
+
+
+def _optim_arrays(case, dtype, rng):
+    """params, grads and the op's state lists (random: a state some steps in; sums and second moments >= 0)."""
+    shapes = PARAM_LISTS[case.p["params"]]
+
+    def lst(positive=False):
+        return [(np.abs(x) if positive else x).astype(dtype) for x in (rng.standard_normal(s) for s in shapes)]
+    out = dict(params=lst(), grads=lst())
+    for name in OPTIM_STATES[case.op]:
+        out[name] = lst(positive=name in ("sums", "vs"))
+    return out
+
+
+for _op in OPTIM_STATES:
+    ARRAYS[_op] = _optim_arrays
+
+# Benchmark shapes: the parameter lists of the books' networks (weights (D, M) as the books lay them out).
+_MLP = [(784, 100), (100,)] + [(100, 100), (100,)] * 4 + [(100, 10), (10,)]
+NETS = {
+    "TwoLayerNet784-50-10": [(784, 50), (50,), (50, 10), (10,)],                         # book 1, ch. 4-5
+    "SimpleConvNet": [(30, 1, 5, 5), (30,), (4320, 100), (100,), (100, 10), (10,)],      # book 1, ch. 7
+    "MLP784-100x5-10": _MLP,                                                             # book 1, ch. 6
+    "Rnnlm-V10000-H100": [(10000, 100), (100, 400), (100, 400), (400,), (100, 10000), (10000,)],   # book 2, ch. 6
+    "BetterRnnlm-V10000-H650": [(10000, 650)] + [(650, 2600), (650, 2600), (2600,)] * 2 + [(10000,)],  # tied affine
+}
+Params = namedtuple("Params", "net arrays elems")        # one network's parameter list (NETS[net])
+
+
+def _net(name):
+    return Params(name, len(NETS[name]), sum(math.prod(s) for s in NETS[name]))
+
+
+add_family("optim",
+           cpu=[_net("MLP784-100x5-10"), _net("Rnnlm-V10000-H100"), _net("BetterRnnlm-V10000-H650")],
+           cuda=[_net("Rnnlm-V10000-H100"), _net("BetterRnnlm-V10000-H650")],
+           mixed=[_net("MLP784-100x5-10")],
+           sweep=[_net("TwoLayerNet784-50-10"), _net("SimpleConvNet"), _net("MLP784-100x5-10"),
+                  _net("Rnnlm-V10000-H100"), _net("BetterRnnlm-V10000-H650")],
+           small=[_net("TwoLayerNet784-50-10")])
+
+
+def _optim_inputs(s, dtype, rng, states):
+    def lst(positive=False):
+        return [np.abs(a) if positive else a for a in (gauss(rng, dtype, *shape) for shape in NETS[s.net])]
+    return [lst(), lst(), *[lst(positive=name in ("sums", "vs")) for name in states]]
+
+
+def make_sgd_step(s, dtype, rng):
+    return (*_optim_inputs(s, dtype, rng, ()), 0.01), {}
+
+
+def make_momentum_step(s, dtype, rng):
+    return (*_optim_inputs(s, dtype, rng, ("velocities",)), 0.01), dict(momentum=0.9)
+
+
+def make_nesterov_step(s, dtype, rng):
+    return (*_optim_inputs(s, dtype, rng, ("velocities",)), 0.01), dict(momentum=0.9)
+
+
+def make_adagrad_step(s, dtype, rng):
+    return (*_optim_inputs(s, dtype, rng, ("sums",)), 0.01), {}
+
+
+def make_rmsprop_step(s, dtype, rng):
+    return (*_optim_inputs(s, dtype, rng, ("sums",)), 0.01), dict(decay_rate=0.99)
+
+
+def make_adam_step(s, dtype, rng):
+    return (*_optim_inputs(s, dtype, rng, ("ms", "vs")), 1), dict(lr=0.001)
+
+
+# PyTorch: its optimizer over copies of the parameters with .grad set, foreach=True (its multi-tensor path), timed
+# by .step(). Its rules differ in detail (SGD momentum v = m*v + g; Adam adds eps to the bias-corrected sqrt(v)):
+# the same memory traffic and work, compared for speed, not numbers.
+def _torch_optimizer(torch, dev, args, cls, **options):
+    params = [torch.from_numpy(p.copy()).to(dev) for p in args[0]]
+    for t, g in zip(params, args[1]):
+        t.grad = torch.from_numpy(g.copy()).to(dev)
+    return cls(params, foreach=True, **options).step
+
+
+def torch_sgd_step(torch, dev, s, args, kw):
+    return _torch_optimizer(torch, dev, args, torch.optim.SGD, lr=args[2])
+
+
+def torch_momentum_step(torch, dev, s, args, kw):
+    return _torch_optimizer(torch, dev, args, torch.optim.SGD, lr=args[3], momentum=kw["momentum"])
+
+
+def torch_nesterov_step(torch, dev, s, args, kw):
+    return _torch_optimizer(torch, dev, args, torch.optim.SGD, lr=args[3], momentum=kw["momentum"], nesterov=True)
+
+
+def torch_adagrad_step(torch, dev, s, args, kw):
+    return _torch_optimizer(torch, dev, args, torch.optim.Adagrad, lr=args[3], eps=1e-7)
+
+
+def torch_rmsprop_step(torch, dev, s, args, kw):
+    return _torch_optimizer(torch, dev, args, torch.optim.RMSprop, lr=args[3], alpha=kw["decay_rate"], eps=1e-7)
+
+
+def torch_adam_step(torch, dev, s, args, kw):
+    return _torch_optimizer(torch, dev, args, torch.optim.Adam, lr=kw["lr"], eps=1e-7)
+
+
+def _per_element(n):
+    """Work counts of the elementwise rules (floating-point operations per parameter element): the table rates them
+    in GFLOP/s, since the steps return nothing for a bytes count (each is memory-bound: 3-7 arrays per element)."""
+    return lambda s: float(n * s.elems)
+
+
+OPS += [
+    Op("sgd_step", "optim", make_sgd_step, torch_sgd_step, _per_element(2)),
+    Op("momentum_step", "optim", make_momentum_step, torch_momentum_step, _per_element(4)),
+    Op("nesterov_step", "optim", make_nesterov_step, torch_nesterov_step, _per_element(7)),
+    Op("adagrad_step", "optim", make_adagrad_step, torch_adagrad_step, _per_element(7)),
+    Op("rmsprop_step", "optim", make_rmsprop_step, torch_rmsprop_step, _per_element(9)),
+    Op("adam_step", "optim", make_adam_step, torch_adam_step, _per_element(13)),
+]
 # ==== end optim ====
 
 OPS_BY_NAME = {op.name: op for op in OPS}

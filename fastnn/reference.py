@@ -365,4 +365,59 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====
+
+# The books' optimizer updates (Deep Learning from Scratch 1 and 2, common/optimizer.py, the same formulas in both),
+# as their loop over the parameters: params and the state lists are updated IN PLACE, one array after the other.
+__all__ += ["sgd_step", "momentum_step", "nesterov_step", "adagrad_step", "rmsprop_step", "adam_step"]
+
+
+def sgd_step(params, grads, lr):
+    """p -= lr*g for each parameter."""
+    for p, g in zip(params, grads):
+        p -= lr * g
+
+
+def momentum_step(params, grads, velocities, lr, momentum=0.9):
+    """v = momentum*v - lr*g; p += v."""
+    for p, g, v in zip(params, grads, velocities):
+        v[...] = momentum * v - lr * g
+        p += v
+
+
+def nesterov_step(params, grads, velocities, lr, momentum=0.9):
+    """v *= m; v -= lr*g; p += m*m*v; p -= (1+m)*lr*g (Nesterov's momentum as the books write it)."""
+    for p, g, v in zip(params, grads, velocities):
+        v *= momentum
+        v -= lr * g
+        p += momentum * momentum * v
+        p -= (1 + momentum) * lr * g
+
+
+def adagrad_step(params, grads, sums, lr, eps=1e-7):
+    """h += g*g; p -= lr*g/(sqrt(h)+eps)."""
+    for p, g, h in zip(params, grads, sums):
+        h += g * g
+        p -= lr * g / (np.sqrt(h) + eps)
+
+
+def rmsprop_step(params, grads, sums, lr, decay_rate=0.99, eps=1e-7):
+    """h = d*h + (1-d)*g*g; p -= lr*g/(sqrt(h)+eps)."""
+    for p, g, h in zip(params, grads, sums):
+        h *= decay_rate
+        h += (1 - decay_rate) * g * g
+        p -= lr * g / (np.sqrt(h) + eps)
+
+
+def adam_lr(lr, beta1, beta2, step):
+    """Adam's step size with both bias corrections folded in: lr*sqrt(1-beta2**step)/(1-beta1**step)."""
+    return float(lr * np.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step))
+
+
+def adam_step(params, grads, ms, vs, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7):
+    """m += (1-b1)*(g-m); v += (1-b2)*(g*g-v); p -= lr_t*m/(sqrt(v)+eps), lr_t = adam_lr(...); step from 1."""
+    lr_t = adam_lr(lr, beta1, beta2, step)
+    for p, g, m, v in zip(params, grads, ms, vs):
+        m += (1 - beta1) * (g - m)
+        v += (1 - beta2) * (g * g - v)
+        p -= lr_t * m / (np.sqrt(v) + eps)
 # ==== end optim ====

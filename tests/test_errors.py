@@ -114,6 +114,59 @@ BAD = [
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====
+def _plist(*shapes, dtype=f32, positive=False):
+    return [np.abs(r(*s, dtype=dtype)) if positive else r(*s, dtype=dtype) for s in shapes]
+
+
+def _read_only_param():
+    a = r(3, 4)
+    a.flags.writeable = False
+    return [a, r(5)]
+
+
+VALID.update({
+    "sgd_step": lambda: dict(params=_plist((3, 4), (5,)), grads=_plist((3, 4), (5,)), lr=0.1),
+    "momentum_step": lambda: dict(params=_plist((3, 4), (5,)), grads=_plist((3, 4), (5,)),
+                                  velocities=_plist((3, 4), (5,)), lr=0.1, momentum=0.9),
+    "nesterov_step": lambda: dict(params=_plist((3, 4), (5,)), grads=_plist((3, 4), (5,)),
+                                  velocities=_plist((3, 4), (5,)), lr=0.1),
+    "adagrad_step": lambda: dict(params=_plist((3, 4), (5,)), grads=_plist((3, 4), (5,)),
+                                 sums=_plist((3, 4), (5,), positive=True), lr=0.1),
+    "rmsprop_step": lambda: dict(params=_plist((3, 4), (5,)), grads=_plist((3, 4), (5,)),
+                                 sums=_plist((3, 4), (5,), positive=True), lr=0.1, decay_rate=0.9),
+    "adam_step": lambda: dict(params=_plist((3, 4), (5,)), grads=_plist((3, 4), (5,)), ms=_plist((3, 4), (5,)),
+                              vs=_plist((3, 4), (5,), positive=True), step=2),
+})
+BAD += [
+    ("sgd_step", "grads", _plist((3, 4)), ValueError, "grads has 1 arrays but params has 2"),
+    ("sgd_step", "grads", _plist((3, 4), (6,)), ValueError, "grads[1] must have the shape of its parameter, (5,)"),
+    ("sgd_step", "grads", _plist((3, 4), (5,), dtype=np.float64), TypeError, "grads[0] has dtype float64"),
+    ("sgd_step", "grads", [r(3, 4), [1.0] * 5], TypeError, "grads[1] must be a NumPy or GPU array"),
+    ("sgd_step", "params", _read_only_param(), ValueError, "params[0] is updated in place"),
+    ("sgd_step", "params", [r(4, 3).T, r(5)], ValueError, "params[0] is updated in place and must be a writable "
+                                                         "C-contiguous array (not C-contiguous)"),
+    ("sgd_step", "params", [r(3, 4), r(10)[::2]], ValueError, "params[1] is updated in place"),
+    ("sgd_step", "params", [r(3, 4).astype(np.int32), r(5)], TypeError, "params[0] must be float32 or float64"),
+    ("sgd_step", "params", {"W": r(3, 4), "b": r(5)}, TypeError, "params must be a list or tuple of arrays, got dict"),
+    ("sgd_step", "params", r(3, 4), TypeError, "params must be a list or tuple"),
+    ("sgd_step", "lr", float("nan"), ValueError, "lr must be"),
+    ("sgd_step", "lr", "0.1", TypeError, "lr must be a number"),
+    ("momentum_step", "velocities", _plist((3, 4)), ValueError, "velocities has 1 arrays but params has 2"),
+    ("momentum_step", "velocities", _plist((4, 3), (5,)), ValueError, "velocities[0] must have the shape"),
+    ("momentum_step", "momentum", 1.5, ValueError, "momentum must be in"),
+    ("nesterov_step", "velocities", [r(3, 4), r(5, 2)[:, 0]], ValueError,
+     "velocities[1] is updated in place"),
+    ("adagrad_step", "sums", _plist((3, 4), (5,), dtype=np.float64), TypeError, "sums[0] has dtype float64"),
+    ("adagrad_step", "eps", -1.0, ValueError, "eps must be in"),
+    ("rmsprop_step", "decay_rate", 2.0, ValueError, "decay_rate must be in"),
+    ("rmsprop_step", "sums", None, TypeError, "sums must be a list or tuple"),
+    ("adam_step", "step", 0, ValueError, "step must be >= 1"),
+    ("adam_step", "step", 1.5, TypeError, "step must be an int"),
+    ("adam_step", "beta1", 1.0, ValueError, "beta1 must be < 1"),
+    ("adam_step", "beta2", -0.1, ValueError, "beta2 must be in"),
+    ("adam_step", "vs", _plist((3, 4), (5,))[:1] + [r(5, 1)], ValueError, "vs[1] must have the shape"),
+    ("adam_step", "ms", _read_only_param(), ValueError, "ms[0] is updated in place"),
+]
 # ==== end optim ====
 
 

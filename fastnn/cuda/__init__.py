@@ -27,6 +27,9 @@ __all__ = ["available", "describe", "im2col", "col2im", "conv2d", "conv2d_backwa
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====
+from .optim import sgd_step, momentum_step, nesterov_step, adagrad_step, rmsprop_step, adam_step
+
+__all__ += ["sgd_step", "momentum_step", "nesterov_step", "adagrad_step", "rmsprop_step", "adam_step"]
 # ==== end optim ====
 
 
