@@ -17,7 +17,7 @@ import pytest
 import fastnn
 from fastnn import functions as FF
 from fastnn import layers as L
-from test_layers import BACKENDS, TOL, assert_close, rand
+from test_layers import BACKENDS, assert_close, rand
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
 import book_numpy  # noqa: E402  (bench/ is not a package)
