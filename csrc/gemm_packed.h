@@ -215,8 +215,10 @@ struct PackMatB {
                 for (i64 k = 0; k < kc; ++k) {
                     const T* src = B + (p0 + k) * ldb + j0 + jr;
                     T* d = dst + k * NR;
-                    if (n == NR) std::memcpy(d, src, sizeof(T) * NR);
-                    else for (i64 c = 0; c < NR; ++c) d[c] = c < n ? src[c] : T(0);
+                    // the edge panel: copy and zero-fill (an element loop with a branch took half of a
+                    // 20x100x100 GEMM's time)
+                    std::memcpy(d, src, sizeof(T) * n);
+                    if (n < NR) std::fill(d + n, d + NR, T(0));
                 }
             }
         }

@@ -108,12 +108,188 @@ def lstm_backward(dhs, dh_n, dc_n, cache, backend=None):
 # The textbook ops, one section per family (each adds its names to __all__).
 
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+__all__ += ["relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "softmax",
+            "softmax_backward", "softmax_cross_entropy", "softmax_cross_entropy_backward", "sigmoid_cross_entropy",
+            "sigmoid_cross_entropy_backward"]
+
+
+def relu(x, backend=None):
+    """max(x, 0) elementwise (NaN stays NaN)."""
+    args = _checks.relu(x)
+    return _dispatch.pick(backend, x).relu(*args)
+
+
+def relu_backward(dy, y, backend=None):
+    """Gradient of relu from its output y: dy where y > 0, else 0."""
+    args = _checks.relu_backward(dy, y)
+    return _dispatch.pick(backend, dy, y).relu_backward(*args)
+
+
+def sigmoid(x, backend=None):
+    """1 / (1 + exp(-x)) elementwise."""
+    args = _checks.sigmoid(x)
+    return _dispatch.pick(backend, x).sigmoid(*args)
+
+
+def sigmoid_backward(dy, y, backend=None):
+    """Gradient of sigmoid from its output y: dy * y * (1 - y)."""
+    args = _checks.sigmoid_backward(dy, y)
+    return _dispatch.pick(backend, dy, y).sigmoid_backward(*args)
+
+
+def tanh(x, backend=None):
+    """tanh(x) elementwise."""
+    args = _checks.tanh(x)
+    return _dispatch.pick(backend, x).tanh(*args)
+
+
+def tanh_backward(dy, y, backend=None):
+    """Gradient of tanh from its output y: dy * (1 - y*y)."""
+    args = _checks.tanh_backward(dy, y)
+    return _dispatch.pick(backend, dy, y).tanh_backward(*args)
+
+
+def softmax(x, backend=None):
+    """Softmax over the last axis: exp(x - max) / sum."""
+    args = _checks.softmax(x)
+    return _dispatch.pick(backend, x).softmax(*args)
+
+
+def softmax_backward(dy, y, backend=None):
+    """Gradient of softmax from its output y: y * (dy - sum(dy*y, last axis))."""
+    args = _checks.softmax_backward(dy, y)
+    return _dispatch.pick(backend, dy, y).softmax_backward(*args)
+
+
+def softmax_cross_entropy(x, target, ignore_index=-100, eps=0.0, backend=None):
+    """Fused softmax (last axis) + cross-entropy -> (loss: float, probs).
+
+    target: int32/int64 class ids of shape x.shape[:-1] (rows whose label is ignore_index are not counted; a
+    label outside [0, V) otherwise is a ValueError), or an array of x's shape (one-hot / probabilities; every row
+    counted). loss = mean over counted rows of -log(probs[label] + eps); 0.0 when no row counts. The books add
+    eps = 1e-7 inside the log (book 2's TimeSoftmaxWithLoss does not; its ignore_label is -1)."""
+    args = _checks.softmax_cross_entropy(x, target, ignore_index, eps)
+    return _dispatch.pick(backend, x, args[1]).softmax_cross_entropy(*args)
+
+
+def softmax_cross_entropy_backward(probs, target, dloss=1.0, ignore_index=-100, backend=None):
+    """Gradient of softmax_cross_entropy w.r.t. x: (probs - onehot(target)) * dloss / counted rows; ignored rows 0."""
+    args = _checks.softmax_cross_entropy_backward(probs, target, dloss, ignore_index)
+    return _dispatch.pick(backend, probs, args[1]).softmax_cross_entropy_backward(*args)
+
+
+def sigmoid_cross_entropy(x, target, eps=0.0, backend=None):
+    """Fused sigmoid + binary cross-entropy -> (loss: float, y = sigmoid(x)).
+
+    target: 0/1 labels (or probabilities) of x's shape, float or int. loss = -mean(t*log(y + eps) +
+    (1 - t)*log(1 - y + eps)) over all elements."""
+    args = _checks.sigmoid_cross_entropy(x, target, eps)
+    return _dispatch.pick(backend, x, args[1]).sigmoid_cross_entropy(*args)
+
+
+def sigmoid_cross_entropy_backward(y, target, dloss=1.0, backend=None):
+    """Gradient of sigmoid_cross_entropy w.r.t. x: (y - t) * dloss / t.size."""
+    args = _checks.sigmoid_cross_entropy_backward(y, target, dloss)
+    return _dispatch.pick(backend, y, args[1]).sigmoid_cross_entropy_backward(*args)
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+__all__ += ["linear", "linear_backward", "embedding", "embedding_backward", "dropout", "dropout_backward"]
+
+
+def linear(x, weight, bias=None, backend=None):
+    """y = x @ weight + bias over the last axis: x (..., D), weight (D, M) (the books' layout), bias (M,) or None."""
+    args = _checks.linear(x, weight, bias)
+    return _dispatch.pick(backend, x, weight, bias).linear(*args)
+
+
+def linear_backward(dy, x, weight, bias=True, backend=None):
+    """Gradients of linear -> (dx, dweight, dbias); dbias is None when bias is False."""
+    args = _checks.linear_backward(dy, x, weight, bias)
+    return _dispatch.pick(backend, dy, x, weight).linear_backward(*args)
+
+
+def embedding(indices, weight, backend=None):
+    """weight[indices]: the rows of weight (V, D) named by an int32/int64 array of any shape -> indices.shape + (D,)."""
+    args = _checks.embedding(indices, weight)
+    return _dispatch.pick(backend, indices, weight).embedding(*args)
+
+
+def embedding_backward(dy, indices, num_embeddings, backend=None):
+    """Gradient of embedding -> dweight (num_embeddings, D): dy's rows summed into the rows their indices name
+    (repeated indices add up, unused rows are 0)."""
+    args = _checks.embedding_backward(dy, indices, num_embeddings)
+    return _dispatch.pick(backend, dy, indices).embedding_backward(*args)
+
+
+def dropout(x, p=0.5, seed=0, scale=True, mask=None, backend=None):
+    """Dropout: y = x * keep / (1 - p) (scale=False: x * keep). keep_i = u(seed, i) >= p with u a counter-based
+    uniform of (seed, flat index i), bit-identical on every backend, so dropout_backward regenerates it from the
+    seed. mask (bool or x's dtype, x's shape; e.g. the books' `np.random.rand(*x.shape) > p`) replaces it."""
+    args = _checks.dropout(x, p, seed, scale, mask)
+    return _dispatch.pick(backend, x, mask).dropout(*args)
+
+
+def dropout_backward(dy, p=0.5, seed=0, scale=True, mask=None, backend=None):
+    """Gradient of dropout: dx = dy * keep (/ (1 - p)), the forward's mask regenerated from the same seed and p."""
+    args = _checks.dropout_backward(dy, p, seed, scale, mask)
+    return _dispatch.pick(backend, dy, mask).dropout_backward(*args)
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+from .reference import GRUCache, RNNCache  # noqa: E402  (the caches, public like LSTMCache)
+
+__all__ += ["rnn_cell", "rnn_cell_backward", "rnn", "rnn_backward", "gru_cell", "gru_cell_backward", "gru",
+            "gru_backward", "RNNCache", "GRUCache"]
+
+
+def rnn_cell(x, h, w_ih, w_hh, bias, backend=None):
+    """One tanh RNN step h' = tanh(x @ w_ih + h @ w_hh + bias) -> (h_next, cache). w_ih (D,H), w_hh (H,H)."""
+    args = _checks.rnn_cell(x, h, w_ih, w_hh, bias)
+    return _dispatch.pick(backend, x, h, w_ih, w_hh, bias).rnn_cell(*args)
+
+
+def rnn_cell_backward(dh_next, cache, backend=None):
+    """Gradients of rnn_cell -> (dx, dh, dw_ih, dw_hh, dbias); runs on the backend that made the cache."""
+    args = _checks.rnn_cell_backward(dh_next, cache)
+    return _backend_of(cache, backend).rnn_cell_backward(*args)
+
+
+def rnn(xs, h0, w_ih, w_hh, bias, backend=None):
+    """A tanh RNN over xs (N,T,D) -> (hs (N,T,H), h_n, cache)."""
+    args = _checks.rnn(xs, h0, w_ih, w_hh, bias)
+    return _dispatch.pick(backend, xs, h0, w_ih, w_hh, bias).rnn(*args)
+
+
+def rnn_backward(dhs, dh_n, cache, backend=None):
+    """Backpropagation through time -> (dxs, dh0, dw_ih, dw_hh, dbias)."""
+    args = _checks.rnn_backward(dhs, dh_n, cache)
+    return _backend_of(cache, backend).rnn_backward(*args)
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, gate_order="zrh", backend=None):
+    """One GRU step -> (h_next, cache). w_ih (D,3H), w_hh (H,3H); gate_order "zrh" is book 2's GRU (reset gate on
+    h before its product, h' = (1-z)*h + z*h~), "rzn" PyTorch's nn.GRU (reset after, h' = (1-z)*n + z*h)."""
+    args = _checks.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, gate_order)
+    return _dispatch.pick(backend, x, h, w_ih, w_hh, b_ih, b_hh).gru_cell(*args)
+
+
+def gru_cell_backward(dh_next, cache, backend=None):
+    """Gradients of gru_cell -> (dx, dh, dw_ih, dw_hh, db_ih, db_hh); db_* are None where the bias was None."""
+    args = _checks.gru_cell_backward(dh_next, cache)
+    return _backend_of(cache, backend).gru_cell_backward(*args)
+
+
+def gru(xs, h0, w_ih, w_hh, b_ih=None, b_hh=None, gate_order="zrh", backend=None):
+    """A GRU over xs (N,T,D) -> (hs (N,T,H), h_n, cache); gate_order as in gru_cell."""
+    args = _checks.gru(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order)
+    return _dispatch.pick(backend, xs, h0, w_ih, w_hh, b_ih, b_hh).gru(*args)
+
+
+def gru_backward(dhs, dh_n, cache, backend=None):
+    """Backpropagation through time -> (dxs, dh0, dw_ih, dw_hh, db_ih, db_hh)."""
+    args = _checks.gru_backward(dhs, dh_n, cache)
+    return _backend_of(cache, backend).gru_backward(*args)
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====

@@ -374,12 +374,398 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 
 
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+_LABELS = (np.dtype(np.int32), np.dtype(np.int64))
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _nonempty(x, name):
+    if x.size == 0:
+        raise ValueError(f"{name} of shape {tuple(x.shape)} is empty")
+    return x
+
+
+def _act1(x):
+    """One float array, any shape, not empty."""
+    if type(x) is _ndarray and x.dtype in FLOATS and x.size:
+        return x
+    return _nonempty(array(x, "x"), "x")
+
+
+def _act2(dy, y):
+    """The backwards' (dy, y): float arrays of one shape and dtype, on one side."""
+    if type(dy) is _ndarray and type(y) is _ndarray and y.dtype in FLOATS and dy.dtype == y.dtype and \
+            dy.shape == y.shape and y.size:
+        return dy, y
+    _nonempty(array(y, "y"), "y")
+    array(dy, "dy", dtype=dtype_of(y))
+    same_kind(dy=dy, y=y)
+    shape_is(dy, "dy", y.shape)
+    return dy, y
+
+
+def relu(x):
+    return _act1(x),
+
+
+sigmoid = tanh = relu
+relu_backward = sigmoid_backward = tanh_backward = _act2
+
+
+def softmax(x):
+    x = _act1(x)
+    if x.ndim == 0:
+        raise ValueError("x must have at least 1 dimension (softmax runs over the last axis), got a 0-D array")
+    return x,
+
+
+def softmax_backward(dy, y):
+    dy, y = _act2(dy, y)
+    if y.ndim == 0:
+        raise ValueError("y must have at least 1 dimension (softmax runs over the last axis), got a 0-D array")
+    return dy, y
+
+
+def _target_array(target, x):
+    """target as an array of x's kind; a Python int stands for the one label of a 1-D x (NumPy only)."""
+    if type(target) is _ndarray:
+        return target
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool) and type(x) is _ndarray:
+        return np.array(target, np.int64)
+    if not _is_array(target):
+        raise TypeError(f"target must be a NumPy or GPU array, got {type(target).__name__}")
+    if getattr(target, "requires_grad", False):
+        raise TypeError("target requires grad: fastnn records no autograd graph, pass target.detach()")
+    same_kind(x=x, target=target)
+    return target
+
+
+def _convert(target, dtype, what):
+    """A NumPy target of another integer/bool dtype as `dtype` (a GPU one must come in a supported dtype)."""
+    if type(target) is not _ndarray:
+        raise TypeError(f"target must be {what} on the GPU, got {dtype_of(target)}")
+    return target.astype(dtype)
+
+
+def _xent_target(target, x, name):
+    """Class ids (shape x.shape[:-1], int32/int64) or a dense target (x's shape and dtype)."""
+    target = _target_array(target, x)
+    dt, shape, xshape = dtype_of(target), tuple(target.shape), tuple(x.shape)
+    if shape == xshape:                                  # one-hot / probabilities
+        if dt == x.dtype:
+            return target
+        if dt.kind in "iub":
+            return _convert(target, x.dtype, f"{x.dtype} (or int32/int64 class ids)")
+        raise TypeError(f"target has dtype {dt} but {name} is {x.dtype}: a one-hot / probability target must have "
+                        f"{name}'s dtype")
+    if shape == xshape[:-1]:                             # class ids
+        if dt in _LABELS:
+            return target
+        if dt.kind in "iub":
+            return _convert(target, np.int64, "int32 or int64")
+        raise TypeError(f"target of shape {shape} holds class ids and must be an integer array, got {dt}")
+    raise ValueError(f"target must have shape {xshape[:-1]} (class ids) or {xshape} (one-hot / probabilities), "
+                     f"got {shape}")
+
+
+def _ignore_index(v):
+    if type(v) is int and _INT64[0] <= v <= _INT64[1]:
+        return v
+    v = integer(v, "ignore_index", _INT64[0])
+    if v > _INT64[1]:
+        raise ValueError(f"ignore_index must fit in int64, got {v}")
+    return v
+
+
+def _rows_x(x, name):
+    x = _act1(x) if name == "x" else _nonempty(array(x, name), name)
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have at least 1 dimension (classes on the last axis), got a 0-D array")
+    return x
+
+
+def softmax_cross_entropy(x, target, ignore_index, eps):
+    x = _rows_x(x, "x")
+    return (x, _xent_target(target, x, "x"), _ignore_index(ignore_index),
+            eps if eps == 0.0 and type(eps) is float else number(eps, "eps", 0.0))
+
+
+def softmax_cross_entropy_backward(probs, target, dloss, ignore_index):
+    probs = _rows_x(probs, "probs")
+    return (probs, _xent_target(target, probs, "probs"), number(dloss, "dloss"),
+            _ignore_index(ignore_index))
+
+
+def _binary_target(target, x, name):
+    """0/1 labels of x's shape: x's dtype, int32 or int64 (other NumPy integer/bool dtypes are converted)."""
+    target = _target_array(target, x)
+    dt = dtype_of(target)
+    if tuple(target.shape) != tuple(x.shape):
+        raise ValueError(f"target must have {name}'s shape {tuple(x.shape)}, got {tuple(target.shape)}")
+    if dt == x.dtype or dt in _LABELS:
+        return target
+    if dt.kind in "iub":
+        return _convert(target, np.int64, f"{x.dtype}, int32 or int64")
+    raise TypeError(f"target has dtype {dt} but {name} is {x.dtype}: targets must have {name}'s dtype or be "
+                    "integers")
+
+
+def sigmoid_cross_entropy(x, target, eps):
+    x = _act1(x)
+    return x, _binary_target(target, x, "x"), eps if eps == 0.0 and type(eps) is float else number(eps, "eps", 0.0)
+
+
+def sigmoid_cross_entropy_backward(y, target, dloss):
+    y = _nonempty(array(y, "y"), "y")
+    return y, _binary_target(target, y, "y"), number(dloss, "dloss")
+
+
+def bad_label(value, position, num_classes, ignore_index):
+    """The error of the cross-entropy ops for a class id outside [0, V) that is not ignore_index; every backend
+    raises it with these words (csrc/bind_activations.cpp builds the same string)."""
+    return ValueError(f"target: label {int(value)} at position {int(position)} is outside [0, {int(num_classes)}) "
+                      f"and is not ignore_index ({int(ignore_index)})")
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+_INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+def linear(x, weight, bias):
+    if (type(x) is _ndarray and type(weight) is _ndarray and x.dtype in FLOATS and weight.dtype == x.dtype
+            and weight.ndim == 2 and x.ndim and x.shape[-1] == weight.shape[0] and x.size and weight.size
+            and (bias is None or (type(bias) is _ndarray and bias.dtype == x.dtype
+                                  and bias.shape == (weight.shape[1],)))):
+        return x, weight, bias        # the common NumPy call (a tiny layer's call costs more here than in its GEMM)
+    array(x, "x")
+    dt = dtype_of(x)
+    array(weight, "weight", 2, dt)
+    array(bias, "bias", 1, dt, optional=True)
+    same_kind(x=x, weight=weight, bias=bias)
+    _linear_shapes(x, weight)
+    shape_is(bias, "bias", (weight.shape[1],))
+    return x, weight, bias
+
+
+def _linear_shapes(x, weight):
+    if x.ndim == 0 or x.shape[-1] != weight.shape[0]:
+        raise ValueError(f"x must have shape (..., D) with D = weight.shape[0] = {weight.shape[0]}, got "
+                         f"{tuple(x.shape)}")
+    if 0 in x.shape or 0 in weight.shape:
+        raise ValueError(f"x of shape {tuple(x.shape)} or weight of shape {tuple(weight.shape)} is empty")
+
+
+def linear_backward(dy, x, weight, bias):
+    if (type(x) is _ndarray and type(weight) is _ndarray and type(dy) is _ndarray and x.dtype in FLOATS
+            and weight.dtype == x.dtype and dy.dtype == x.dtype and weight.ndim == 2 and x.ndim
+            and x.shape[-1] == weight.shape[0] and x.size and weight.size
+            and dy.shape == x.shape[:-1] + (weight.shape[1],)):
+        return dy, x, weight, bool(bias)
+    array(x, "x")
+    dt = dtype_of(x)
+    array(weight, "weight", 2, dt)
+    array(dy, "dy", x.ndim, dt)
+    same_kind(dy=dy, x=x, weight=weight)
+    _linear_shapes(x, weight)
+    shape_is(dy, "dy", tuple(x.shape[:-1]) + (weight.shape[1],))
+    return dy, x, weight, bool(bias)
+
+
+def bad_embedding_index(value, position, rows):
+    """The error for an index outside [0, V): every backend raises it with these words (the C++ kernel builds the
+    same string, bad_embedding_index in csrc/dense.cpp)."""
+    return ValueError(f"indices: {int(value)} at position {int(position)} is outside [0, {int(rows)}), the rows "
+                      "of weight")
+
+
+def _indices(indices):
+    if not _is_array(indices) or dtype_of(indices) not in _INDEX_DTYPES:
+        raise TypeError(f"indices must be an int32 or int64 array, got "
+                        f"{getattr(indices, 'dtype', type(indices).__name__)}")
+    if 0 in indices.shape:
+        raise ValueError(f"indices of shape {tuple(indices.shape)} is empty")
+    return indices
+
+
+def embedding(indices, weight):
+    if (type(indices) is _ndarray and type(weight) is _ndarray and indices.dtype in _INDEX_DTYPES and indices.size
+            and weight.dtype in FLOATS and weight.ndim == 2 and weight.size):
+        return indices, weight
+    _indices(indices)
+    array(weight, "weight", 2)
+    same_kind(indices=indices, weight=weight)
+    if 0 in weight.shape:
+        raise ValueError(f"weight of shape {tuple(weight.shape)} is empty")
+    return indices, weight
+
+
+def embedding_backward(dy, indices, num_embeddings):
+    _indices(indices)
+    array(dy, "dy", indices.ndim + 1)
+    same_kind(dy=dy, indices=indices)
+    if tuple(dy.shape[:-1]) != tuple(indices.shape) or dy.shape[-1] == 0:
+        raise ValueError(f"dy must have shape indices.shape + (D,) = {tuple(indices.shape)} + (D,) with D >= 1, got "
+                         f"{tuple(dy.shape)}")
+    return dy, indices, integer(num_embeddings, "num_embeddings", 1)
+
+
+def _dropout(x, name, p, seed, scale, mask):
+    if (type(x) is _ndarray and x.dtype in FLOATS and x.size and type(p) is float and 0.0 <= p <= 1.0
+            and type(seed) is int and 0 <= seed < 1 << 64 and mask is None):
+        return x, p, seed, bool(scale), None
+    array(x, name)
+    if 0 in x.shape:
+        raise ValueError(f"{name} of shape {tuple(x.shape)} is empty")
+    p = number(p, "p", 0.0, 1.0)
+    seed = integer(seed, "seed", 0)
+    if seed >= 1 << 64:
+        raise ValueError(f"seed must be < 2**64, got {seed}")
+    if mask is not None:
+        if not _is_array(mask):
+            raise TypeError(f"mask must be a NumPy or GPU array, got {type(mask).__name__}")
+        mdt = dtype_of(mask)
+        if mdt != np.bool_ and mdt != dtype_of(x):
+            raise TypeError(f"mask must be bool or {name}'s dtype {dtype_of(x)}, got {mdt}")
+        same_kind(**{name: x}, mask=mask)
+        shape_is(mask, "mask", x.shape)
+    return x, p, seed, bool(scale), mask
+
+
+def dropout(x, p, seed, scale, mask):
+    return _dropout(x, "x", p, seed, scale, mask)
+
+
+def dropout_backward(dy, p, seed, scale, mask):
+    return _dropout(dy, "dy", p, seed, scale, mask)
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+GRU_ORDERS = ("zrh", "rzn")
+
+
+def _numpy_ok(x, w_ih, w_hh, blocks, b1, b2, h):
+    """The usual call, checked in a few comparisons: NumPy arrays of one float dtype and the right shapes (x's ndim
+    checked already). Anything else takes _recurrent_inputs, which names what is wrong."""
+    nd = _ndarray
+    if type(x) is not nd or type(w_ih) is not nd or type(w_hh) is not nd or w_hh.ndim != 2:
+        return False
+    dt, (H, G) = x.dtype, w_hh.shape
+    if dt not in FLOATS or w_ih.dtype != dt or w_hh.dtype != dt or H == 0 or G != blocks * H or 0 in x.shape:
+        return False
+    if w_ih.shape != (x.shape[-1], G):
+        return False
+    for b in (b1, b2):
+        if b is not None and (type(b) is not nd or b.dtype != dt or b.shape != (G,)):
+            return False
+    return h is None or (type(h) is nd and h.dtype == dt and h.shape == (x.shape[0], H))
+
+
+def _recurrent_inputs(name, x, w_ih, w_hh, blocks, biases, states):
+    """The checks the RNN/GRU cells (x: N,D) and sequences (xs: N,T,D) share: w_ih (D, blocks*H), w_hh (H, blocks*H),
+    each bias (blocks*H,) or None, each state (N,H) or None, all one dtype and one kind of array."""
+    N, D = x.shape[0], x.shape[-1]
+    if N == 0 or D == 0:
+        raise ValueError(f"{name} of shape {tuple(x.shape)} is empty")
+    dt = dtype_of(x)
+    array(w_hh, "w_hh", 2, dt)
+    H = w_hh.shape[0]
+    if H == 0:
+        raise ValueError("w_hh must have a hidden size > 0")
+    shape_is(w_hh, "w_hh", (H, blocks * H))
+    array(w_ih, "w_ih", 2, dt)
+    shape_is(w_ih, "w_ih", (D, blocks * H))
+    for bname, b in biases.items():
+        array(b, bname, 1, dt, optional=True)
+        shape_is(b, bname, (blocks * H,))
+    _states(N, H, dt, **states)
+    same_kind(**{name: x}, **states, w_ih=w_ih, w_hh=w_hh, **biases)
+
+
+def _sequence(xs):
+    array(xs, "xs", 3)
+    if xs.shape[1] == 0:
+        raise ValueError("xs must have at least one time step, got shape " + str(tuple(xs.shape)))
+
+
+def _gru_order(gate_order):
+    if gate_order not in GRU_ORDERS:     # a str compared with str; anything else is refused by name too
+        raise ValueError(f"gate_order must be 'zrh' (book 2's GRU) or 'rzn' (PyTorch's nn.GRU), got {gate_order!r}")
+    return gate_order
+
+
+def rnn_cell(x, h, w_ih, w_hh, bias):
+    array(x, "x", 2)
+    if not _numpy_ok(x, w_ih, w_hh, 1, bias, None, h):
+        _recurrent_inputs("x", x, w_ih, w_hh, 1, {"bias": bias}, {"h": h})
+    return x, h, w_ih, w_hh, bias
+
+
+def rnn(xs, h0, w_ih, w_hh, bias):
+    _sequence(xs)
+    if not _numpy_ok(xs, w_ih, w_hh, 1, bias, None, h0):
+        _recurrent_inputs("xs", xs, w_ih, w_hh, 1, {"bias": bias}, {"h0": h0})
+    return xs, h0, w_ih, w_hh, bias
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, gate_order):
+    array(x, "x", 2)
+    if not _numpy_ok(x, w_ih, w_hh, 3, b_ih, b_hh, h):
+        _recurrent_inputs("x", x, w_ih, w_hh, 3, {"b_ih": b_ih, "b_hh": b_hh}, {"h": h})
+    return x, h, w_ih, w_hh, b_ih, b_hh, _gru_order(gate_order)
+
+
+def gru(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order):
+    _sequence(xs)
+    if not _numpy_ok(xs, w_ih, w_hh, 3, b_ih, b_hh, h0):
+        _recurrent_inputs("xs", xs, w_ih, w_hh, 3, {"b_ih": b_ih, "b_hh": b_hh}, {"h0": h0})
+    return xs, h0, w_ih, w_hh, b_ih, b_hh, _gru_order(gate_order)
+
+
+def _typed_cache(cache, kind, cell):
+    """The cache of the matching forward: its type, and a cell's (x: N,D) or a sequence's (x: N,T,D)."""
+    from . import reference   # (imported here, as _cache does: a cheap lookup once loaded)
+    cls = getattr(reference, kind)
+    if not isinstance(cache, cls):
+        raise TypeError(f"cache must be the {kind} returned by the forward call, got {type(cache).__name__}")
+    op = kind[:3].lower()
+    if cell and cache.x.ndim != 2:
+        raise ValueError(f"cache comes from {op}(), not {op}_cell(); use {op}_backward")
+    if not cell and cache.x.ndim != 3:
+        raise ValueError(f"cache comes from {op}_cell(), not {op}(); use {op}_cell_backward")
+    return cache
+
+
+def _cell_backward(dh_next, cache, kind):
+    cache = _typed_cache(cache, kind, True)
+    _states(*cache.hs.shape, dtype_of(cache.x), dh_next=dh_next)
+    same_kind(x=cache.x, dh_next=dh_next)
+    return dh_next, cache
+
+
+def _seq_backward(dhs, dh_n, cache, kind):
+    cache = _typed_cache(cache, kind, False)
+    N, T, H = cache.hs.shape
+    dt = dtype_of(cache.x)
+    array(dhs, "dhs", 3, dt, optional=True)
+    shape_is(dhs, "dhs", (N, T, H))
+    _states(N, H, dt, dh_n=dh_n)
+    same_kind(x=cache.x, dhs=dhs, dh_n=dh_n)
+    return dhs, dh_n, cache
+
+
+def rnn_cell_backward(dh_next, cache):
+    return _cell_backward(dh_next, cache, "RNNCache")
+
+
+def rnn_backward(dhs, dh_n, cache):
+    return _seq_backward(dhs, dh_n, cache, "RNNCache")
+
+
+def gru_cell_backward(dh_next, cache):
+    return _cell_backward(dh_next, cache, "GRUCache")
+
+
+def gru_backward(dhs, dh_n, cache):
+    return _seq_backward(dhs, dh_n, cache, "GRUCache")
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====

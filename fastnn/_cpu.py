@@ -203,12 +203,246 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 
 
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+# Each op one _C call over the flat data (softmax and the losses by rows of the last axis, V = x.shape[-1]).
+
+def _out(x):
+    """_empty_like for a C-contiguous x, with less Python (these ops are often called on tiny arrays)."""
+    return np.empty_like(x) if x.nbytes < _CACHED_MIN else _C.empty(x.shape, x.dtype)
+
+
+def _act(op, x):
+    x = _c(x)
+    y = _out(x)
+    _C.act_fwd(op, x, y)
+    return y
+
+
+def _act_bwd(op, dy, y):
+    dy, y = _c(dy), _c(y)
+    dx = _out(y)
+    _C.act_bwd(op, dy, y, dx)
+    return dx
+
+
+def relu(x):
+    return _act("relu", x)
+
+
+def relu_backward(dy, y):
+    return _act_bwd("relu", dy, y)
+
+
+def sigmoid(x):
+    return _act("sigmoid", x)
+
+
+def sigmoid_backward(dy, y):
+    return _act_bwd("sigmoid", dy, y)
+
+
+def tanh(x):
+    return _act("tanh", x)
+
+
+def tanh_backward(dy, y):
+    return _act_bwd("tanh", dy, y)
+
+
+def softmax(x):
+    x = _c(x)
+    y = _out(x)
+    _C.softmax_fwd(x, y, x.shape[-1])
+    return y
+
+
+def softmax_backward(dy, y):
+    dy, y = _c(dy), _c(y)
+    dx = _out(y)
+    _C.softmax_bwd(dy, y, dx, y.shape[-1])
+    return dx
+
+
+def softmax_cross_entropy(x, target, ignore_index=-100, eps=0.0):
+    x = _c(x)
+    probs = _out(x)
+    loss = _C.softmax_xent_fwd(x, _c(target), probs, x.shape[-1], ignore_index, eps)
+    return loss, probs
+
+
+def softmax_cross_entropy_backward(probs, target, dloss=1.0, ignore_index=-100):
+    probs = _c(probs)
+    dx = _out(probs)
+    _C.softmax_xent_bwd(probs, _c(target), dx, probs.shape[-1], dloss, ignore_index)
+    return dx
+
+
+def sigmoid_cross_entropy(x, target, eps=0.0):
+    x = _c(x)
+    y = _out(x)
+    loss = _C.sigmoid_xent_fwd(x, _c(target), y, eps)
+    return loss, y
+
+
+def sigmoid_cross_entropy_backward(y, target, dloss=1.0):
+    y = _c(y)
+    dx = _out(y)
+    _C.sigmoid_xent_bwd(y, _c(target), dx, dloss)
+    return dx
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+from .reference import dropout_scale as _dropout_scale, dropout_threshold as _dropout_threshold  # noqa: E402
+
+
+_LINEAR_ALGOS = {None: 0, "packed": 1, "small": 2}   # _algo (private, tests and benchmarks): force a GEMM path
+
+
+def linear(x, weight, bias, *, _algo=None):
+    x, weight = _c(x), _c(weight)
+    M = weight.shape[1]
+    shape = x.shape[:-1] + (M,)
+    y = np.empty(shape, x.dtype) if x.itemsize * M * (x.size // x.shape[-1]) < _CACHED_MIN else _empty(shape, x.dtype)
+    if x.ndim == 2:
+        _C.linear_fwd(x, weight, None if bias is None else _c(bias), y, _LINEAR_ALGOS[_algo])
+    else:
+        _C.linear_fwd(x.reshape(-1, x.shape[-1]), weight, _opt(bias), y.reshape(-1, M), _LINEAR_ALGOS[_algo])
+    return y
+
+
+def linear_backward(dy, x, weight, bias, *, _algo=None):
+    dy, x, weight = _c(dy), _c(x), _c(weight)
+    D, M = weight.shape
+    dx = _empty_like(x)
+    dwb = _empty((D + 1 if bias else D, M), x.dtype)   # row D receives dbias (one more row of the dW GEMM)
+    _C.linear_bwd(dy.reshape(-1, M), x.reshape(-1, D), weight, dx.reshape(-1, D), dwb, bias, _LINEAR_ALGOS[_algo])
+    return (dx, dwb[:D], dwb[D]) if bias else (dx, dwb, None)
+
+
+def embedding(indices, weight):
+    indices, weight = _c(indices), _c(weight)
+    shape = indices.shape + (weight.shape[1],)
+    y = np.empty(shape, weight.dtype) if indices.size * weight.shape[1] * weight.itemsize < _CACHED_MIN else \
+        _empty(shape, weight.dtype)
+    _C.embedding_fwd(indices, weight, y)
+    return y
+
+
+def embedding_backward(dy, indices, num_embeddings):
+    dy = _c(dy)
+    dw = _empty((num_embeddings, dy.shape[-1]), dy.dtype)
+    _C.embedding_bwd(dy, _c(indices), dw)
+    return dw
+
+
+_DROPOUT = {}     # (p, scale, dtype) -> (threshold, factor): computed once (numpy scalars cost a tiny call's time)
+
+
+def dropout(x, p, seed, scale, mask):
+    x = _c(x)
+    y = np.empty_like(x) if x.nbytes < _CACHED_MIN else _empty_like(x)
+    key = (p, scale, x.dtype.char)
+    ts = _DROPOUT.get(key)
+    if ts is None:
+        ts = _DROPOUT[key] = (_dropout_threshold(p), float(_dropout_scale(p, scale, x.dtype)))
+    _C.dropout(x, y, seed, ts[0], ts[1], None if mask is None else _c(mask))
+    return y
+
+
+def dropout_backward(dy, p, seed, scale, mask):
+    return dropout(dy, p, seed, scale, mask)
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+# _C's rnn/gru functions take a cell's (N,D) x as one step: the cells pass their arrays as they are (no reshapes,
+# which cost more than a small step's kernel). h0 is always given (zeros materialised here; the cache keeps them, as
+# the reference's does). Caches made elsewhere (the benchmark relabels the reference's) may hold strided arrays: _c.
+from .reference import GRUCache, RNNCache  # noqa: E402
+
+
+def _out(shape, dt):
+    """_empty for a tuple shape and a NumPy dtype, without its normalisation (a tiny cell's whole kernel is ~2 us)."""
+    return np.empty(shape, dt) if dt.itemsize * math.prod(shape) < _CACHED_MIN else _C.empty(shape, dt)
+
+
+def _h0(h0, N, H, dtype):
+    return np.zeros((N, H), dtype) if h0 is None else _c(h0)
+
+
+def _rnn_fwd(x, h0, w_ih, w_hh, bias):
+    x, w_ih, w_hh = _c(x), _c(w_ih), _c(w_hh)
+    H = w_hh.shape[0]
+    hs, h0 = _out(x.shape[:-1] + (H,), x.dtype), _h0(h0, x.shape[0], H, x.dtype)
+    _C.rnn_fwd(x, h0, w_ih, w_hh, _opt(bias), hs, H)
+    return RNNCache("cpu", x, h0, w_ih, w_hh, hs)
+
+
+def _rnn_bwd(dhs, dh_n, c):
+    x, hs, h, w_ih, w_hh = _c(c.x), _c(c.hs), _c(c.h), _c(c.w_ih), _c(c.w_hh)
+    H = w_hh.shape[0]
+    dt = x.dtype
+    dx, dh0, dw_ih, dw_hh = _out(x.shape, dt), _out(h.shape, dt), _out(w_ih.shape, dt), _out(w_hh.shape, dt)
+    dbias = _out((H,), dt)
+    _C.rnn_bwd(_opt(dhs), _opt(dh_n), x, h, w_ih, w_hh, hs, dx, dh0, dw_ih, dw_hh, dbias, H)
+    return dx, dh0, dw_ih, dw_hh, dbias
+
+
+def rnn_cell(x, h, w_ih, w_hh, bias):
+    c = _rnn_fwd(x, h, w_ih, w_hh, bias)
+    return c.hs, c
+
+
+def rnn_cell_backward(dh_next, cache):
+    return _rnn_bwd(dh_next, None, cache)     # the step's output gradient
+
+
+def rnn(xs, h0, w_ih, w_hh, bias):
+    c = _rnn_fwd(xs, h0, w_ih, w_hh, bias)
+    return c.hs, c.hs[:, -1].copy(), c
+
+
+def rnn_backward(dhs, dh_n, cache):
+    return _rnn_bwd(dhs, dh_n, cache)
+
+
+def _gru_fwd(x, h0, w_ih, w_hh, b_ih, b_hh, gate_order):
+    x, w_ih, w_hh = _c(x), _c(w_ih), _c(w_hh)
+    H = w_hh.shape[0]
+    lead = x.shape[:-1]
+    hs, gates, hn = _out(lead + (H,), x.dtype), _out(lead + (3 * H,), x.dtype), _out(lead + (H,), x.dtype)
+    h0 = _h0(h0, x.shape[0], H, x.dtype)
+    _C.gru_fwd(x, h0, w_ih, w_hh, _opt(b_ih), _opt(b_hh), hs, gates, hn, H, gate_order == "rzn")
+    return GRUCache("cpu", gate_order, x, h0, w_ih, w_hh, gates, hs, hn, b_ih is not None, b_hh is not None)
+
+
+def _gru_bwd(dhs, dh_n, c):
+    x, gates, hs, hn, h, w_ih, w_hh = (_c(a) for a in (c.x, c.gates, c.hs, c.hn, c.h, c.w_ih, c.w_hh))
+    H = w_hh.shape[0]
+    rzn = c.gate_order == "rzn"
+    dt = x.dtype
+    dx, dh0, dw_ih, dw_hh = _out(x.shape, dt), _out(h.shape, dt), _out(w_ih.shape, dt), _out(w_hh.shape, dt)
+    db_ih, db_hh = _out((3 * H,), dt), _out((3 * H,), dt)
+    dhn = _out(hs.shape, dt) if rzn else None       # scratch: the gradient of hn
+    _C.gru_bwd(_opt(dhs), _opt(dh_n), x, h, w_ih, w_hh, gates, hs, hn, dhn, dx, dh0, dw_ih, dw_hh, db_ih, db_hh, H,
+               rzn)
+    return dx, dh0, dw_ih, dw_hh, db_ih if c.has_b_ih else None, db_hh if c.has_b_hh else None
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, gate_order):
+    c = _gru_fwd(x, h, w_ih, w_hh, b_ih, b_hh, gate_order)
+    return c.hs, c
+
+
+def gru_cell_backward(dh_next, cache):
+    return _gru_bwd(dh_next, None, cache)
+
+
+def gru(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order):
+    c = _gru_fwd(xs, h0, w_ih, w_hh, b_ih, b_hh, gate_order)
+    return c.hs, c.hs[:, -1].copy(), c
+
+
+def gru_backward(dhs, dh_n, cache):
+    return _gru_bwd(dhs, dh_n, cache)
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====

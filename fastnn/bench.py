@@ -27,7 +27,6 @@ import numpy as np
 import fastnn
 # The op table (fastnn/optable.py): ops, shapes, input makers, PyTorch baselines, FLOP counts; the tests read it too.
 from fastnn.optable import OPS, OPS_BY_NAME, Conv, Pool, gauss, shape_id, shapes_for
-from fastnn.reference import LSTMCache
 
 # ------------------------------------------------------------------------------------------------ op selection
 
@@ -82,12 +81,13 @@ class GPU:
 
 
 def on_device(device, args, backend):
-    """The NumPy inputs on `device`; an LSTMCache is re-labelled for `backend` with its arrays moved too."""
+    """The NumPy inputs on `device`; a cache (LSTMCache, RNNCache, GRUCache) is re-labelled for `backend` with its
+    arrays moved too."""
     def move(a):
         if isinstance(a, np.ndarray):
             return device.put(a)
-        if isinstance(a, LSTMCache):
-            return a._replace(backend=backend, **{f: move(getattr(a, f)) for f in a._fields[2:]})
+        if isinstance(a, tuple) and getattr(a, "_fields", ())[:1] == ("backend",):   # LSTMCache, RNNCache, ...
+            return a._replace(backend=backend, **{f: move(getattr(a, f)) for f in a._fields[1:]})
         return a
     return tuple(move(a) for a in args)
 
@@ -115,7 +115,7 @@ def timeit(fn, budget=0.3, repeat=10, sync=lambda: None, warmup=1):
 
 def nbytes(obj):
     """Bytes of the arrays in a (nested) result or argument list; caches and non-arrays count 0."""
-    if isinstance(obj, LSTMCache):
+    if isinstance(obj, tuple) and getattr(obj, "_fields", ())[:1] == ("backend",):
         return 0
     if isinstance(obj, (tuple, list)):
         return sum(nbytes(o) for o in obj)

@@ -696,12 +696,639 @@ OPS = [
 # baselines, then `OPS += [...]`.
 
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+# Test cases: x's shape (the last axis is softmax's), plus the loss options; `target` "ids" (int64 class ids,
+# some rows ignore_index), "ids32" (int32), "dense" (one-hot of x's dtype), "probs" (random distributions),
+# "int" (sigmoid: int32 0/1 labels).
+
+def act_case(op, x, tiny=False, realistic=False, **p):
+    return Case(op, dict(x=x, **p), tiny, realistic)
+
+
+_ELTWISE = [act_case("", (3, 5), tiny=True), act_case("", (1,), tiny=True), act_case("", (2, 3, 17)),
+            act_case("", (100, 100)), act_case("", (7, 33)), act_case("", (4, 1000, 3)),
+            act_case("", (64, 16, 28, 28), realistic=True)]
+for _op in ("relu", "sigmoid", "tanh"):
+    CASES[_op] = [c._replace(op=_op) for c in _ELTWISE]
+CASES["softmax"] = [act_case("softmax", (3, 5), tiny=True), act_case("softmax", (1, 1), tiny=True),
+                    act_case("softmax", (7,), tiny=True), act_case("softmax", (2, 3, 17)),
+                    act_case("softmax", (100, 10)), act_case("softmax", (5, 1001)),
+                    act_case("softmax", (33, 10000)), act_case("softmax", (700, 10000), realistic=True)]
+CASES["softmax_cross_entropy"] = [
+    act_case("softmax_cross_entropy", (4, 5), tiny=True, target="ids", eps=0.0),
+    act_case("softmax_cross_entropy", (2, 3, 6), tiny=True, target="ids32", eps=1e-7),
+    act_case("softmax_cross_entropy", (3, 4), tiny=True, target="dense", eps=0.0),
+    act_case("softmax_cross_entropy", (3, 4), tiny=True, target="probs", eps=1e-7),
+    act_case("softmax_cross_entropy", (6,), tiny=True, target="ids", eps=0.0),
+    act_case("softmax_cross_entropy", (100, 10), target="dense", eps=1e-7),      # book 1: one-hot, eps
+    act_case("softmax_cross_entropy", (100, 10), target="ids", eps=1e-7),
+    act_case("softmax_cross_entropy", (20, 5, 37), target="ids32", eps=0.0),
+    act_case("softmax_cross_entropy", (13, 1003), target="probs", eps=0.0),
+    act_case("softmax_cross_entropy", (35, 10000), target="ids", eps=0.0),       # book 2: V = 10000
+    act_case("softmax_cross_entropy", (700, 10000), target="ids", eps=0.0, realistic=True),
+]
+CASES["sigmoid_cross_entropy"] = [
+    act_case("sigmoid_cross_entropy", (5,), tiny=True, target="int", eps=0.0),
+    act_case("sigmoid_cross_entropy", (2, 3), tiny=True, target="dense", eps=1e-7),
+    act_case("sigmoid_cross_entropy", (100,), target="int", eps=1e-7),            # book 2's negative sampling
+    act_case("sigmoid_cross_entropy", (7, 1001), target="probs", eps=0.0),
+    act_case("sigmoid_cross_entropy", (33, 517), target="dense", eps=1e-7),
+    act_case("sigmoid_cross_entropy", (1000, 1000), target="int", eps=0.0, realistic=True),
+]
+
+IGNORE = -1          # the ignore_index the cases and the benchmark use (book 2's ignore_label)
+
+
+def _act_arrays(case, dtype, rng):
+    """x (scale 3: saturating sigmoids and tanhs too), dy, y = op(x) by the reference (for the backward), and for
+    the losses the target."""
+    p, shape = case.p, case.p["x"]
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    a = dict(x=x, dy=rng.standard_normal(shape).astype(dtype))
+    if case.op in ("relu", "sigmoid", "tanh", "softmax"):
+        a["y"] = getattr(reference, case.op)(x)
+        return a
+    kind = p["target"]
+    if case.op == "sigmoid_cross_entropy":
+        if kind == "int":
+            a["target"] = rng.integers(0, 2, shape).astype(np.int32)
+        elif kind == "dense":
+            a["target"] = rng.integers(0, 2, shape).astype(dtype)
+        else:
+            a["target"] = rng.uniform(0, 1, shape).astype(dtype)
+        return a
+    V = shape[-1]
+    if kind in ("ids", "ids32"):
+        t = rng.integers(0, V, shape[:-1])
+        if t.size > 2:
+            t.reshape(-1)[::3] = IGNORE                 # every third row ignored
+        a["target"] = t.astype(np.int32 if kind == "ids32" else np.int64)
+    elif kind == "dense":
+        a["target"] = np.eye(V, dtype=dtype)[rng.integers(0, V, shape[:-1])]
+    else:
+        w = rng.uniform(0, 1, shape)
+        a["target"] = (w / w.sum(axis=-1, keepdims=True)).astype(dtype)
+    return a
+
+
+for _op in ("relu", "sigmoid", "tanh", "softmax", "softmax_cross_entropy", "sigmoid_cross_entropy"):
+    ARRAYS[_op] = _act_arrays
+
+# Benchmark shapes. Elt(N, D): an (N, D) array (MLP layers, conv maps flattened: 30x24x24 = 17280, 16x28x28 =
+# 12544); Rows(R, V): R rows of V classes (MNIST 100 x 10; book 2's language model 20 x 35 = 700 rows of 10000).
+Elt = namedtuple("Elt", "N D")
+Rows = namedtuple("Rows", "R V")
+
+add_family("activation",
+           cpu=[Elt(100, 100), Elt(100, 17280), Elt(64, 12544), Elt(2048, 4096)],
+           cuda=[Elt(100, 17280), Elt(4096, 4096)],
+           mixed=[Elt(100, 100), Elt(20, 100)],
+           sweep=[Elt(1, 10), Elt(20, 100), Elt(100, 100), Elt(100, 1000), Elt(64, 12544), Elt(100, 17280),
+                  Elt(2048, 4096)],
+           small=[Elt(4, 50)])
+add_family("softmax",
+           cpu=[Rows(100, 10), Rows(20, 10000), Rows(700, 10000)],
+           cuda=[Rows(700, 10000), Rows(4096, 32000)],
+           mixed=[Rows(100, 10), Rows(700, 10000)],
+           sweep=[Rows(1, 10), Rows(100, 10), Rows(100, 100), Rows(20, 10000), Rows(100, 10000), Rows(700, 10000)],
+           small=[Rows(4, 10)])
+add_family("sigmoid_xent",
+           cpu=[Elt(100, 1), Elt(100, 6), Elt(1000, 1000)],
+           cuda=[Elt(1000, 1000), Elt(4096, 4096)],
+           mixed=[Elt(100, 1)],
+           sweep=[Elt(1, 10), Elt(100, 1), Elt(100, 6), Elt(100, 100), Elt(1000, 1000), Elt(2048, 4096)],
+           small=[Elt(4, 5)])
+
+
+def make_x(s, dtype, rng):
+    return (gauss(rng, dtype, *s, scale=3.0),), {}
+
+
+def _make_act_backward(op):
+    def make(s, dtype, rng):
+        (x,), _ = make_x(s, dtype, rng)
+        return (gauss(rng, dtype, *s), getattr(reference, op)(x)), {}
+    make.__name__ = f"make_{op}_backward"
+    return make
+
+
+def _labels(s, rng):
+    t = rng.integers(0, s.V, s.R)
+    t[::50] = IGNORE                   # a few ignored rows, as book 2's padding
+    return t
+
+
+def make_softmax_cross_entropy(s, dtype, rng):
+    return (gauss(rng, dtype, *s, scale=3.0), _labels(s, rng)), dict(ignore_index=IGNORE)
+
+
+def make_softmax_cross_entropy_backward(s, dtype, rng):
+    (x, t), kw = make_softmax_cross_entropy(s, dtype, rng)
+    return (reference.softmax(x), t), kw
+
+
+def make_sigmoid_cross_entropy(s, dtype, rng):
+    return (gauss(rng, dtype, *s, scale=3.0), rng.integers(0, 2, s).astype(np.int32)), {}
+
+
+def make_sigmoid_cross_entropy_backward(s, dtype, rng):
+    (x, t), _ = make_sigmoid_cross_entropy(s, dtype, rng)
+    return (reference.sigmoid(x), t), {}
+
+
+def _torch_unary(fn_name):
+    def run(torch, dev, s, args, kw):
+        x, = _t(torch, dev, args[0])
+        fn = {"relu": torch.nn.functional.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+              "softmax": lambda a: torch.nn.functional.softmax(a, -1)}[fn_name]
+        return _no_grad(torch, lambda: fn(x))
+    return run
+
+
+def _torch_unary_backward(fn_name):
+    """autograd's backward of the op, through its output (the y the makers give is recomputed from x = y's
+    preimage-free stand-in: the gradient kernels read only y and dy)."""
+    def run(torch, dev, s, args, kw):
+        dy, y = args
+        fn = {"relu": torch.nn.functional.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+              "softmax": lambda a: torch.nn.functional.softmax(a, -1)}[fn_name]
+        x, = _t(torch, dev, y, grad=True)
+        out = fn(x)
+        return _grad(torch, out, (x,), _t(torch, dev, dy)[0])
+    return run
+
+
+def torch_softmax_cross_entropy(torch, dev, s, args, kw):
+    x, t = _t(torch, dev, *args)
+    return _no_grad(torch, lambda: torch.nn.functional.cross_entropy(x, t, ignore_index=kw["ignore_index"]))
+
+
+def torch_softmax_cross_entropy_backward(torch, dev, s, args, kw):
+    probs, t = args
+    x, = _t(torch, dev, np.log(probs), grad=True)
+    t, = _t(torch, dev, t)
+    loss = torch.nn.functional.cross_entropy(x, t, ignore_index=kw["ignore_index"])
+    return _grad(torch, loss, (x,), None)
+
+
+def torch_sigmoid_cross_entropy(torch, dev, s, args, kw):
+    x, t = _t(torch, dev, args[0], args[1].astype(args[0].dtype))
+    return _no_grad(torch, lambda: torch.nn.functional.binary_cross_entropy_with_logits(x, t))
+
+
+def torch_sigmoid_cross_entropy_backward(torch, dev, s, args, kw):
+    y, t = args
+    x, = _t(torch, dev, np.log(y / (1 - y)), grad=True)
+    t, = _t(torch, dev, t.astype(y.dtype))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(x, t)
+    return _grad(torch, loss, (x,), None)
+
+
+OPS += [
+    Op("relu", "activation", make_x, _torch_unary("relu")),
+    Op("relu_backward", "activation", _make_act_backward("relu"), _torch_unary_backward("relu")),
+    Op("sigmoid", "activation", make_x, _torch_unary("sigmoid")),
+    Op("sigmoid_backward", "activation", _make_act_backward("sigmoid"), _torch_unary_backward("sigmoid")),
+    Op("tanh", "activation", make_x, _torch_unary("tanh")),
+    Op("tanh_backward", "activation", _make_act_backward("tanh"), _torch_unary_backward("tanh")),
+    Op("softmax", "softmax", make_x, _torch_unary("softmax")),
+    Op("softmax_backward", "softmax", _make_act_backward("softmax"), _torch_unary_backward("softmax")),
+    Op("softmax_cross_entropy", "softmax", make_softmax_cross_entropy, torch_softmax_cross_entropy),
+    Op("softmax_cross_entropy_backward", "softmax", make_softmax_cross_entropy_backward,
+       torch_softmax_cross_entropy_backward),
+    Op("sigmoid_cross_entropy", "sigmoid_xent", make_sigmoid_cross_entropy, torch_sigmoid_cross_entropy),
+    Op("sigmoid_cross_entropy_backward", "sigmoid_xent", make_sigmoid_cross_entropy_backward,
+       torch_sigmoid_cross_entropy_backward),
+]
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+# Test cases (tiny ones also run in the CUDA simulator): batch 1, sizes off the SIMD widths (the AVX-512 tail panels
+# of 16/32/48 columns), a leading N-D shape (book 2's TimeAffine), one feature, a large vocabulary, repeated indices.
+def linear_case(x, m, bias=True, tiny=False, realistic=False):
+    return Case("linear", dict(x=x, m=m, bias=bias), tiny, realistic)
+
+
+def embedding_case(indices, v, d, index_dtype="int64", tiny=False, realistic=False):
+    return Case("embedding", dict(indices=indices, v=v, d=d, index_dtype=index_dtype), tiny, realistic)
+
+
+def dropout_case(x, p=0.5, seed=0, scale=True, mask=None, tiny=False, realistic=False):
+    """mask: None (the generator), "bool" or "float" (a mask drawn as the books do)."""
+    return Case("dropout", dict(x=x, p=p, seed=seed, scale=scale, mask=mask), tiny, realistic)
+
+
+CASES["linear"] = [
+    linear_case((2, 3), 4, tiny=True),
+    linear_case((1, 5), 3, bias=False, tiny=True),                  # batch 1, no bias
+    linear_case((2, 3, 4), 5, tiny=True),                           # (N, T, D): TimeAffine
+    linear_case((3, 1), 1, tiny=True),                              # one feature in and out
+    linear_case((4, 7), 17, bias=False, tiny=True),
+    linear_case((100, 784), 100),                                   # the books' MLP layers
+    linear_case((100, 100), 10),
+    linear_case((9, 33), 65),                                       # tail panels of 16 and 32 columns
+    linear_case((37, 300), 97, bias=False),                         # two depth blocks, row/column tails
+    linear_case((5, 7, 50), 130),                                   # N-D, 2 full panels + tail
+    linear_case((600, 40), 49),                                     # split by rows
+    linear_case((20, 35, 100), 1000),                               # book 2's TimeAffine (V reduced)
+    linear_case((130, 2000), 24),                                   # split-K (deep, narrow)
+    linear_case((20, 35, 100), 10000, realistic=True),
+]
+CASES["embedding"] = [
+    embedding_case((2, 3), 5, 4, tiny=True),
+    embedding_case((7,), 3, 2, "int32", tiny=True),                 # repeated indices, int32
+    embedding_case((1, 1), 1, 1, tiny=True),                        # one row, one feature
+    embedding_case((20, 35), 10000, 100),                           # book 2's PTB language model
+    embedding_case((300,), 20, 33, "int32"),                        # heavy repetition, odd D
+    embedding_case((4, 5, 6), 1000, 17),
+    embedding_case((20, 35), 10000, 650, realistic=True),
+]
+CASES["dropout"] = [
+    dropout_case((2, 3), tiny=True),
+    dropout_case((5, 7), 0.25, seed=2 ** 64 - 1, scale=False, tiny=True),
+    dropout_case((3, 4), 0.5, mask="bool", tiny=True),
+    dropout_case((2, 5), 0.2, mask="float", scale=False, tiny=True),
+    dropout_case((4, 4), 0.0, tiny=True),
+    dropout_case((3, 3), 1.0, tiny=True),
+    dropout_case((100, 100), 0.5, seed=7),
+    dropout_case((3, 17, 33), 0.3, seed=123, scale=False),
+    dropout_case((20, 35, 650), 0.5, seed=5, realistic=True),
+]
+
+
+def _dense_arrays(case, dtype, rng):
+    p = case.p
+
+    def gauss(*shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    if case.op == "linear":
+        d = p["x"][-1]
+        return dict(x=gauss(*p["x"]), weight=gauss(d, p["m"], scale=1 / np.sqrt(d)),
+                    bias=gauss(p["m"]) if p["bias"] else None, dy=gauss(*p["x"][:-1], p["m"]))
+    if case.op == "embedding":
+        idx = rng.integers(0, p["v"], p["indices"]).astype(p["index_dtype"])
+        return dict(indices=idx, weight=gauss(p["v"], p["d"]), dy=gauss(*p["indices"], p["d"]))
+    mask = None
+    if p["mask"]:
+        mask = rng.random(p["x"]) > p["p"]                           # the books' draw
+        mask = mask if p["mask"] == "bool" else mask.astype(dtype)
+    return dict(x=gauss(*p["x"]), dy=gauss(*p["x"]), mask=mask)
+
+
+ARRAYS.update(linear=_dense_arrays, embedding=_dense_arrays, dropout=_dense_arrays)
+
+Dense = namedtuple("Dense", "N D M")               # linear: x (N, D), weight (D, M)
+Emb = namedtuple("Emb", "N T V D")                 # embedding: indices (N, T) into weight (V, D)
+Drop = namedtuple("Drop", "N D p")                 # dropout: x (N, D)
+
+_MLP = [Dense(100, 784, 100), Dense(100, 100, 100), Dense(100, 100, 10)]     # book 1's MLP, batch 100
+_LM = Dense(700, 100, 10000)                                                  # book 2's TimeAffine, (20*35, 100)
+add_family("linear", cpu=[*_MLP, _LM], cuda=[_LM, Dense(4096, 1024, 1024)], mixed=[*_MLP],
+           sweep=[Dense(1, 784, 100), Dense(20, 100, 100), *_MLP, Dense(700, 100, 1000), _LM],
+           small=[Dense(8, 32, 16)])
+add_family("embedding", cpu=[Emb(20, 35, 10000, 100)], cuda=[Emb(20, 35, 10000, 100), Emb(64, 35, 10000, 650)],
+           mixed=[Emb(20, 35, 10000, 100)],
+           sweep=[Emb(1, 1, 10000, 100), Emb(20, 1, 10000, 100), Emb(20, 35, 10000, 100), Emb(20, 35, 10000, 650)],
+           small=[Emb(4, 5, 50, 16)])
+add_family("dropout", cpu=[Drop(100, 100, 0.5), Drop(700, 650, 0.5)], cuda=[Drop(700, 650, 0.5),
+                                                                            Drop(4096, 4096, 0.5)],
+           mixed=[Drop(100, 100, 0.5)],
+           sweep=[Drop(1, 100, 0.5), Drop(100, 100, 0.5), Drop(100, 1000, 0.5), Drop(700, 650, 0.5),
+                  Drop(700, 10000, 0.5)],
+           small=[Drop(8, 32, 0.5)])
+
+
+def make_linear(s, dtype, rng):
+    return (gauss(rng, dtype, s.N, s.D), gauss(rng, dtype, s.D, s.M, scale=1 / math.sqrt(s.D)),
+            gauss(rng, dtype, s.M)), {}
+
+
+def make_linear_backward(s, dtype, rng):
+    (x, w, _), _ = make_linear(s, dtype, rng)
+    return (gauss(rng, dtype, s.N, s.M), x, w), {}
+
+
+def make_embedding(s, dtype, rng):
+    return (rng.integers(0, s.V, (s.N, s.T)), gauss(rng, dtype, s.V, s.D)), {}
+
+
+def make_embedding_backward(s, dtype, rng):
+    return (gauss(rng, dtype, s.N, s.T, s.D), rng.integers(0, s.V, (s.N, s.T)), s.V), {}
+
+
+def make_dropout(s, dtype, rng):
+    return (gauss(rng, dtype, s.N, s.D),), dict(p=s.p, seed=1)
+
+
+make_dropout_backward = make_dropout
+
+
+def torch_linear(torch, dev, s, args, kw):
+    x, w, b = args
+    x, wt, b = _t(torch, dev, x, w.T, b)           # PyTorch's (out, in) weight: transposed once, outside the timing
+    return _no_grad(torch, lambda: torch.nn.functional.linear(x, wt, b))
+
+
+def torch_linear_backward(torch, dev, s, args, kw):
+    dy, x, w = args
+    dy, = _t(torch, dev, dy)
+    x, wt, b = _t(torch, dev, x, w.T, np.zeros(w.shape[1], w.dtype), grad=True)
+    y = torch.nn.functional.linear(x, wt, b)
+    return _grad(torch, y, (x, wt, b), dy)
+
+
+def torch_embedding(torch, dev, s, args, kw):
+    idx, w = _t(torch, dev, *args)
+    return _no_grad(torch, lambda: torch.nn.functional.embedding(idx, w))
+
+
+def torch_embedding_backward(torch, dev, s, args, kw):
+    dy, idx, v = args
+    dy, idx = _t(torch, dev, dy, idx)
+    w, = _t(torch, dev, np.zeros((v, dy.shape[-1]), args[0].dtype), grad=True)
+    y = torch.nn.functional.embedding(idx, w)
+    return _grad(torch, y, (w,), dy)
+
+
+def torch_dropout(torch, dev, s, args, kw):
+    x, = _t(torch, dev, *args)                     # PyTorch's generator differs: compare speed only
+    return _no_grad(torch, lambda: torch.nn.functional.dropout(x, kw["p"], training=True))
+
+
+def torch_dropout_backward(torch, dev, s, args, kw):
+    dy, = _t(torch, dev, args[0])
+    x, = _t(torch, dev, args[0], grad=True)
+    y = torch.nn.functional.dropout(x, kw["p"], training=True)
+    return _grad(torch, y, (x,), dy)
+
+
+def linear_flops(s):
+    return 2.0 * s.N * s.D * s.M
+
+
+OPS += [
+    Op("linear", "linear", make_linear, torch_linear, linear_flops),
+    Op("linear_backward", "linear", make_linear_backward, torch_linear_backward, _twice(linear_flops)),
+    Op("embedding", "embedding", make_embedding, torch_embedding),
+    Op("embedding_backward", "embedding", make_embedding_backward, torch_embedding_backward),
+    Op("dropout", "dropout", make_dropout, torch_dropout),
+    Op("dropout_backward", "dropout", make_dropout_backward, torch_dropout_backward),
+]
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+# Test cases: `none` names the arguments passed as None (h/h0, dh_next, dhs, dh_n, and the biases).
+
+def rnn_cell_case(n, d, h, none=(), tiny=False, realistic=False):
+    return Case("rnn_cell", dict(n=n, d=d, h=h, none=none), tiny, realistic)
+
+
+def rnn_case(n, t, d, h, none=(), tiny=False, realistic=False):
+    return Case("rnn", dict(n=n, t=t, d=d, h=h, none=none), tiny, realistic)
+
+
+def gru_cell_case(n, d, h, gate_order="zrh", none=(), tiny=False, realistic=False):
+    return Case("gru_cell", dict(n=n, d=d, h=h, gate_order=gate_order, none=none), tiny, realistic)
+
+
+def gru_case(n, t, d, h, gate_order="zrh", none=(), tiny=False, realistic=False):
+    return Case("gru", dict(n=n, t=t, d=d, h=h, gate_order=gate_order, none=none), tiny, realistic)
+
+
+CASES["rnn_cell"] = [
+    rnn_cell_case(2, 3, 4, tiny=True),
+    rnn_cell_case(1, 5, 3, none=("h", "bias"), tiny=True),                 # batch 1, zeros state, no bias
+    rnn_cell_case(3, 1, 5, none=("dh_next",), tiny=True),                  # one feature, no upstream gradient
+    rnn_cell_case(16, 33, 20),
+    rnn_cell_case(37, 64, 100),                                            # H not a multiple of the SIMD width
+    rnn_cell_case(64, 512, 512, realistic=True),
+]
+CASES["rnn"] = [
+    rnn_case(2, 3, 3, 4, tiny=True),
+    rnn_case(1, 3, 2, 3, none=("h0", "dh_n", "bias"), tiny=True),
+    rnn_case(2, 2, 4, 2, none=("dhs",), tiny=True),
+    rnn_case(8, 10, 17, 12),
+    rnn_case(37, 7, 32, 24, none=("h0",)),                                 # >= 16 rows per thread: rows split
+    rnn_case(64, 32, 256, 256, realistic=True),
+]
+CASES["gru_cell"] = [
+    gru_cell_case(2, 3, 4, "zrh", none=("b_ih", "b_hh"), tiny=True),       # book 2's GRU (no biases)
+    gru_cell_case(2, 3, 4, "rzn", tiny=True),                              # PyTorch's nn.GRUCell
+    gru_cell_case(1, 5, 3, "zrh", none=("h", "b_hh"), tiny=True),
+    gru_cell_case(3, 1, 5, "rzn", none=("dh_next", "b_ih"), tiny=True),
+    gru_cell_case(16, 33, 20, "zrh"),
+    gru_cell_case(37, 64, 100, "rzn", none=("h",)),
+    gru_cell_case(64, 512, 512, "rzn", realistic=True),
+]
+CASES["gru"] = [
+    gru_case(2, 3, 3, 4, "zrh", none=("b_ih", "b_hh"), tiny=True),
+    gru_case(2, 3, 3, 4, "rzn", tiny=True),
+    gru_case(1, 3, 2, 3, "rzn", none=("h0", "dh_n", "b_hh"), tiny=True),
+    gru_case(2, 2, 4, 2, "zrh", none=("dhs", "b_ih"), tiny=True),
+    gru_case(8, 10, 17, 12, "zrh"),
+    gru_case(8, 10, 17, 12, "rzn", none=("dhs",)),
+    gru_case(37, 7, 32, 24, "zrh", none=("h0", "b_ih", "b_hh")),           # rows split over the threads
+    gru_case(37, 7, 32, 24, "rzn"),
+    gru_case(64, 32, 256, 256, "zrh", realistic=True),
+    gru_case(64, 32, 256, 256, "rzn", realistic=True),
+]
+
+
+def _recurrent_arrays(case, dtype, rng):
+    """Gaussian inputs, weights scaled 1/sqrt(H) (gates away from saturation), the upstream gradients."""
+    p = case.p
+    n, d, h, none = p["n"], p["d"], p["h"], p["none"]
+    G = h if case.op.startswith("rnn") else 3 * h
+    scale = 1 / np.sqrt(h)
+
+    def gauss(*shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    def opt(name, *shape, scale=1.0):
+        return None if name in none else gauss(*shape, scale=scale)
+
+    a = dict(w_ih=gauss(d, G, scale=scale), w_hh=gauss(h, G, scale=scale))
+    if G == h:
+        a["bias"] = opt("bias", G, scale=scale)
+    else:
+        a["b_ih"], a["b_hh"] = opt("b_ih", G, scale=scale), opt("b_hh", G, scale=scale)
+    if "t" in p:
+        return dict(a, xs=gauss(n, p["t"], d), h0=opt("h0", n, h), dhs=opt("dhs", n, p["t"], h),
+                    dh_n=opt("dh_n", n, h))
+    return dict(a, x=gauss(n, d), h=opt("h", n, h), dh_next=opt("dh_next", n, h))
+
+
+for _op in ("rnn_cell", "rnn", "gru_cell", "gru"):
+    ARRAYS[_op] = _recurrent_arrays
+
+# Benchmark shapes: book 2's language model (batch 20, T=35, D=H=100), batch 1..64, H up to 512. The GRU's
+# shapes name their gate order; PyTorch's baseline is nn.GRU(Cell) on the same sizes (its one layout, "rzn").
+GruCell = namedtuple("GruCell", "B D H order")
+GruSeq = namedtuple("GruSeq", "B T D H order")
+
+add_family("rnn_cell", cpu=[Cell(20, 100, 100), Cell(64, 512, 512)], cuda=[Cell(64, 512, 512)],
+           mixed=[Cell(20, 100, 100)], small=[Cell(8, 32, 32)],
+           sweep=[Cell(1, 100, 100), Cell(8, 64, 64), Cell(20, 100, 100), Cell(64, 512, 512)])
+add_family("rnn", cpu=[Seq(20, 35, 100, 100), Seq(64, 32, 512, 512)], cuda=[Seq(64, 32, 512, 512)],
+           mixed=[Seq(20, 35, 100, 100)], small=[Seq(8, 4, 32, 32)],
+           sweep=[Seq(1, 10, 100, 100), Seq(20, 35, 100, 100), Seq(64, 32, 512, 512)])
+add_family("gru_cell", cpu=[GruCell(20, 100, 100, "zrh"), GruCell(64, 512, 512, "rzn")],
+           cuda=[GruCell(64, 512, 512, "rzn")], mixed=[GruCell(20, 100, 100, "zrh")],
+           small=[GruCell(8, 32, 32, "zrh")],
+           sweep=[GruCell(1, 100, 100, "zrh"), GruCell(8, 64, 64, "rzn"), GruCell(20, 100, 100, "zrh"),
+                  GruCell(20, 100, 100, "rzn"), GruCell(64, 512, 512, "zrh"), GruCell(64, 512, 512, "rzn")])
+add_family("gru", cpu=[GruSeq(20, 35, 100, 100, "zrh"), GruSeq(64, 32, 512, 512, "rzn")],
+           cuda=[GruSeq(64, 32, 512, 512, "rzn")], mixed=[GruSeq(20, 35, 100, 100, "zrh")],
+           small=[GruSeq(8, 4, 32, 32, "rzn")],
+           sweep=[GruSeq(1, 10, 100, 100, "zrh"), GruSeq(20, 35, 100, 100, "zrh"), GruSeq(20, 35, 100, 100, "rzn"),
+                  GruSeq(64, 32, 512, 512, "zrh"), GruSeq(64, 32, 512, 512, "rzn")])
+
+
+def _rnn_weights(D, H, G, dtype, rng):
+    scale = 1 / math.sqrt(H)
+    return gauss(rng, dtype, D, G, scale=scale), gauss(rng, dtype, H, G, scale=scale), gauss(rng, dtype, G,
+                                                                                             scale=scale)
+
+
+def make_rnn_cell(s, dtype, rng):
+    return (gauss(rng, dtype, s.B, s.D), gauss(rng, dtype, s.B, s.H), *_rnn_weights(s.D, s.H, s.H, dtype, rng)), {}
+
+
+def make_rnn_cell_backward(s, dtype, rng):
+    args, _ = make_rnn_cell(s, dtype, rng)
+    return (gauss(rng, dtype, s.B, s.H), reference.rnn_cell(*args)[1]), {}
+
+
+def make_rnn(s, dtype, rng):
+    xs, h0 = gauss(rng, dtype, s.B, s.T, s.D), gauss(rng, dtype, s.B, s.H)
+    return (xs, h0, *_rnn_weights(s.D, s.H, s.H, dtype, rng)), {}
+
+
+def make_rnn_backward(s, dtype, rng):
+    args, _ = make_rnn(s, dtype, rng)
+    cache = reference.rnn(*args)[2]
+    return (gauss(rng, dtype, s.B, s.T, s.H), gauss(rng, dtype, s.B, s.H), cache), {}
+
+
+def _gru_weights(s, dtype, rng):
+    w_ih, w_hh, b_ih = _rnn_weights(s.D, s.H, 3 * s.H, dtype, rng)
+    return w_ih, w_hh, b_ih, gauss(rng, dtype, 3 * s.H, scale=1 / math.sqrt(s.H))
+
+
+def make_gru_cell(s, dtype, rng):
+    return (gauss(rng, dtype, s.B, s.D), gauss(rng, dtype, s.B, s.H), *_gru_weights(s, dtype, rng)), dict(
+        gate_order=s.order)
+
+
+def make_gru_cell_backward(s, dtype, rng):
+    args, kw = make_gru_cell(s, dtype, rng)
+    return (gauss(rng, dtype, s.B, s.H), reference.gru_cell(*args, **kw)[1]), {}
+
+
+def make_gru(s, dtype, rng):
+    xs, h0 = gauss(rng, dtype, s.B, s.T, s.D), gauss(rng, dtype, s.B, s.H)
+    return (xs, h0, *_gru_weights(s, dtype, rng)), dict(gate_order=s.order)
+
+
+def make_gru_backward(s, dtype, rng):
+    args, kw = make_gru(s, dtype, rng)
+    cache = reference.gru(*args, **kw)[2]
+    return (gauss(rng, dtype, s.B, s.T, s.H), gauss(rng, dtype, s.B, s.H), cache), {}
+
+
+def _torch_recurrent(torch, dev, cls, w_ih, w_hh, b_ih, b_hh, **extra):
+    """nn.RNNCell / nn.RNN / nn.GRUCell / nn.GRU holding fastnn's weights in PyTorch's layout (W.T; a missing bias
+    zeros). A "zrh" GRU's weights go in as they are: the same sizes and work, PyTorch's "rzn" arithmetic."""
+    D, G = w_ih.shape
+    H = w_hh.shape[0]
+    m = cls(D, H, **extra).to(device=dev, dtype=getattr(torch, w_ih.dtype.name))
+    sfx = "_l0" if cls in (torch.nn.RNN, torch.nn.GRU) else ""
+    zeros = np.zeros(G, w_ih.dtype)
+    with torch.no_grad():
+        for name, a in (("weight_ih", w_ih.T), ("weight_hh", w_hh.T), ("bias_ih", zeros if b_ih is None else b_ih),
+                        ("bias_hh", zeros if b_hh is None else b_hh)):
+            getattr(m, name + sfx).copy_(torch.from_numpy(np.ascontiguousarray(a)))
+    return m
+
+
+def torch_rnn_cell(torch, dev, s, args, kw):
+    x, h, w_ih, w_hh, bias = args
+    cell = _torch_recurrent(torch, dev, torch.nn.RNNCell, w_ih, w_hh, bias, None, nonlinearity="tanh")
+    x, h = _t(torch, dev, x, h)
+    return _no_grad(torch, lambda: cell(x, h))
+
+
+def _torch_cell_backward(torch, dev, cls, dh, cache, **extra):
+    c = cache
+    b = np.zeros(c.w_ih.shape[1], c.x.dtype)
+    cell = _torch_recurrent(torch, dev, cls, c.w_ih, c.w_hh, b, b, **extra)
+    x, h = _t(torch, dev, c.x, c.h, grad=True)
+    return _grad(torch, cell(x, h), (x, h, *cell.parameters()), _t(torch, dev, dh)[0])
+
+
+def torch_rnn_cell_backward(torch, dev, s, args, kw):
+    return _torch_cell_backward(torch, dev, torch.nn.RNNCell, *args, nonlinearity="tanh")
+
+
+def torch_rnn(torch, dev, s, args, kw):
+    xs, h0, w_ih, w_hh, bias = args
+    m = _torch_recurrent(torch, dev, torch.nn.RNN, w_ih, w_hh, bias, None, nonlinearity="tanh", batch_first=True)
+    xs, h0 = _t(torch, dev, xs, h0[None])
+    return _no_grad(torch, lambda: m(xs, h0))
+
+
+def _torch_seq_backward(torch, dev, cls, dhs, dh, cache, **extra):
+    c = cache
+    b = np.zeros(c.w_ih.shape[1], c.x.dtype)
+    m = _torch_recurrent(torch, dev, cls, c.w_ih, c.w_hh, b, b, batch_first=True, **extra)
+    xs, h0 = _t(torch, dev, c.x, c.h[None], grad=True)
+    hs, hn = m(xs, h0)
+    return _grad(torch, (hs, hn), (xs, h0, *m.parameters()), tuple(_t(torch, dev, dhs, dh[None])))
+
+
+def torch_rnn_backward(torch, dev, s, args, kw):
+    return _torch_seq_backward(torch, dev, torch.nn.RNN, *args, nonlinearity="tanh")
+
+
+def torch_gru_cell(torch, dev, s, args, kw):
+    x, h, w_ih, w_hh, b_ih, b_hh = args
+    cell = _torch_recurrent(torch, dev, torch.nn.GRUCell, w_ih, w_hh, b_ih, b_hh)
+    x, h = _t(torch, dev, x, h)
+    return _no_grad(torch, lambda: cell(x, h))
+
+
+def torch_gru_cell_backward(torch, dev, s, args, kw):
+    return _torch_cell_backward(torch, dev, torch.nn.GRUCell, *args)
+
+
+def torch_gru(torch, dev, s, args, kw):
+    xs, h0, w_ih, w_hh, b_ih, b_hh = args
+    m = _torch_recurrent(torch, dev, torch.nn.GRU, w_ih, w_hh, b_ih, b_hh, batch_first=True)
+    xs, h0 = _t(torch, dev, xs, h0[None])
+    return _no_grad(torch, lambda: m(xs, h0))
+
+
+def torch_gru_backward(torch, dev, s, args, kw):
+    return _torch_seq_backward(torch, dev, torch.nn.GRU, *args)
+
+
+def _recurrent_flops(blocks):
+    """The two GEMMs of a step (the pointwise math is O(B*H)); sequences T times that."""
+    def flops(s):
+        return 2.0 * s.B * (s.D + s.H) * blocks * s.H * getattr(s, "T", 1)
+    return flops
+
+
+OPS += [
+    Op("rnn_cell", "rnn_cell", make_rnn_cell, torch_rnn_cell, _recurrent_flops(1)),
+    Op("rnn_cell_backward", "rnn_cell", make_rnn_cell_backward, torch_rnn_cell_backward, _twice(_recurrent_flops(1))),
+    Op("rnn", "rnn", make_rnn, torch_rnn, _recurrent_flops(1)),
+    Op("rnn_backward", "rnn", make_rnn_backward, torch_rnn_backward, _twice(_recurrent_flops(1))),
+    Op("gru_cell", "gru_cell", make_gru_cell, torch_gru_cell, _recurrent_flops(3)),
+    Op("gru_cell_backward", "gru_cell", make_gru_cell_backward, torch_gru_cell_backward, _twice(_recurrent_flops(3))),
+    Op("gru", "gru", make_gru, torch_gru, _recurrent_flops(3)),
+    Op("gru_backward", "gru", make_gru_backward, torch_gru_backward, _twice(_recurrent_flops(3))),
+]
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====

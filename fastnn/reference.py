@@ -356,12 +356,429 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 
 
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+# Elementwise ops compute in the input dtype; softmax sums and the losses accumulate in float64. Backwards take
+# the forward's output y (as the books' layers keep it), not x. The losses return (Python float, activations).
+__all__ += ["relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "softmax",
+            "softmax_backward", "softmax_cross_entropy", "softmax_cross_entropy_backward", "sigmoid_cross_entropy",
+            "sigmoid_cross_entropy_backward"]
+
+
+def relu(x):
+    """max(x, 0); NaN stays NaN (as the books' mask code and PyTorch)."""
+    return np.where(x <= 0, x.dtype.type(0), x)
+
+
+def relu_backward(dy, y):
+    """dy where y > 0, else 0."""
+    return np.where(y > 0, dy, dy.dtype.type(0))
+
+
+def sigmoid(x):
+    with np.errstate(over="ignore"):          # exp(-x) overflows to inf for x << 0: the result 0 is right
+        return (1 / (1 + np.exp(-x))).astype(x.dtype, copy=False)
+
+
+def sigmoid_backward(dy, y):
+    return dy * y * (1 - y)
+
+
+def tanh(x):
+    return np.tanh(x)
+
+
+def tanh_backward(dy, y):
+    return dy * (1 - y * y)
+
+
+def _softmax64(x):
+    """(probs, log of the row sums, row max) over the last axis, in float64."""
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    e = np.exp(x - m)
+    s = e.sum(axis=-1, keepdims=True)
+    return e / s, np.log(s), m
+
+
+def softmax(x):
+    """exp(x - max) / sum over the last axis."""
+    return _softmax64(x)[0].astype(x.dtype)
+
+
+def softmax_backward(dy, y):
+    y64 = y.astype(np.float64)
+    dot = np.sum(dy.astype(np.float64) * y64, axis=-1, keepdims=True)
+    return (y64 * (dy - dot)).astype(dy.dtype)
+
+
+def _rows(x):
+    """x (..., V) as (R, V): the rows the losses average over (a 1-D x is one row)."""
+    return x.reshape(-1, x.shape[-1])
+
+
+def _class_ids(target, num_classes, ignore_index):
+    """Flat int64 class ids and the counted rows; a label outside [0, V) that is not ignore_index is an error."""
+    t = np.asarray(target).reshape(-1).astype(np.int64)
+    keep = t != ignore_index
+    bad = np.flatnonzero(keep & ((t < 0) | (t >= num_classes)))
+    if bad.size:
+        from ._checks import bad_label
+        raise bad_label(t[bad[0]], bad[0], num_classes, ignore_index)
+    return t, np.flatnonzero(keep)
+
+
+def softmax_cross_entropy(x, target, ignore_index=-100, eps=0.0):
+    """(loss, probs): loss = mean over counted rows of -log(probs[label] + eps).
+
+    target: integer class ids of shape x.shape[:-1] (rows labelled ignore_index are not counted), or a float
+    array of x's shape (one-hot or probabilities: every row counted, loss -sum(t*log(p + eps)) / rows).
+    With eps = 0 the log is taken as log-softmax, x - max - log(sum): the same number, finite where probs
+    underflow. No counted row: loss 0.0."""
+    p, lse, m = _softmax64(_rows(x))
+    logp = _rows(x).astype(np.float64) - m - lse
+    if target.shape == x.shape:                                   # one-hot / probabilities
+        t = _rows(target).astype(np.float64)
+        if eps == 0:
+            tl = np.where(t != 0, t * logp, 0.0)                  # 0 * -inf (an underflowed p) counts 0
+        else:
+            tl = t * np.log(p + eps)
+        loss = -tl.sum() / p.shape[0]
+    else:
+        t, rows = _class_ids(target, x.shape[-1], ignore_index)
+        picked = logp[rows, t[rows]] if eps == 0 else np.log(p[rows, t[rows]] + eps)
+        loss = -picked.sum() / len(rows) if len(rows) else 0.0
+    return float(loss), p.astype(x.dtype).reshape(x.shape)
+
+
+def softmax_cross_entropy_backward(probs, target, dloss=1.0, ignore_index=-100):
+    """dx = (probs - onehot(target)) * dloss / counted_rows; ignored rows 0."""
+    p = _rows(probs).astype(np.float64)
+    if target.shape == probs.shape:
+        dx = (p - _rows(target)) * (dloss / p.shape[0])
+    else:
+        t, rows = _class_ids(target, probs.shape[-1], ignore_index)
+        dx = np.zeros_like(p)
+        dx[rows] = p[rows]
+        dx[rows, t[rows]] -= 1
+        dx *= dloss / max(len(rows), 1)
+    return dx.astype(probs.dtype).reshape(probs.shape)
+
+
+def sigmoid_cross_entropy(x, target, eps=0.0):
+    """(loss, y): y = sigmoid(x); loss = -mean(t*log(y + eps) + (1-t)*log(1 - y + eps)) over all elements.
+
+    With eps = 0 the loss is taken in its stable form max(x, 0) - t*x + log(1 + exp(-|x|)) (the same number)."""
+    x64, t = x.astype(np.float64), np.asarray(target, dtype=np.float64)
+    e = np.exp(-np.abs(x64))
+    y = np.where(x64 >= 0, 1, e) / (1 + e)
+    if eps == 0:
+        ls = np.maximum(x64, 0) - t * x64 + np.log1p(e)
+    else:
+        ls = -(t * np.log(y + eps) + (1 - t) * np.log(1 - y + eps))
+    return float(ls.mean()), y.astype(x.dtype)
+
+
+def sigmoid_cross_entropy_backward(y, target, dloss=1.0):
+    """dx = (y - t) * dloss / t.size."""
+    return ((y - np.asarray(target, dtype=np.float64)) * (dloss / y.size)).astype(y.dtype)
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+import math  # noqa: E402
+
+__all__ += ["linear", "linear_backward", "embedding", "embedding_backward", "dropout", "dropout_backward"]
+
+# The books' code: np.dot(x, W) + b over the last axis (TimeAffine reshapes (N*T, D)), W[idx], np.add.at, and a
+# dropout whose mask comes from a counter-based generator (dropout_keep) so every backend draws the same one.
+
+def linear(x, weight, bias=None):
+    """y = x @ weight + bias over the last axis of x (..., D); weight (D, M) as the books store it."""
+    y = np.dot(x.reshape(-1, x.shape[-1]), weight)
+    if bias is not None:
+        y += bias
+    return y.reshape(x.shape[:-1] + (weight.shape[1],))
+
+
+def linear_backward(dy, x, weight, bias=True):
+    """(dx, dweight, dbias or None): dx = dy @ W.T, dW = x.T @ dy, db = dy summed over every axis but the last."""
+    d, m = weight.shape
+    dy2, x2 = dy.reshape(-1, m), x.reshape(-1, d)
+    dx = np.dot(dy2, weight.T).reshape(x.shape)
+    return dx, np.dot(x2.T, dy2), (_sum64(dy2, 0) if bias else None)
+
+
+def embedding(indices, weight):
+    """weight[indices]: indices.shape + (D,)."""
+    _check_rows(indices, weight.shape[0])
+    return weight[indices]
+
+
+def embedding_backward(dy, indices, num_embeddings):
+    """dweight (num_embeddings, D): the dy rows added into the rows their indices name (np.add.at, as book 2)."""
+    _check_rows(indices, num_embeddings)
+    d = dy.shape[-1]
+    dw = np.zeros((num_embeddings, d), dtype=dy.dtype)
+    np.add.at(dw, indices.reshape(-1), dy.reshape(-1, d))
+    return dw
+
+
+def _check_rows(indices, v):
+    """The out-of-range error every backend raises (negative indices would silently wrap in NumPy)."""
+    flat = indices.reshape(-1)
+    bad = np.flatnonzero((flat < 0) | (flat >= v))
+    if bad.size:
+        from ._checks import bad_embedding_index
+        raise bad_embedding_index(flat[bad[0]], bad[0], v)
+
+
+_M32 = 0xFFFFFFFF
+_M64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _lowbias32(x):
+    """A 32-bit integer hash (Chris Wellons' lowbias32) on a uint32 array; a bijection."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def dropout_key(seed, hi):
+    """The 64-bit key of the elements i with i >> 32 == hi: splitmix64(seed ^ hi * 0xD1B54A32D192ED03)."""
+    z = ((seed ^ (hi * 0xD1B54A32D192ED03)) + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def dropout_threshold(p):
+    """Element i is kept when its 32-bit draw u is >= ceil(p * 2^32), i.e. when u / 2^32 >= p (2^32: none kept)."""
+    return math.ceil(p * 2.0 ** 32)
+
+
+def dropout_keep(shape, p, seed):
+    """The keep mask (bool) of dropout(x, p, seed) for x of `shape`: u(seed, i) >= p for the flat index i, with
+    u = lowbias32(lowbias32(i_lo ^ k1) ^ k2) / 2^32, (k1, k2) = the halves of dropout_key(seed, i >> 32)."""
+    n = math.prod(shape)
+    thr = dropout_threshold(p)
+    keep = np.zeros(n, dtype=bool)
+    if thr < 2 ** 32:
+        for hi in range(0, (n + _M32) >> 32):
+            start, stop = hi << 32, min(n, (hi + 1) << 32)
+            key = dropout_key(seed, hi)
+            lo = np.arange(0, stop - start, dtype=np.uint32)       # start is a multiple of 2^32: lo counts from 0
+            u = _lowbias32(_lowbias32(lo ^ np.uint32(key & _M32)) ^ np.uint32(key >> 32))
+            keep[start:stop] = u >= np.uint32(thr)
+    return keep.reshape(shape)
+
+
+def dropout_scale(p, scale, dtype):
+    """The factor kept elements are multiplied by: 1/(1-p) with scale (0 when p == 1: nothing is kept), else 1."""
+    return np.dtype(dtype).type((1.0 / (1.0 - p) if p < 1 else 0.0) if scale else 1.0)
+
+
+def dropout(x, p=0.5, seed=0, scale=True, mask=None):
+    """y = x * keep * s: keep from the counter-based generator of (seed, flat index) (or `mask`, e.g. the books'
+    `np.random.rand(*x.shape) > p`), s = 1/(1-p) when scale (inverted dropout), else 1."""
+    keep = dropout_keep(x.shape, p, seed) if mask is None else mask
+    return x * (keep * dropout_scale(p, scale, x.dtype))
+
+
+def dropout_backward(dy, p=0.5, seed=0, scale=True, mask=None):
+    """dx = dy * keep * s with the forward's mask (regenerated from the seed)."""
+    return dropout(dy, p, seed, scale, mask)
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+# The tanh RNN and the GRU, in the LSTM's conventions above: w_ih (D,G), w_hh (H,G), h/h0 and upstream gradients
+# None mean zeros, the cell is one step of the sequence. The GRU's gate_order names its two layouts:
+#   "zrh" book 2's GRU: z = sig(x W_z + h U_z + b_z), r = sig(x W_r + h U_r + b_r),
+#         h~ = tanh(x W_h + (r*h) U_h + b_h), h' = (1-z)*h + z*h~        (each b the sum of b_ih and b_hh)
+#   "rzn" PyTorch's nn.GRU: r, z as above, n = tanh(x W_n + b_in + r*(h U_n + b_hn)), h' = (1-z)*n + z*h
+
+__all__ += ["RNNCache", "GRUCache", "rnn_cell", "rnn_cell_backward", "rnn", "rnn_backward", "gru_cell",
+            "gru_cell_backward", "gru", "gru_backward"]
+
+
+class RNNCache(NamedTuple):
+    """What the RNN backward needs; arrays belong to ``backend``."""
+    backend: str
+    x: object       # (N,D) for rnn_cell, (N,T,D) for rnn
+    h: object       # initial hidden state (N,H) (zeros if None was passed)
+    w_ih: object    # (D,H)
+    w_hh: object    # (H,H)
+    hs: object      # hidden state after each step (N,H) or (N,T,H)
+
+
+class GRUCache(NamedTuple):
+    """What the GRU backward needs; arrays belong to ``backend``."""
+    backend: str
+    gate_order: str  # "zrh" or "rzn"
+    x: object        # (N,D) for gru_cell, (N,T,D) for gru
+    h: object        # initial hidden state (N,H) (zeros if None was passed)
+    w_ih: object     # (D,3H)
+    w_hh: object     # (H,3H)
+    gates: object    # activated gates (N,3H) or (N,T,3H): z, r, h~ ("zrh") or r, z, n ("rzn")
+    hs: object       # hidden state after each step (N,H) or (N,T,H)
+    hn: object       # the candidate's recurrent term per step: r*h_{t-1} ("zrh"), h_{t-1} @ U_n + b_hn ("rzn")
+    has_b_ih: bool   # whether b_ih / b_hh were given (their gradients are None otherwise)
+    has_b_hh: bool
+
+
+def _rnn_step(x, h, w_ih, w_hh, bias):
+    a = x @ w_ih + h @ w_hh
+    if bias is not None:
+        a += bias
+    return np.tanh(a)
+
+
+def rnn_cell(x, h, w_ih, w_hh, bias):
+    """One step h' = tanh(x @ w_ih + h @ w_hh + bias): (h_next, cache); h None means zeros."""
+    h = _zeros_if_none(h, (x.shape[0], w_hh.shape[0]), x.dtype)
+    h_next = _rnn_step(x, h, w_ih, w_hh, bias)
+    return h_next, RNNCache("numpy", x, h, w_ih, w_hh, h_next)
+
+
+def rnn_cell_backward(dh_next, cache):
+    """(dx, dh, dw_ih, dw_hh, dbias) of one step; dh_next None means zeros. dbias comes back even without a bias."""
+    x, h = cache.x, cache.h
+    dh_next = _zeros_if_none(dh_next, h.shape, x.dtype)
+    da = dh_next * (1 - cache.hs * cache.hs)
+    return da @ cache.w_ih.T, da @ cache.w_hh.T, x.T @ da, h.T @ da, _sum64(da, 0)
+
+
+def rnn(xs, h0, w_ih, w_hh, bias):
+    """Run the cell over xs (N,T,D): (hs (N,T,H), h_n, cache); h0 None means zeros."""
+    n, t, _ = xs.shape
+    h = h0 = _zeros_if_none(h0, (n, w_hh.shape[0]), xs.dtype)
+    hs = np.empty((n, t, w_hh.shape[0]), dtype=xs.dtype)
+    for s in range(t):
+        h = hs[:, s] = _rnn_step(xs[:, s], h, w_ih, w_hh, bias)
+    return hs, h.copy(), RNNCache("numpy", xs, h0, w_ih, w_hh, hs)
+
+
+def rnn_backward(dhs, dh_n, cache):
+    """Backpropagation through time: (dxs, dh0, dw_ih, dw_hh, dbias); dhs/dh_n None mean zeros."""
+    xs, hs = cache.x, cache.hs
+    n, t, d = xs.shape
+    hsize = hs.shape[2]
+    dh = _zeros_if_none(dh_n, (n, hsize), xs.dtype)
+    da = np.empty_like(hs)
+    for s in reversed(range(t)):
+        if dhs is not None:
+            dh = dh + dhs[:, s]
+        da[:, s] = dh * (1 - hs[:, s] * hs[:, s])
+        dh = da[:, s] @ cache.w_hh.T
+    h_prev = np.concatenate([cache.h[:, None], hs[:, :-1]], axis=1)   # state entering each step
+    da2 = da.reshape(n * t, hsize)
+    return (da @ cache.w_ih.T, dh, xs.reshape(n * t, d).T @ da2, h_prev.reshape(n * t, hsize).T @ da2,
+            _sum64(da2, 0))
+
+
+GRU_ORDERS = ("zrh", "rzn")
+
+
+def _gru_step(x, h, w_ih, w_hh, b_ih, b_hh, gate_order):
+    """One GRU step: (activated gates (N,3H), h_next, hn) - hn as in GRUCache."""
+    H = h.shape[1]
+    gi = x @ w_ih
+    if b_ih is not None:
+        gi += b_ih
+    if gate_order == "zrh":
+        zr = gi[:, :2 * H] + h @ w_hh[:, :2 * H]
+        if b_hh is not None:
+            zr += b_hh[:2 * H]
+        z, r = _sigmoid(zr[:, :H]), _sigmoid(zr[:, H:])
+        hn = r * h
+        a = gi[:, 2 * H:] + hn @ w_hh[:, 2 * H:]
+        if b_hh is not None:
+            a += b_hh[2 * H:]
+        hh = np.tanh(a)
+        return np.concatenate([z, r, hh], axis=1), (1 - z) * h + z * hh, hn
+    gh = h @ w_hh
+    if b_hh is not None:
+        gh += b_hh
+    r, z = _sigmoid(gi[:, :H] + gh[:, :H]), _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+    hn = gh[:, 2 * H:]
+    n = np.tanh(gi[:, 2 * H:] + r * hn)
+    return np.concatenate([r, z, n], axis=1), (1 - z) * n + z * h, hn
+
+
+def _gru_step_backward(dh, gates, h, hn, w_hh, gate_order):
+    """One step's gradients: (da_ih (N,3H): the gate pre-activations' on the input side, dh_prev, dw_hh, db_hh)."""
+    H = h.shape[1]
+    if gate_order == "zrh":
+        z, r, hh = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
+        da_h = dh * z * (1 - hh * hh)
+        drh = da_h @ w_hh[:, 2 * H:].T                      # gradient of r*h
+        da_z = dh * (hh - h) * z * (1 - z)
+        da_r = drh * h * r * (1 - r)
+        da_zr = np.concatenate([da_z, da_r], axis=1)
+        dh_prev = dh * (1 - z) + r * drh + da_zr @ w_hh[:, :2 * H].T
+        da = np.concatenate([da_zr, da_h], axis=1)
+        return da, dh_prev, np.concatenate([h.T @ da_zr, hn.T @ da_h], axis=1), da
+    r, z, n = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
+    da_n = dh * (1 - z) * (1 - n * n)
+    da_z = dh * (h - n) * z * (1 - z)
+    da_r = da_n * hn * r * (1 - r)
+    da_hh = np.concatenate([da_r, da_z, da_n * r], axis=1)  # gradient of h @ w_hh + b_hh
+    return (np.concatenate([da_r, da_z, da_n], axis=1), dh * z + da_hh @ w_hh.T, h.T @ da_hh, da_hh)
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, gate_order="zrh"):
+    """One GRU step: (h_next, cache); h None means zeros."""
+    h = _zeros_if_none(h, (x.shape[0], w_hh.shape[0]), x.dtype)
+    gates, h_next, hn = _gru_step(x, h, w_ih, w_hh, b_ih, b_hh, gate_order)
+    return h_next, GRUCache("numpy", gate_order, x, h, w_ih, w_hh, gates, h_next, hn, b_ih is not None,
+                            b_hh is not None)
+
+
+def _gru_bias_grads(cache, db_ih, db_hh):
+    return db_ih if cache.has_b_ih else None, db_hh if cache.has_b_hh else None
+
+
+def gru_cell_backward(dh_next, cache):
+    """(dx, dh, dw_ih, dw_hh, db_ih, db_hh) of one step; dh_next None means zeros; db_* None where b_* was None."""
+    x, h = cache.x, cache.h
+    dh_next = _zeros_if_none(dh_next, h.shape, x.dtype)
+    da, dh, dw_hh, da_hh = _gru_step_backward(dh_next, cache.gates, h, cache.hn, cache.w_hh, cache.gate_order)
+    return (da @ cache.w_ih.T, dh, x.T @ da, dw_hh, *_gru_bias_grads(cache, _sum64(da, 0), _sum64(da_hh, 0)))
+
+
+def gru(xs, h0, w_ih, w_hh, b_ih=None, b_hh=None, gate_order="zrh"):
+    """Run the GRU over xs (N,T,D): (hs (N,T,H), h_n, cache); h0 None means zeros."""
+    n, t, _ = xs.shape
+    hsize = w_hh.shape[0]
+    h = h0 = _zeros_if_none(h0, (n, hsize), xs.dtype)
+    gates = np.empty((n, t, 3 * hsize), dtype=xs.dtype)
+    hs = np.empty((n, t, hsize), dtype=xs.dtype)
+    hn = np.empty((n, t, hsize), dtype=xs.dtype)
+    for s in range(t):
+        gates[:, s], h, hn[:, s] = _gru_step(xs[:, s], h, w_ih, w_hh, b_ih, b_hh, gate_order)
+        hs[:, s] = h
+    return hs, h.copy(), GRUCache("numpy", gate_order, xs, h0, w_ih, w_hh, gates, hs, hn, b_ih is not None,
+                                  b_hh is not None)
+
+
+def gru_backward(dhs, dh_n, cache):
+    """Backpropagation through time: (dxs, dh0, dw_ih, dw_hh, db_ih, db_hh); dhs/dh_n None mean zeros."""
+    xs, hs = cache.x, cache.hs
+    n, t, d = xs.shape
+    hsize = hs.shape[2]
+    dh = _zeros_if_none(dh_n, (n, hsize), xs.dtype)
+    da = np.empty_like(cache.gates)
+    da_hh = np.empty_like(cache.gates)
+    dw_hh = np.zeros_like(cache.w_hh)
+    for s in reversed(range(t)):
+        if dhs is not None:
+            dh = dh + dhs[:, s]
+        h_prev = cache.h if s == 0 else hs[:, s - 1]
+        da[:, s], dh, dw, da_hh[:, s] = _gru_step_backward(dh, cache.gates[:, s], h_prev, cache.hn[:, s],
+                                                           cache.w_hh, cache.gate_order)
+        dw_hh += dw
+    da2 = da.reshape(n * t, -1)
+    return (da @ cache.w_ih.T, dh, xs.reshape(n * t, d).T @ da2, dw_hh,
+            *_gru_bias_grads(cache, _sum64(da2, 0), _sum64(da_hh.reshape(n * t, -1), 0)))
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====

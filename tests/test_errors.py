@@ -105,12 +105,157 @@ BAD = [
 
 # The textbook ops, one section per family: VALID.update({...}) and BAD += [...].
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+_ids = lambda: np.array([0, 3, -100])  # noqa: E731
+VALID.update({
+    "relu": lambda: dict(x=r(2, 3)),
+    "relu_backward": lambda: dict(dy=r(2, 3), y=r(2, 3)),
+    "sigmoid": lambda: dict(x=r(2, 3)),
+    "sigmoid_backward": lambda: dict(dy=r(2, 3), y=r(2, 3)),
+    "tanh": lambda: dict(x=r(4)),
+    "tanh_backward": lambda: dict(dy=r(4), y=r(4)),
+    "softmax": lambda: dict(x=r(3, 4)),
+    "softmax_backward": lambda: dict(dy=r(3, 4), y=r(3, 4)),
+    "softmax_cross_entropy": lambda: dict(x=r(3, 4), target=_ids()),
+    "softmax_cross_entropy_backward": lambda: dict(probs=r(3, 4), target=_ids(), dloss=2.0),
+    "sigmoid_cross_entropy": lambda: dict(x=r(5), target=np.array([0, 1, 1, 0, 1])),
+    "sigmoid_cross_entropy_backward": lambda: dict(y=r(5), target=r(5)),
+})
+BAD += [
+    ("relu", "x", r(0, 3), ValueError, "x of shape (0, 3) is empty"),
+    ("relu", "x", r(2, 3).astype(np.int64), TypeError, "x must be float32 or float64"),
+    ("sigmoid", "x", [1.0, 2.0], TypeError, "x must be a NumPy or GPU array"),
+    ("tanh_backward", "dy", r(3), ValueError, "dy must have shape (4,)"),
+    ("relu_backward", "dy", r(2, 3, dtype=np.float64), TypeError, "dy has dtype float64"),
+    ("sigmoid_backward", "y", r(0), ValueError, "y of shape (0,) is empty"),
+    ("softmax", "x", np.ones((), np.float32), ValueError, "at least 1 dimension"),
+    ("softmax", "x", r(3, 0), ValueError, "empty"),
+    ("softmax_backward", "y", r(3, 5), ValueError, "dy must have shape (3, 5)"),
+    ("softmax_cross_entropy", "target", np.array([0, 1]), ValueError, "target must have shape (3,) (class ids)"),
+    ("softmax_cross_entropy", "target", np.array([0.0, 1.0, 2.0]), TypeError, "must be an integer array"),
+    ("softmax_cross_entropy", "target", r(3, 4, dtype=np.float64), TypeError, "must have x's dtype"),
+    ("softmax_cross_entropy", "target", [0, 1, 2], TypeError, "target must be a NumPy or GPU array"),
+    ("softmax_cross_entropy", "target", np.array([0, 4, 1]), ValueError,
+     "target: label 4 at position 1 is outside [0, 4) and is not ignore_index (-100)"),
+    ("softmax_cross_entropy", "ignore_index", 1.5, TypeError, "ignore_index must be an int"),
+    ("softmax_cross_entropy", "ignore_index", 1 << 64, ValueError, "ignore_index must fit in int64"),
+    ("softmax_cross_entropy", "eps", -1e-7, ValueError, "eps must be in [0.0, None]"),
+    ("softmax_cross_entropy", "eps", "0", TypeError, "eps must be a number"),
+    ("softmax_cross_entropy", "x", r(0, 4), ValueError, "x of shape (0, 4) is empty"),
+    ("softmax_cross_entropy_backward", "target", np.array([0, -1, 2]), ValueError,
+     "target: label -1 at position 1 is outside [0, 4) and is not ignore_index (-100)"),
+    ("softmax_cross_entropy_backward", "dloss", float("nan"), ValueError, "dloss must be in"),
+    ("softmax_cross_entropy_backward", "probs", r(3, 4).astype(np.float16), TypeError, "float32 or float64"),
+    ("sigmoid_cross_entropy", "target", np.array([0, 1, 1]), ValueError, "target must have x's shape (5,)"),
+    ("sigmoid_cross_entropy", "target", r(5, dtype=np.float64), TypeError, "target has dtype float64"),
+    ("sigmoid_cross_entropy", "eps", float("inf"), ValueError, "eps must be in"),
+    ("sigmoid_cross_entropy_backward", "y", r(5, dtype=np.float64), TypeError, "target has dtype float32"),
+    ("sigmoid_cross_entropy_backward", "dloss", None, TypeError, "dloss must be a number"),
+]
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+VALID.update({
+    "linear": lambda: dict(x=r(2, 5, 3), weight=r(3, 4), bias=r(4)),
+    "linear_backward": lambda: dict(dy=r(2, 5, 4), x=r(2, 5, 3), weight=r(3, 4)),
+    "embedding": lambda: dict(indices=np.array([[0, 2], [1, 2]]), weight=r(3, 4)),
+    "embedding_backward": lambda: dict(dy=r(2, 2, 4), indices=np.array([[0, 2], [1, 2]], np.int32),
+                                       num_embeddings=3),
+    "dropout": lambda: dict(x=r(3, 4), p=0.5, seed=1),
+    "dropout_backward": lambda: dict(dy=r(3, 4), p=0.5, seed=1, mask=r(3, 4) > 0),
+})
+BAD += [
+    ("linear", "x", r(2, 5, 4), ValueError, "x must have shape (..., D) with D = weight.shape[0] = 3"),
+    ("linear", "x", r(2, 0, 3), ValueError, "is empty"),
+    ("linear", "x", r(2, 3).astype(np.int64), TypeError, "x must be float32 or float64"),
+    ("linear", "weight", r(3, 4, 1), ValueError, "weight must be 2-D"),
+    ("linear", "weight", r(3, 4, dtype=np.float64), TypeError, "mixed precision"),
+    ("linear", "bias", r(5), ValueError, "bias must have shape (4,)"),
+    ("linear_backward", "dy", r(2, 5, 3), ValueError, "dy must have shape (2, 5, 4)"),
+    ("linear_backward", "dy", r(10, 4), ValueError, "dy must be 3-D"),
+    ("embedding", "indices", np.array([0.0, 1.0]), TypeError, "indices must be an int32 or int64 array"),
+    ("embedding", "indices", [0, 1], TypeError, "indices must be an int32 or int64 array"),
+    ("embedding", "indices", np.array([0, 1], np.int16), TypeError, "int32 or int64"),
+    ("embedding", "indices", np.zeros((2, 0), np.int64), ValueError, "indices of shape (2, 0) is empty"),
+    ("embedding", "indices", np.array([0, 3]), ValueError, "indices: 3 at position 1 is outside [0, 3)"),
+    ("embedding", "indices", np.array([-1, 0]), ValueError, "indices: -1 at position 0 is outside [0, 3)"),
+    ("embedding", "weight", r(3), ValueError, "weight must be 2-D"),
+    ("embedding_backward", "dy", r(2, 3, 4), ValueError, "dy must have shape indices.shape + (D,)"),
+    ("embedding_backward", "num_embeddings", 0, ValueError, "num_embeddings must be >= 1"),
+    ("embedding_backward", "num_embeddings", 2, ValueError, "indices: 2 at position 1 is outside [0, 2)"),
+    ("embedding_backward", "num_embeddings", 3.0, TypeError, "num_embeddings must be an int"),
+    ("dropout", "p", 1.5, ValueError, "p must be in [0.0, 1.0]"),
+    ("dropout", "p", -0.1, ValueError, "p must be in"),
+    ("dropout", "p", "0.5", TypeError, "p must be a number"),
+    ("dropout", "seed", -1, ValueError, "seed must be >= 0"),
+    ("dropout", "seed", 1 << 64, ValueError, "seed must be < 2**64"),
+    ("dropout", "seed", 1.5, TypeError, "seed must be an int"),
+    ("dropout", "x", r(3, 0), ValueError, "x of shape (3, 0) is empty"),
+    ("dropout", "mask", r(3, 5) > 0, ValueError, "mask must have shape (3, 4)"),
+    ("dropout", "mask", np.ones((3, 4), np.int32), TypeError, "mask must be bool or x's dtype float32"),
+    ("dropout", "mask", [[True]], TypeError, "mask must be a NumPy or GPU array"),
+    ("dropout_backward", "dy", [1.0], TypeError, "dy must be a NumPy or GPU array"),
+    ("dropout_backward", "mask", r(3, 4, dtype=np.float64), TypeError, "mask must be bool or dy's dtype"),
+]
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+def _rnn_cache(backend="numpy", seq=False):
+    if seq:
+        return fastnn.rnn(r(2, 3, 3), None, r(3, 2), r(2, 2), r(2), backend=backend)[2]
+    return fastnn.rnn_cell(r(2, 3), None, r(3, 2), r(2, 2), r(2), backend=backend)[1]
+
+
+def _gru_cache(backend="numpy", seq=False):
+    if seq:
+        return fastnn.gru(r(2, 3, 3), None, r(3, 6), r(2, 6), backend=backend)[2]
+    return fastnn.gru_cell(r(2, 3), None, r(3, 6), r(2, 6), r(6), r(6), "rzn", backend=backend)[1]
+
+
+VALID.update({
+    "rnn_cell": lambda: dict(x=r(2, 3), h=r(2, 2), w_ih=r(3, 2), w_hh=r(2, 2), bias=r(2)),
+    "rnn_cell_backward": lambda b="numpy": dict(dh_next=r(2, 2), cache=_rnn_cache(b)),
+    "rnn": lambda: dict(xs=r(2, 3, 3), h0=None, w_ih=r(3, 2), w_hh=r(2, 2), bias=None),
+    "rnn_backward": lambda b="numpy": dict(dhs=r(2, 3, 2), dh_n=None, cache=_rnn_cache(b, seq=True)),
+    "gru_cell": lambda: dict(x=r(2, 3), h=r(2, 2), w_ih=r(3, 6), w_hh=r(2, 6), b_ih=r(6), b_hh=None),
+    "gru_cell_backward": lambda b="numpy": dict(dh_next=r(2, 2), cache=_gru_cache(b)),
+    "gru": lambda: dict(xs=r(2, 3, 3), h0=r(2, 2), w_ih=r(3, 6), w_hh=r(2, 6), gate_order="rzn"),
+    "gru_backward": lambda b="numpy": dict(dhs=None, dh_n=r(2, 2), cache=_gru_cache(b, seq=True)),
+})
+
+BAD += [
+    ("rnn_cell", "x", r(0, 3), ValueError, "x of shape (0, 3) is empty"),
+    ("rnn_cell", "x", r(2, 3, 1), ValueError, "x must be 2-D"),
+    ("rnn_cell", "w_ih", r(4, 2), ValueError, "w_ih must have shape (3, 2)"),
+    ("rnn_cell", "w_hh", r(2, 3), ValueError, "w_hh must have shape (2, 2)"),
+    ("rnn_cell", "w_hh", r(2, 2, dtype=np.float64), TypeError, "mixed precision"),
+    ("rnn_cell", "h", r(3, 2), ValueError, "h must have shape (2, 2)"),
+    ("rnn_cell", "bias", r(3), ValueError, "bias must have shape (2,)"),
+    ("rnn_cell", "bias", [0.0, 1.0], TypeError, "bias must be a NumPy or GPU array"),
+    ("rnn_cell_backward", "cache", (1, 2), TypeError, "cache must be the RNNCache"),
+    ("rnn_cell_backward", "cache", _rnn_cache(seq=True), ValueError, "use rnn_backward"),
+    ("rnn_cell_backward", "dh_next", r(2, 3), ValueError, "dh_next must have shape (2, 2)"),
+    ("rnn", "xs", r(2, 0, 3), ValueError, "at least one time step"),
+    ("rnn", "xs", r(0, 3, 3), ValueError, "xs of shape (0, 3, 3) is empty"),
+    ("rnn", "h0", r(2, 3), ValueError, "h0 must have shape (2, 2)"),
+    ("rnn", "w_hh", r(0, 0), ValueError, "hidden size > 0"),
+    ("rnn_backward", "cache", _gru_cache(seq=True), TypeError, "cache must be the RNNCache"),
+    ("rnn_backward", "dhs", r(2, 2, 2), ValueError, "dhs must have shape (2, 3, 2)"),
+    ("rnn_backward", "dh_n", r(1, 2), ValueError, "dh_n must have shape (2, 2)"),
+    ("gru_cell", "w_ih", r(3, 4), ValueError, "w_ih must have shape (3, 6)"),
+    ("gru_cell", "w_hh", r(2, 8), ValueError, "w_hh must have shape (2, 6)"),
+    ("gru_cell", "b_ih", r(4), ValueError, "b_ih must have shape (6,)"),
+    ("gru_cell", "b_hh", r(6, dtype=np.float64), TypeError, "b_hh has dtype float64"),
+    ("gru_cell", "gate_order", "ifgo", ValueError, "gate_order must be 'zrh'"),
+    ("gru_cell", "gate_order", None, ValueError, "gate_order must be 'zrh'"),
+    ("gru_cell_backward", "cache", _lstm_cache(), TypeError, "cache must be the GRUCache"),
+    ("gru_cell_backward", "cache", _gru_cache(seq=True), ValueError, "use gru_backward"),
+    ("gru_cell_backward", "dh_next", r(3, 2), ValueError, "dh_next must have shape (2, 2)"),
+    ("gru", "xs", r(2, 3), ValueError, "xs must be 3-D"),
+    ("gru", "h0", r(2, 3), ValueError, "h0 must have shape (2, 2)"),
+    ("gru", "gate_order", "zrn", ValueError, "gate_order must be 'zrh'"),
+    ("gru_backward", "cache", _gru_cache(), ValueError, "use gru_cell_backward"),
+    ("gru_backward", "dhs", r(2, 3, 3), ValueError, "dhs must have shape (2, 3, 2)"),
+]
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====

@@ -10,7 +10,7 @@ from test_errors import VALID
 
 
 def _valid(fn, backend="cpu"):
-    return VALID[fn](backend) if fn.startswith("lstm") and fn.endswith("backward") else VALID[fn]()
+    return VALID[fn](backend) if fn.startswith(("lstm", "rnn", "gru")) and fn.endswith("backward") else VALID[fn]()
 
 
 def _call(fn, backend="cpu"):

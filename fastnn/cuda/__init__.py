@@ -18,12 +18,26 @@ __all__ = ["available", "describe", "im2col", "col2im", "conv2d", "conv2d_backwa
 
 # The textbook ops, one section per family (imports, then `__all__ += [...]`).
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
+from .activations import (relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward, softmax,  # noqa: E402
+                          softmax_backward, softmax_cross_entropy, softmax_cross_entropy_backward,
+                          sigmoid_cross_entropy, sigmoid_cross_entropy_backward)
+__all__ += ["relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "softmax",
+            "softmax_backward", "softmax_cross_entropy", "softmax_cross_entropy_backward", "sigmoid_cross_entropy",
+            "sigmoid_cross_entropy_backward"]
 # ==== end activations ====
 
 # ==== dense: linear, embedding, dropout ====
+from .dense import (linear, linear_backward, embedding, embedding_backward, dropout,  # noqa: E402
+                    dropout_backward)
+__all__ += ["linear", "linear_backward", "embedding", "embedding_backward", "dropout", "dropout_backward"]
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
+from .rnn import (rnn_cell, rnn_cell_backward, rnn, rnn_backward, gru_cell, gru_cell_backward,  # noqa: E402
+                  gru, gru_backward)
+
+__all__ += ["rnn_cell", "rnn_cell_backward", "rnn", "rnn_backward", "gru_cell", "gru_cell_backward", "gru",
+            "gru_backward"]
 # ==== end rnn ====
 
 # ==== optim: fused optimizer steps ====
