@@ -1,4 +1,5 @@
-"""Helpers shared by the training examples: a progress bar, per-layer timing, thread limits, shuffled batches."""
+"""Helpers shared by the training examples: a progress bar, per-layer timing, thread limits, shuffled batches,
+the training-curve PNG."""
 import sys
 import time
 
@@ -58,3 +59,27 @@ def limit_threads(n):
 def batches(n, batch_size, rng):
     idx = rng.permutation(n)
     return [idx[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def plot_curves(panels, title, path):
+    """One panel per entry of `panels` ({panel title: {curve label: values per epoch}}), saved as a PNG."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot (pip install 'fastnn[examples]')")
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
+    for ax, (name, curves) in zip(axes[0], panels.items()):
+        for label, values in curves.items():
+            ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
+        ax.set(xlabel="epoch", ylabel=name, title=name)
+        ax.grid(alpha=0.3)
+        if len(curves) > 1:
+            ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"curves written to {path}")

@@ -1,10 +1,11 @@
-"""Train a small CNN on scikit-learn's handwritten digits with the drop-in layers of fastnn.layers.
+"""Book 1 on fastnn: a small CNN in the style of *Deep Learning from Scratch* (SimpleConvNet with batch norm) on
+scikit-learn's handwritten digits, every layer from fastnn.layers and Adam from fastnn.optimizer.
 
-    conv 3x3 (32 filters, pad 1) -> batch norm -> ReLU -> max pool 2x2 -> affine -> softmax
+    Convolution 3x3 (32 filters, pad 1) -> BatchNormalization -> Relu -> Pooling 2x2 -> Affine -> SoftmaxWithLoss
 
 The data (8x8 images, 1797 samples) ships with scikit-learn: nothing is downloaded. A stratified 20 % test split is
-held out. Convolution, BatchNormalization and Pooling come from fastnn.layers (the fast kernels: C++ for NumPy
-arrays); ReLU, Affine, softmax loss and the Adam optimizer are the usual few lines of NumPy, written below.
+held out. The network is written as book 1 writes its networks (a dict of parameters, a list of layers, a
+`gradient` pass in reverse, `optimizer.update(params, grads)`); the classes are book 1's, imported from fastnn.
 
 After training, one more epoch of the *same* network (same weights, same batches) is timed on fastnn and with
 ``backend="numpy"`` (fastnn's NumPy reference kernels), batch by batch in turn, and the per-epoch times and the
@@ -21,60 +22,9 @@ import time
 
 import numpy as np
 
-from common import Stopwatch, batches, limit_threads, progress
-from fastnn.layers import BatchNormalization, Convolution, Pooling
-
-
-# ---------------------------------------------------------------------------------------- the plain NumPy parts
-
-class Relu:
-    def forward(self, x, train_flg=True):
-        self.mask = x <= 0
-        return np.where(self.mask, 0, x)
-
-    def backward(self, dout):
-        return np.where(self.mask, 0, dout)
-
-
-class Affine:
-    def __init__(self, W, b):
-        self.W, self.b = W, b
-
-    def forward(self, x, train_flg=True):
-        self.x_shape = x.shape
-        self.x = x.reshape(x.shape[0], -1)
-        return self.x @ self.W + self.b
-
-    def backward(self, dout):
-        self.dW = self.x.T @ dout
-        self.db = dout.sum(axis=0)
-        return (dout @ self.W.T).reshape(self.x_shape)
-
-
-def softmax_cross_entropy(scores, t):
-    """(mean loss, d loss / d scores) for integer labels t."""
-    z = scores - scores.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    n = len(t)
-    loss = -np.log(p[np.arange(n), t] + 1e-7).mean()
-    p[np.arange(n), t] -= 1
-    return float(loss), p / n
-
-
-class Adam:
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999):
-        self.lr, self.beta1, self.beta2, self.t, self.m, self.v = lr, beta1, beta2, 0, {}, {}
-
-    def update(self, params, grads):
-        self.t += 1
-        lr_t = self.lr * np.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t)
-        for k in params:
-            if k not in self.m:
-                self.m[k], self.v[k] = np.zeros_like(params[k]), np.zeros_like(params[k])
-            self.m[k] += (1 - self.beta1) * (grads[k] - self.m[k])
-            self.v[k] += (1 - self.beta2) * (grads[k] ** 2 - self.v[k])
-            params[k] -= (lr_t * self.m[k] / (np.sqrt(self.v[k]) + 1e-7)).astype(params[k].dtype)  # in place
+from common import Stopwatch, batches, limit_threads, plot_curves, progress
+from fastnn.layers import Affine, BatchNormalization, Convolution, Pooling, Relu, SoftmaxWithLoss
+from fastnn.optimizer import Adam
 
 
 class ConvNet:
@@ -99,8 +49,9 @@ class ConvNet:
                                      running_mean=None if old is None else old.running_mean,
                                      running_var=None if old is None else old.running_var)
         self.pool = Pooling(2, 2, stride=2, backend=backend)
-        self.affine = Affine(p["W2"], p["b2"])
-        self.layers = [self.conv, self.bn, Relu(), self.pool, self.affine]
+        self.affine = Affine(p["W2"], p["b2"], backend=backend)
+        self.layers = [self.conv, self.bn, Relu(backend=backend), self.pool, self.affine]
+        self.last_layer = SoftmaxWithLoss(backend=backend)
 
     def scores(self, x, train_flg):
         for layer in self.layers:
@@ -108,7 +59,8 @@ class ConvNet:
         return x
 
     def loss_and_grads(self, x, t):
-        loss, d = softmax_cross_entropy(self.scores(x, True), t)
+        loss = self.last_layer.forward(self.scores(x, True), t)
+        d = self.last_layer.backward(1)
         for layer in reversed(self.layers):
             d = layer.backward(d)
         grads = {"W1": self.conv.dW, "b1": self.conv.db, "gamma": self.bn.dgamma, "beta": self.bn.dbeta,
@@ -190,8 +142,7 @@ def main(argv=None):
             twin.params = {k: v.copy() for k, v in net.params.items()}
             twin.bn = net.bn
             twin.build(backend)
-            twin.layers = [Stopwatch(layer) if layer in (twin.conv, twin.bn, twin.pool) else layer
-                           for layer in twin.layers]
+            twin.layers = [Stopwatch(layer) for layer in twin.layers]
             twins[backend] = (twin, Adam(opt.lr))
         times = {backend: 0.0 for backend in twins}
         for b, state in progress(order, len(order), "timing fastnn vs NumPy reference"):
@@ -205,35 +156,12 @@ def main(argv=None):
               f"NumPy reference {times['numpy']:.3f} s -> speedup {times['numpy'] / times[None]:.1f}x")
         inside = {backend: sum(getattr(layer, "seconds", 0.0) for layer in twin.layers)
                   for backend, (twin, _) in twins.items()}
-        print(f"  of which in Convolution + BatchNormalization + Pooling: fastnn {inside[None]:.3f} s, "
+        print(f"  of which in the layers' forward + backward: fastnn {inside[None]:.3f} s, "
               f"NumPy reference {inside['numpy']:.3f} s -> speedup {inside['numpy'] / inside[None]:.1f}x")
-    plot(history, args.out)
-    print(f"curves written to {args.out}")
+    plot_curves({"training loss": {"loss": history["loss"]},
+                 "accuracy": {"train": history["train"], "test": history["test"]}},
+                "fastnn.layers CNN (book 1 style) on sklearn digits", args.out)
     return history
-
-
-def plot(history, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot (pip install 'fastnn[examples]')")
-        return
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    a1.plot(epochs, history["loss"], marker="o")
-    a1.set(xlabel="epoch", ylabel="training loss", title="loss")
-    a2.plot(epochs, history["train"], marker="o", label="train")
-    a2.plot(epochs, history["test"], marker="o", label="test")
-    a2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    a2.legend()
-    for a in (a1, a2):
-        a.grid(alpha=0.3)
-    fig.suptitle("fastnn.layers CNN on sklearn digits")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -1,95 +1,30 @@
-"""Teach fastnn.layers.TimeLSTM to add two numbers digit by digit.
+"""Book 2 on fastnn: a TimeLSTM model in the style of *Deep Learning from Scratch 2* learns to add two numbers
+digit by digit, every layer from fastnn.layers and Adam from fastnn.optimizer.
 
 Each example is two random ``--digits``-digit numbers a and b, written least significant digit first as the token
 sequence ``a_0 a_1 .. + b_0 b_1 .. =``. Nothing is expected while a is read; on the step that reads b_t the model
 must output the digit s_t of a + b, and on ``=`` the final carry. So the LSTM has to remember all of a for
 digits + 1 steps and carry as it goes. Nothing is downloaded: the data is generated here.
 
-    embedding (12 tokens -> 16) -> TimeLSTM (128) -> time affine (-> 10) -> softmax loss (a's steps masked)
+    TimeEmbedding (12 tokens -> 16) -> TimeLSTM (128) -> TimeAffine (-> 10) -> TimeSoftmaxWithLoss (label -1 on
+    a's steps: ignored, as book 2's ignore_label)
 
-TimeLSTM comes from fastnn.layers (the fused C++ LSTM kernel for NumPy arrays); the embedding, affine, loss and
-Adam are the usual NumPy lines of *Deep Learning from Scratch 2*, written below. A sum counts as correct only if
-every digit is. After training, one more epoch of the same model is timed on fastnn and with ``backend="numpy"``
-(the NumPy reference kernels), batch by batch in turn.
+The model is written as book 2 writes its models (params/grads lists, layers in order, the loss layer last, the
+trainer's gradient clipping, `optimizer.update(params, grads)`). A sum counts as correct only if every digit is.
+After training, one more epoch of the same model is timed on fastnn and with ``backend="numpy"`` (the NumPy
+reference kernels), batch by batch in turn. The loss and accuracy curves go to a PNG (``--out``).
 
-    python examples/train_lstm.py [--epochs 12] [--digits 6]
+    python examples/train_lstm.py [--epochs 12] [--digits 6] [--out curves.png]
 """
 import argparse
+import os
 import time
 
 import numpy as np
 
-from common import Stopwatch, batches, limit_threads, progress
-from fastnn.layers import TimeLSTM
-
-
-# ---------------------------------------------------------------------------------------- the plain NumPy parts
-
-class TimeEmbedding:
-    def __init__(self, W):
-        self.params, self.grads = [W], [np.zeros_like(W)]
-
-    def forward(self, idx):
-        self.idx = idx
-        return self.params[0][idx]
-
-    def backward(self, dout):
-        dW = self.grads[0]
-        dW[...] = 0
-        np.add.at(dW, self.idx, dout)
-
-
-class TimeAffine:
-    def __init__(self, W, b):
-        self.params, self.grads = [W, b], [np.zeros_like(W), np.zeros_like(b)]
-
-    def forward(self, x):
-        self.x = x
-        N, T, _ = x.shape
-        return (x.reshape(N * T, -1) @ self.params[0] + self.params[1]).reshape(N, T, -1)
-
-    def backward(self, dout):
-        N, T, _ = self.x.shape
-        dout = dout.reshape(N * T, -1)
-        self.grads[0][...] = self.x.reshape(N * T, -1).T @ dout
-        self.grads[1][...] = dout.sum(axis=0)
-        return (dout @ self.params[0].T).reshape(N, T, -1)
-
-
-class TimeSoftmaxWithLoss:
-    """Mean cross-entropy over the steps whose target is not -1 (book 2's ignore_label)."""
-
-    def forward(self, xs, ts):
-        N, T, V = xs.shape
-        z = xs.reshape(N * T, V)
-        ts = ts.reshape(N * T)
-        mask = ts != -1
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        self.cache = (p, np.where(mask, ts, 0), mask, (N, T, V))
-        return float(-(np.log(p[np.arange(N * T), np.where(mask, ts, 0)] + 1e-7) * mask).sum() / mask.sum())
-
-    def backward(self, dout=1):
-        p, ts, mask, (N, T, V) = self.cache
-        dx = p.copy()
-        dx[np.arange(N * T), ts] -= 1
-        dx *= (dout / mask.sum()) * mask[:, None]
-        return dx.reshape(N, T, V)
-
-
-class Adam:
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999):
-        self.lr, self.beta1, self.beta2, self.t, self.m, self.v = lr, beta1, beta2, 0, None, None
-
-    def update(self, params, grads):
-        if self.m is None:
-            self.m, self.v = [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]
-        self.t += 1
-        lr_t = self.lr * np.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t)
-        for p, g, m, v in zip(params, grads, self.m, self.v):
-            m += (1 - self.beta1) * (g - m)
-            v += (1 - self.beta2) * (g * g - v)
-            p -= (lr_t * m / (np.sqrt(v) + 1e-7)).astype(p.dtype)     # in place: the layers hold these arrays
+from common import Stopwatch, batches, limit_threads, plot_curves, progress
+from fastnn.layers import TimeAffine, TimeEmbedding, TimeLSTM, TimeSoftmaxWithLoss
+from fastnn.optimizer import Adam
 
 
 class Adder:
@@ -108,9 +43,10 @@ class Adder:
 
     def build(self, backend):
         w = self.weights
-        self.layers = [TimeEmbedding(w[0]), TimeLSTM(w[1], w[2], w[3], stateful=False, backend=backend),
-                       TimeAffine(w[4], w[5])]
-        self.loss_layer = TimeSoftmaxWithLoss()
+        self.layers = [TimeEmbedding(w[0], backend=backend),
+                       TimeLSTM(w[1], w[2], w[3], stateful=False, backend=backend),
+                       TimeAffine(w[4], w[5], backend=backend)]
+        self.loss_layer = TimeSoftmaxWithLoss(backend=backend)
         self.params = [p for layer in self.layers for p in layer.params]
         self.grads = [g for layer in self.layers for g in layer.grads]
 
@@ -193,6 +129,7 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_lstm.png"))
     ap.add_argument("--no-compare", action="store_true", help="skip timing the NumPy reference")
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for fastnn's C++ kernels and for NumPy's BLAS alike (default 1: these tensors are "
@@ -209,14 +146,16 @@ def main(argv=None):
 
     model = Adder(hidden=args.hidden, seed=args.seed)
     opt = Adam(args.lr)
-    times = []
+    times, history = [], {"loss": [], "test": []}
     for epoch in range(1, args.epochs + 1):
         opt.lr = args.lr * 0.5 * (1 + np.cos(np.pi * (epoch - 1) / args.epochs))    # cosine decay
         order = batches(args.train, args.batch_size, rng)
         start = time.perf_counter()
         loss = run_epoch(model, opt, x_train, t_train, order, f"epoch {epoch:2d}/{args.epochs}")
         times.append(time.perf_counter() - start)
-        print(f"  loss {loss:.4f}  test accuracy {accuracy(model, x_test, t_test):.4f} "
+        history["loss"].append(loss)
+        history["test"].append(accuracy(model, x_test, t_test))
+        print(f"  loss {loss:.4f}  test accuracy {history['test'][-1]:.4f} "
               f"(whole sums right)  ({times[-1]:.2f} s)")
 
     acc = accuracy(model, x_test, t_test)
@@ -235,7 +174,8 @@ def main(argv=None):
             twin = Adder(hidden=args.hidden, seed=args.seed)
             twin.weights = [w.copy() for w in model.weights]
             twin.build(backend)
-            twin.layers[1] = Stopwatch(twin.layers[1])      # the TimeLSTM
+            twin.layers = [Stopwatch(layer) for layer in twin.layers]
+            twin.loss_layer = Stopwatch(twin.loss_layer)
             twins[backend] = (twin, Adam(opt.lr))
         epoch_times = {backend: 0.0 for backend in twins}
         for b, state in progress(order, len(order), "timing fastnn vs NumPy reference"):
@@ -247,9 +187,14 @@ def main(argv=None):
         print(f"time per epoch: fastnn {epoch_times[None]:.3f} s (median over training {np.median(times):.3f} s), "
               f"NumPy reference {epoch_times['numpy']:.3f} s -> speedup "
               f"{epoch_times['numpy'] / epoch_times[None]:.1f}x")
-        inside = {backend: twin.layers[1].seconds for backend, (twin, _) in twins.items()}
-        print(f"  of which in TimeLSTM forward + backward: fastnn {inside[None]:.3f} s, NumPy reference "
+        inside = {backend: sum(layer.seconds for layer in twin.layers + [twin.loss_layer])
+                  for backend, (twin, _) in twins.items()}
+        print(f"  of which in the layers' forward + backward: fastnn {inside[None]:.3f} s, NumPy reference "
               f"{inside['numpy']:.3f} s -> speedup {inside['numpy'] / inside[None]:.1f}x")
+
+    plot_curves({"training loss": {"loss": history["loss"]}, "test accuracy (whole sums)": {"test": history["test"]}},
+                f"fastnn.layers TimeLSTM (book 2 style): {k}-digit addition", args.out)
+
 
 if __name__ == "__main__":
     main()

@@ -205,21 +205,21 @@ def lstm_backward(dhs, dh_n, dc_n, cache):
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
 # Each op one _C call over the flat data (softmax and the losses by rows of the last axis, V = x.shape[-1]).
 
-def _out(x):
+def _like(x):
     """_empty_like for a C-contiguous x, with less Python (these ops are often called on tiny arrays)."""
     return np.empty_like(x) if x.nbytes < _CACHED_MIN else _C.empty(x.shape, x.dtype)
 
 
 def _act(op, x):
     x = _c(x)
-    y = _out(x)
+    y = _like(x)
     _C.act_fwd(op, x, y)
     return y
 
 
 def _act_bwd(op, dy, y):
     dy, y = _c(dy), _c(y)
-    dx = _out(y)
+    dx = _like(y)
     _C.act_bwd(op, dy, y, dx)
     return dx
 
@@ -250,42 +250,42 @@ def tanh_backward(dy, y):
 
 def softmax(x):
     x = _c(x)
-    y = _out(x)
+    y = _like(x)
     _C.softmax_fwd(x, y, x.shape[-1])
     return y
 
 
 def softmax_backward(dy, y):
     dy, y = _c(dy), _c(y)
-    dx = _out(y)
+    dx = _like(y)
     _C.softmax_bwd(dy, y, dx, y.shape[-1])
     return dx
 
 
 def softmax_cross_entropy(x, target, ignore_index=-100, eps=0.0):
     x = _c(x)
-    probs = _out(x)
+    probs = _like(x)
     loss = _C.softmax_xent_fwd(x, _c(target), probs, x.shape[-1], ignore_index, eps)
     return loss, probs
 
 
 def softmax_cross_entropy_backward(probs, target, dloss=1.0, ignore_index=-100):
     probs = _c(probs)
-    dx = _out(probs)
+    dx = _like(probs)
     _C.softmax_xent_bwd(probs, _c(target), dx, probs.shape[-1], dloss, ignore_index)
     return dx
 
 
 def sigmoid_cross_entropy(x, target, eps=0.0):
     x = _c(x)
-    y = _out(x)
+    y = _like(x)
     loss = _C.sigmoid_xent_fwd(x, _c(target), y, eps)
     return loss, y
 
 
 def sigmoid_cross_entropy_backward(y, target, dloss=1.0):
     y = _c(y)
-    dx = _out(y)
+    dx = _like(y)
     _C.sigmoid_xent_bwd(y, _c(target), dx, dloss)
     return dx
 # ==== end activations ====

@@ -1,20 +1,30 @@
 """Drop-in layers for NumPy deep-learning code written after *Deep Learning from Scratch* (books 1 and 2).
 
-``Convolution``, ``Pooling`` and ``BatchNormalization`` follow book 1's ``common/layers.py``; ``LSTM`` and
-``TimeLSTM`` follow book 2's ``common/time_layers.py``: same constructor arguments, same ``forward``/``backward``
-signatures, same public attributes and the same numbers (to float tolerance). Swapping the import is the only
-change a user makes::
+Every layer class of book 1's ``common/layers.py`` and of book 2's ``common/layers.py`` and
+``common/time_layers.py``, with the same constructor arguments, ``forward``/``backward`` signatures, public
+attributes and numbers (to float tolerance): ``Relu``, ``Sigmoid``, ``Softmax``, ``Affine``, ``MatMul``,
+``SoftmaxWithLoss``, ``SigmoidWithLoss``, ``Dropout``, ``Embedding``, ``BatchNormalization``, ``Convolution``,
+``Pooling``, ``RNN``, ``TimeRNN``, ``LSTM``, ``TimeLSTM``, ``GRU``, ``TimeGRU``, ``TimeEmbedding``, ``TimeAffine``,
+``TimeSoftmaxWithLoss``, ``TimeSigmoidWithLoss``, ``TimeDropout``, ``TimeBiLSTM``. Swapping the import is the only
+change a network of either book needs::
 
-    # from common.layers import Convolution, Pooling, BatchNormalization
-    from fastnn.layers import Convolution, Pooling, BatchNormalization
-    # from common.time_layers import LSTM, TimeLSTM
-    from fastnn.layers import LSTM, TimeLSTM
+    # from common.layers import *
+    # from common.time_layers import *
+    from fastnn.layers import *
 
-The work is done by the public fastnn API (``fastnn.conv2d``, ``fastnn.max_pool2d``, ``fastnn.batch_norm``,
-``fastnn.lstm``, ...), so a layer runs on whatever backend fits its arrays: NumPy arrays go to the C++ ``cpu``
-backend, CuPy (or other ``__cuda_array_interface__``) arrays stay on the GPU and go to the ``cuda`` backend.
-Every layer also takes a keyword-only ``backend=None`` (``"numpy"``, ``"cpu"``, ``"cuda"``) that is passed to
-every call, e.g. to time the same network on the NumPy reference.
+(``fastnn.functions`` is the matching drop-in for ``common/functions.py``.) Where the two books have a class of the
+same name, one class serves both: ``Affine`` keeps book 2's ``params``/``grads`` lists and book 1's ``W``, ``b``,
+``dW``, ``db`` as aliases of the same arrays, ``SoftmaxWithLoss`` takes both books' label forms; book 1's and
+book 2's ``Dropout`` are the same class (scaled at test time), book 2's ``TimeDropout`` is the inverted one. Book 2
+style gradients are written IN PLACE into ``grads[i][...]``, so optimizers, ``params``/``grads`` lists collected
+by a model, and the Trainer's weight sharing (tied embedding/affine weights) keep working.
+
+The work is done by the public fastnn API (``fastnn.linear``, ``fastnn.softmax_cross_entropy``, ``fastnn.conv2d``,
+``fastnn.lstm``, ``fastnn.gru``, ...), so a layer runs on whatever backend fits its arrays: NumPy arrays go to the
+C++ ``cpu`` backend, CuPy (or other ``__cuda_array_interface__``) arrays stay on the GPU and go to the ``cuda``
+backend. Every layer also takes a keyword-only ``backend=None`` (``"numpy"``, ``"cpu"``, ``"cuda"``) that is
+passed to every call, e.g. to time the same network on the NumPy reference. Dropout layers draw their masks from
+``np.random`` as the books do (same seed, same numbers) unless given ``seed=`` (fastnn's counter-based generator).
 
 Differences from the originals (all deliberate, each also said in the class docstring):
 
@@ -22,20 +32,29 @@ Differences from the originals (all deliberate, each also said in the class docs
   would: float32 input with float64 weights computes in float64, as the book does). The originals' silent dtype
   changes are not reproduced: float32 convolutions stay float32 (the book's im2col makes float64 columns),
   Pooling's backward returns the dtype of ``dout`` (the book's is float64), lazily created running statistics
-  have the compute dtype (the book's are float64), TimeLSTM keeps the dtype of its inputs (the book hard-codes
-  float32 for ``hs``/``dxs``).
+  have the compute dtype (the book's are float64), book 2's Time layers keep the dtype of their inputs (the book
+  hard-codes float32 for ``hs``/``dxs``/states and TimeEmbedding's output). Gradients written into ``grads`` keep
+  the dtype of their parameter (book 2's behaviour; book 1's ``dW`` could be wider).
 - Intermediate arrays that only the backward pass of the original needed (``Convolution.col``,
-  ``Pooling.arg_max``, ``BatchNormalization.xc``/``xn``/``std``, ``LSTM.cache``, ``TimeLSTM.layers``) are not
-  stored; they are properties computed on demand from what the fast kernels keep, with the book's shapes and
-  values.
+  ``Pooling.arg_max``, ``BatchNormalization.xc``/``xn``/``std``, ``Relu.mask``, ``LSTM.cache``, ``RNN.cache``,
+  ``GRU.cache``, ``TimeSoftmaxWithLoss.cache``, the Time layers' per-step ``layers``) are not stored; they are
+  properties computed on demand from what the fast kernels keep, with the book's shapes and values.
+- ``backward`` never modifies its argument (book 1's Relu zeroes ``dout`` in place); losses are Python floats;
+  a TimeSoftmaxWithLoss batch whose labels are all ignored gives loss 0 (the book's 0/0).
 - ``Pooling`` with ``pad > 0``: see its docstring (the book's output-size formula ignores ``pad``).
 """
+import math
+
 import numpy as np
 
 import fastnn as _F
 from fastnn._shapes import pair as _pair
 
-__all__ = ["Convolution", "Pooling", "BatchNormalization", "LSTM", "TimeLSTM"]
+__all__ = ["Convolution", "Pooling", "BatchNormalization", "LSTM", "TimeLSTM",
+           # the layers of issue #19 (book 1 common/layers.py, book 2 common/layers.py and common/time_layers.py)
+           "Relu", "Sigmoid", "Softmax", "Affine", "MatMul", "TimeAffine", "Embedding", "TimeEmbedding", "Dropout",
+           "TimeDropout", "SoftmaxWithLoss", "SigmoidWithLoss", "TimeSigmoidWithLoss", "TimeSoftmaxWithLoss",
+           "RNN", "TimeRNN", "GRU", "TimeGRU", "TimeBiLSTM"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -52,6 +71,16 @@ def _xp(a):
 
 def _dtype(*arrays):
     """The dtype NumPy's operators would compute in, restricted to the float32/float64 that the kernels take."""
+    dt = None
+    for a in arrays:    # fast path: every array float32, or every array float64 (the layers' common case)
+        if a is not None:
+            d = getattr(a, "dtype", None)
+            if d is None or (dt is not None and d != dt):
+                break
+            dt = d
+    else:
+        if dt in _FLOATS:
+            return dt
     dts = [a.dtype for a in arrays if a is not None and hasattr(a, "dtype")]
     dt = np.result_type(*dts) if dts else np.dtype(np.float64)
     if dt in _FLOATS:
@@ -474,3 +503,699 @@ class TimeLSTM:
 
     def reset_state(self):
         self.h, self.c = None, None
+
+
+# ================================================================================================ textbook layers
+# Book 1's common/layers.py and book 2's common/layers.py + common/time_layers.py on the ops of issue #19.
+
+def _is_float_array(x):
+    """A float32/float64 NumPy or CuPy array the kernels take (anything else runs the book's own NumPy code)."""
+    dt = getattr(x, "dtype", None)
+    return dt in _FLOATS and getattr(x, "ndim", 0) > 0
+
+
+def _alias(lst, i, doc):
+    """Book 1's attribute name (``W``, ``dW``, ...) for element ``i`` of book 2's ``params``/``grads`` list."""
+    def get(self):
+        v = getattr(self, lst)
+        return v[i] if i < len(v) else None     # (GRU without a bias: no params[2])
+
+    def set_(self, value):
+        if lst == "grads" and value is not None and getattr(self, lst)[i] is not None \
+                and getattr(value, "shape", None) == getattr(self, lst)[i].shape:
+            getattr(self, lst)[i][...] = value     # keep the array an optimizer may hold
+        else:
+            getattr(self, lst)[i] = value
+    return property(get, set_, doc=doc)
+
+
+def _zeros_like(*arrays):
+    return [None if a is None else _xp(a).zeros_like(a) for a in arrays]
+
+
+def _indices(idx):
+    """Embedding indices as an int32/int64 array (the books pass int64 NumPy arrays; lists and scalars work too)."""
+    if getattr(idx, "dtype", None) not in (np.int32, np.int64):
+        idx = np.asarray(idx) if isinstance(idx, (int, list, tuple, np.integer)) else idx
+        idx = idx.astype(np.int64)
+    return idx
+
+
+def _write(grads, i, g):
+    """grads[i][...] = g: gradients are written IN PLACE, as book 2 does, so optimizers and the Trainer's weight
+    sharing (which hold these arrays) see them."""
+    grads[i][...] = g
+
+
+# ------------------------------------------------------------------------------------------------- activations
+
+class Relu:
+    """Book 1's ``Relu``: ``forward(x)``, ``backward(dout)``; runs ``fastnn.relu`` / ``fastnn.relu_backward``.
+
+    Differences: ``backward`` returns a new array (the book zeroes ``dout`` in place and returns it); ``mask``
+    (the book's ``x <= 0``) is computed on demand from the kept output ``out``. Inputs other than float32/float64
+    arrays run the book's NumPy code.
+    """
+
+    def __init__(self, *, backend=None):
+        self.params, self.grads = [], []
+        self.out = None
+        self.backend = backend
+
+    @property
+    def mask(self):
+        return None if self.out is None else (self.out <= 0)
+
+    def forward(self, x):
+        if not _is_float_array(x):
+            out = x.copy()
+            out[x <= 0] = 0
+        else:
+            out = _F.relu(x, backend=self.backend)
+        self.out = out
+        return out
+
+    def backward(self, dout):
+        if not (_is_float_array(dout) and _is_float_array(self.out)):
+            dx = dout.copy()
+            dx[self.out <= 0] = 0
+            return dx
+        dt = _dtype(dout)
+        return _F.relu_backward(dout, _cast(self.out, dt), backend=self.backend)
+
+
+class Sigmoid:
+    """Book 1/2's ``Sigmoid``: ``out`` kept for ``backward(dout)`` = ``dout * out * (1 - out)``
+    (``fastnn.sigmoid`` / ``fastnn.sigmoid_backward``)."""
+
+    def __init__(self, *, backend=None):
+        self.params, self.grads = [], []
+        self.out = None
+        self.backend = backend
+
+    def forward(self, x):
+        if not _is_float_array(x):
+            self.out = 1 / (1 + np.exp(-x))
+        else:
+            self.out = _F.sigmoid(x, backend=self.backend)
+        return self.out
+
+    def backward(self, dout):
+        dt = _dtype(dout, self.out)
+        return _F.sigmoid_backward(_cast(dout, dt), _cast(self.out, dt), backend=self.backend)
+
+
+class Softmax:
+    """Book 2's ``Softmax`` layer over the last axis: ``out`` kept, ``backward(dout)`` = ``out * (dout - sum(dout *
+    out))`` (``fastnn.softmax`` / ``fastnn.softmax_backward``). Difference: any ndim works over the last axis (the
+    book's function handles 1-D and 2-D input and returns other inputs unchanged)."""
+
+    def __init__(self, *, backend=None):
+        self.params, self.grads = [], []
+        self.out = None
+        self.backend = backend
+
+    def forward(self, x):
+        self.out = _F.softmax(_cast(x, _dtype(x)), backend=self.backend)
+        return self.out
+
+    def backward(self, dout):
+        dt = _dtype(dout, self.out)
+        return _F.softmax_backward(_cast(dout, dt), _cast(self.out, dt), backend=self.backend)
+
+
+# ------------------------------------------------------------------------------------------------------- dense
+
+class Affine:
+    """``Affine(W, b)`` of book 1 and book 2 in one class: ``y = x @ W + b`` (``fastnn.linear``).
+
+    Both books' attributes, aliasing the same arrays: book 2's ``params`` = [W, b] and ``grads`` = [dW, db], book
+    1's ``W``, ``b``, ``dW``, ``db`` (properties reading/writing ``params[i]``/``grads[i]``). ``backward`` writes
+    the gradients IN PLACE into ``grads`` (as book 2: optimizers and shared weights keep working; book 1 code that
+    reads ``layer.dW`` after backward gets the same numbers). ``x`` and ``original_x_shape`` as in book 1.
+
+    Input shapes: as book 1, an input of more than 2 dims whose per-sample size is ``W.shape[0]`` (a conv
+    feature map) is flattened to (N, -1) and ``backward`` returns ``dx`` in the input's shape; an input whose
+    last axis is ``W.shape[0]`` is otherwise taken as (..., D) (book 2's ``np.dot`` forward). Differences:
+    ``dW``/``db`` are zeros (not None) before the first backward, and keep the dtype of ``W``/``b`` (book 1's
+    ``dW`` takes the dtype of ``x`` and ``dout`` when those are wider).
+    """
+
+    W = _alias("params", 0, "the weight (D, M): params[0]")
+    b = _alias("params", 1, "the bias (M,): params[1]")
+    dW = _alias("grads", 0, "the weight gradient: grads[0]")
+    db = _alias("grads", 1, "the bias gradient: grads[1]")
+
+    def __init__(self, W, b, *, backend=None):
+        self.params = [W, b]
+        self.grads = _zeros_like(W, b)
+        self.x = None
+        self.original_x_shape = None
+        self.backend = backend
+
+    def forward(self, x):
+        W, b = self.params
+        self.original_x_shape = x.shape
+        D = W.shape[0]
+        if x.ndim > 2 and (x.shape[-1] != D or math.prod(x.shape[1:]) == D):
+            x = x.reshape(x.shape[0], -1)     # book 1: a (N, C, H, W) feature map is flattened per sample
+        self.x = x
+        dt = _dtype(x, W, b)
+        return _F.linear(_cast(x, dt), _cast(W, dt), _cast(b, dt), backend=self.backend)
+
+    def backward(self, dout):
+        W, b = self.params
+        dt = _dtype(self.x, W, dout)
+        dx, dW, db = _F.linear_backward(_cast(dout, dt), _cast(self.x, dt), _cast(W, dt), bias=b is not None,
+                                        backend=self.backend)
+        _write(self.grads, 0, dW)
+        if b is not None:
+            _write(self.grads, 1, db)
+        return dx.reshape(*self.original_x_shape)
+
+
+class MatMul:
+    """Book 2's ``MatMul(W)``: ``y = x @ W`` (``fastnn.linear`` without bias); ``params`` = [W], ``grads`` =
+    [dW] written in place by ``backward``."""
+
+    def __init__(self, W, *, backend=None):
+        self.params = [W]
+        self.grads = _zeros_like(W)
+        self.x = None
+        self.backend = backend
+
+    def forward(self, x):
+        W, = self.params
+        self.x = x
+        dt = _dtype(x, W)
+        return _F.linear(_cast(x, dt), _cast(W, dt), None, backend=self.backend)
+
+    def backward(self, dout):
+        W, = self.params
+        dt = _dtype(self.x, W, dout)
+        dx, dW, _ = _F.linear_backward(_cast(dout, dt), _cast(self.x, dt), _cast(W, dt), bias=False,
+                                       backend=self.backend)
+        _write(self.grads, 0, dW)
+        return dx
+
+
+class TimeAffine(Affine):
+    """Book 2's ``TimeAffine(W, b)``: (N, T, D) -> (N, T, M) in one ``fastnn.linear`` call; ``params``/``grads``
+    as ``Affine`` (the book 1 aliases ``W``/``b``/``dW``/``db`` exist too)."""
+
+    def forward(self, x):
+        W, b = self.params
+        self.x = x
+        self.original_x_shape = x.shape
+        dt = _dtype(x, W, b)
+        return _F.linear(_cast(x, dt), _cast(W, dt), _cast(b, dt), backend=self.backend)
+
+
+class Embedding:
+    """Book 2's ``Embedding(W)``: ``forward(idx)`` = ``W[idx]`` (``fastnn.embedding``), ``backward(dout)`` writes the
+    scatter-add of ``dout`` rows into ``grads[0]`` (``fastnn.embedding_backward``, the book's ``np.add.at``) and
+    returns None. ``idx`` may have any shape (int32/int64; other integer arrays are converted). Difference:
+    indices must lie in [0, V) (NumPy would wrap negative ones)."""
+
+    W = _alias("params", 0, "the embedding matrix (V, D): params[0]")
+
+    def __init__(self, W, *, backend=None):
+        self.params = [W]
+        self.grads = _zeros_like(W)
+        self.idx = None
+        self.backend = backend
+
+    def forward(self, idx):
+        W, = self.params
+        self.idx = idx
+        return _F.embedding(_indices(idx), W, backend=self.backend)
+
+    def backward(self, dout):
+        W, = self.params
+        dW = _F.embedding_backward(_cast(dout, W.dtype), _indices(self.idx), W.shape[0], backend=self.backend)
+        _write(self.grads, 0, dW)
+        return None
+
+
+class TimeEmbedding(Embedding):
+    """Book 2's ``TimeEmbedding(W)``: ``xs`` (N, T) -> (N, T, D) in one ``fastnn.embedding`` call. Attributes
+    ``params``, ``grads``, ``W``; ``layers`` (the book's per-step ``Embedding`` list) is built on demand.
+    Difference: the output keeps the dtype of ``W`` (the book's is always float32)."""
+
+    @property
+    def layers(self):
+        if self.idx is None:
+            return None
+        out = []
+        for t in range(self.idx.shape[1]):
+            layer = Embedding(self.W, backend=self.backend)
+            layer.idx = self.idx[:, t]
+            out.append(layer)
+        return out
+
+
+# ------------------------------------------------------------------------------------------------------ dropout
+
+class _DropoutBase:
+    """Shared mask logic. ``seed=None`` (default): the mask is drawn as the books draw it,
+    ``np.random.rand(*x.shape) > dropout_ratio`` (``cupy.random`` for CuPy arrays), so a network swapped from the
+    books gives the original's numbers under the same ``np.random.seed``; the multiply runs in
+    ``fastnn.dropout(..., mask=...)``. ``seed=<int>``: fastnn's counter-based generator (no random array is
+    drawn or kept; much faster, identical on every backend); forward call k uses seed ``seed + k``, so every
+    step gets a fresh, reproducible mask."""
+
+    _scale = False      # scale kept units by 1/(1-p) at training time (inverted dropout)?
+
+    def __init__(self, dropout_ratio=0.5, *, seed=None, backend=None):
+        self.params, self.grads = [], []
+        self.dropout_ratio = dropout_ratio
+        self.seed = seed
+        self.backend = backend
+        self._mask = None
+        self._calls = 0
+        self._step_seed = None      # the generator seed of the last training forward
+        self._shape = None
+
+    def _train(self, x):
+        p = self.dropout_ratio
+        dt = _dtype(x)
+        xp = _xp(x)
+        self._shape, self._dtype, self._xpm = x.shape, dt, xp
+        x = _cast(x, dt)
+        if self.seed is None:
+            keep = xp.random.rand(*x.shape) > p
+            self._mask = self._book_mask(keep)
+            self._step_seed = None
+            return _F.dropout(x, p, mask=_cast(self._mask, dt) if self._scale else self._mask, scale=False,
+                              backend=self.backend)
+        self._mask = None
+        self._step_seed = self.seed + self._calls
+        self._calls += 1
+        return _F.dropout(x, p, seed=self._step_seed, scale=self._scale, backend=self.backend)
+
+    def backward(self, dout):
+        p = self.dropout_ratio
+        dt = _dtype(dout)
+        if self._step_seed is None:
+            mask = _cast(self._mask, dt) if self._scale else self._mask
+            return _F.dropout_backward(_cast(dout, dt), p, mask=mask, scale=False, backend=self.backend)
+        return _F.dropout_backward(_cast(dout, dt), p, seed=self._step_seed, scale=self._scale,
+                                   backend=self.backend)
+
+    @property
+    def mask(self):
+        """The book's mask of the last training forward (regenerated on demand with ``seed=``)."""
+        if self._mask is None and self._step_seed is not None:
+            ones = self._xpm.ones(self._shape, dtype=self._dtype)
+            keep = _F.dropout(ones, self.dropout_ratio, seed=self._step_seed, scale=False, backend=self.backend) != 0
+            return self._book_mask(keep)
+        return self._mask
+
+    @mask.setter
+    def mask(self, value):
+        self._mask, self._step_seed = value, None
+
+
+class Dropout(_DropoutBase):
+    """Book 1/2's ``Dropout(dropout_ratio=0.5)`` (both books' class is the same): ``forward(x, train_flg=True)``
+    drops units without rescaling, and at test time scales by ``1 - dropout_ratio``; ``backward(dout)`` =
+    ``dout * mask``. ``mask`` is the book's boolean array. Book 2's ``TimeDropout`` is the other convention
+    (inverted: scaled at training time). Extra keyword arguments ``seed`` (see below) and ``backend``.
+
+    """
+    __doc__ += _DropoutBase.__doc__
+
+    def _book_mask(self, keep):
+        return keep
+
+    def forward(self, x, train_flg=True):
+        if train_flg:
+            return self._train(x)
+        return x * (1.0 - self.dropout_ratio)
+
+
+class TimeDropout(_DropoutBase):
+    """Book 2's ``TimeDropout(dropout_ratio=0.5)``: inverted dropout, ``forward(xs)`` keeps units with probability
+    ``1 - dropout_ratio`` and scales them by ``1 / (1 - dropout_ratio)`` while ``train_flg`` (attribute, True by
+    default; the book's models set it) is set, and returns ``xs`` unchanged otherwise. ``mask`` is the book's
+    float32 array of 0 and the float32-rounded scale (so float64 input gives the book's numbers exactly).
+
+    """
+    __doc__ += _DropoutBase.__doc__
+
+    _scale = True
+
+    def __init__(self, dropout_ratio=0.5, *, seed=None, backend=None):
+        super().__init__(dropout_ratio, seed=seed, backend=backend)
+        self.train_flg = True
+
+    def _book_mask(self, keep):
+        return keep.astype(np.float32) * (1 / (1.0 - self.dropout_ratio))
+
+    def forward(self, xs):
+        if self.train_flg:
+            return self._train(xs)
+        return xs
+
+
+# ------------------------------------------------------------------------------------------------------ losses
+
+class SoftmaxWithLoss:
+    """``SoftmaxWithLoss`` of book 1 and book 2: ``forward(x, t)`` -> loss, ``backward(dout=1)`` -> dx, one fused
+    ``fastnn.softmax_cross_entropy`` (with the books' ``1e-7`` inside the log).
+
+    ``t``: class indices (N,), or one-hot labels of ``x``'s shape. Float one-hot ``t`` is used as is (loss
+    ``-sum(t*log(y + 1e-7))/N``, gradient ``(y - t)/N``: book 1's numbers); integer one-hot ``t`` (book 2's
+    ``convert_one_hot`` makes int32 ones) is turned into indices with ``argmax``, as book 2 does. For one-hot
+    labels the two books agree. Attributes ``loss``, ``y`` (the softmax), ``t`` (as given), ``params``/``grads``
+    (empty). Differences: ``backward`` scales by ``dout`` in both cases (book 1 ignores it); soft (non one-hot)
+    float labels give the true cross-entropy (both books score them at their argmax); the loss is a Python
+    float."""
+
+    eps = 1e-7
+
+    def __init__(self, *, backend=None):
+        self.params, self.grads = [], []
+        self.loss = None
+        self.y = None
+        self.t = None
+        self.backend = backend
+        self._target = None
+
+    def forward(self, x, t):
+        self.t = t
+        dt = _dtype(x)
+        x = _cast(x, dt)
+        if t.shape == x.shape:
+            target = _cast(t, dt) if t.dtype.kind == "f" else t.argmax(axis=-1)
+        else:
+            target = t
+        self._target = target
+        self.loss, self.y = _F.softmax_cross_entropy(x, target, eps=self.eps, backend=self.backend)
+        return self.loss
+
+    def backward(self, dout=1):
+        return _F.softmax_cross_entropy_backward(self.y, self._target, float(dout), backend=self.backend)
+
+
+class SigmoidWithLoss:
+    """Book 2's ``SigmoidWithLoss``: binary cross-entropy of ``sigmoid(x)`` against 0/1 labels ``t`` (same shape,
+    int or float) with the book's ``1e-7`` inside the logs; ``fastnn.sigmoid_cross_entropy``. ``loss``, ``y``,
+    ``t`` as in the book. The loss is the mean over all elements (the book's formula only works for 1-D ``x``,
+    where the two agree); ``backward(dout=1)`` = ``(y - t) * dout / t.size``."""
+
+    eps = 1e-7
+
+    def __init__(self, *, backend=None):
+        self.params, self.grads = [], []
+        self.loss = None
+        self.y = None
+        self.t = None
+        self.backend = backend
+
+    def forward(self, x, t):
+        self.t = t
+        self.loss, self.y = _F.sigmoid_cross_entropy(_cast(x, _dtype(x)), t, eps=self.eps, backend=self.backend)
+        return self.loss
+
+    def backward(self, dout=1):
+        return _F.sigmoid_cross_entropy_backward(self.y, self.t, float(dout), backend=self.backend)
+
+
+class TimeSigmoidWithLoss(SigmoidWithLoss):
+    """Book 2's ``TimeSigmoidWithLoss``: ``xs``, ``ts`` (N, T); the loss is the mean over all N*T elements (the
+    book averages the T per-step means: the same number) and ``backward`` returns (N, T) in the input dtype (the
+    book's is float32). ``xs_shape`` as in the book; the per-step ``layers`` are not kept (None)."""
+
+    def __init__(self, *, backend=None):
+        super().__init__(backend=backend)
+        self.xs_shape = None
+        self.layers = None
+
+    def forward(self, xs, ts):
+        self.xs_shape = xs.shape
+        return super().forward(xs, ts)
+
+
+class TimeSoftmaxWithLoss:
+    """Book 2's ``TimeSoftmaxWithLoss``: ``xs`` (N, T, V), ``ts`` (N, T) class ids (or one-hot (N, T, V), turned
+    into ids with argmax); labels equal to ``ignore_label`` (-1, read at every forward) are not counted. As in the
+    book, no ``1e-7`` inside the log. One fused ``fastnn.softmax_cross_entropy`` call.
+
+    ``cache`` is the book's ``(ts, ys, mask, (N, T, V))`` (built on demand; the book's ``backward`` overwrites its
+    ``ys`` in place, fastnn's does not). Differences: when every label is ignored the loss is 0.0 and the
+    gradient 0 (the book divides 0 by 0); the loss is a Python float (computed in float64: log-softmax, so it
+    stays finite where a probability underflows to 0)."""
+
+    def __init__(self, *, backend=None):
+        self.params, self.grads = [], []
+        self.ignore_label = -1
+        self.backend = backend
+        self._ts = self._ys = self._ignore = None
+
+    @property
+    def cache(self):
+        if self._ys is None:
+            return None
+        N, T, V = self._ys.shape
+        ts = self._ts.reshape(N * T)
+        return ts, self._ys.reshape(N * T, V), ts != self._ignore, (N, T, V)
+
+    def forward(self, xs, ts):
+        if ts.ndim == 3:
+            ts = ts.argmax(axis=2)
+        self._ignore = self.ignore_label
+        loss, self._ys = _F.softmax_cross_entropy(_cast(xs, _dtype(xs)), ts, ignore_index=self._ignore, eps=0.0,
+                                                  backend=self.backend)
+        self._ts = ts
+        return loss
+
+    def backward(self, dout=1):
+        return _F.softmax_cross_entropy_backward(self._ys, self._ts, float(dout), ignore_index=self._ignore,
+                                                 backend=self.backend)
+
+
+# ------------------------------------------------------------------------------------------------- recurrent
+
+def _current(cache, params):
+    """``cache`` with the weights the book's backward would read now: ``params`` (an optimizer may have updated
+    them since the forward). Host caches only; GPU caches alias the caller's weight memory (see
+    ``_with_current_weights``)."""
+    if not isinstance(cache.x, np.ndarray):
+        return cache
+    dt = cache.x.dtype
+    return cache._replace(w_ih=_cast(params[0], dt), w_hh=_cast(params[1], dt))
+
+
+def _zero_state(h, shape, dt, xp):
+    """The initial state of a Time layer: zeros unless stateful and set (then cast to the compute dtype)."""
+    return xp.zeros(shape, dtype=dt) if h is None else _cast(h, dt)
+
+
+class RNN:
+    """Book 2's single-step ``RNN(Wx, Wh, b)``: ``h_next = tanh(h_prev @ Wh + x @ Wx + b)`` (``fastnn.rnn_cell``).
+
+    ``forward(x, h_prev)`` -> ``h_next``; ``backward(dh_next)`` -> ``(dx, dh_prev)``, writing the weight gradients
+    IN PLACE into ``grads``. ``cache`` is the book's ``(x, h_prev, h_next)`` (from fastnn's ``RNNCache``, kept as
+    ``fastnn_cache``). ``h_prev`` may be None for zeros."""
+
+    def __init__(self, Wx, Wh, b, *, backend=None):
+        self.params = [Wx, Wh, b]
+        self.grads = _zeros_like(Wx, Wh, b)
+        self.backend = backend
+        self.fastnn_cache = None
+
+    @property
+    def cache(self):
+        c = self.fastnn_cache
+        return None if c is None else (c.x, c.h, c.hs)
+
+    def forward(self, x, h_prev):
+        Wx, Wh, b = self.params
+        dt = _dtype(x, h_prev, Wx, Wh, b)
+        h_next, self.fastnn_cache = _F.rnn_cell(_cast(x, dt), _state(h_prev, (x.shape[0], Wh.shape[0]), dt),
+                                                _cast(Wx, dt), _cast(Wh, dt), _cast(b, dt), backend=self.backend)
+        return h_next
+
+    def backward(self, dh_next):
+        cache = _current(self.fastnn_cache, self.params)
+        dx, dh_prev, dWx, dWh, db = _F.rnn_cell_backward(_cast(dh_next, cache.x.dtype), cache)
+        for i, g in enumerate((dWx, dWh, db)):
+            _write(self.grads, i, g)
+        return dx, dh_prev
+
+
+class _TimeRecurrent:
+    """Shared by TimeRNN and TimeGRU: the book's stateful/``set_state``/``reset_state`` protocol around one fused
+    sequence op."""
+
+    def __init__(self, params, stateful, backend):
+        self.params = params
+        self.grads = _zeros_like(*params)
+        self.h, self.dh = None, None
+        self.stateful = stateful
+        self.backend = backend
+        self.fastnn_cache = None
+        self._layers = None
+
+    @property
+    def layers(self):
+        """The book's per-step layers (``RNN``/``GRU``) of the last forward, built on demand from the fused cache
+        (their ``cache`` and ``backward`` work; ``backward`` of this layer does not fill their ``grads``)."""
+        cache = self.fastnn_cache
+        if cache is None:
+            return None
+        if self._layers is None:
+            c = _xp(cache.x).ascontiguousarray
+            self._layers = []
+            for t in range(cache.x.shape[1]):
+                step = self._cell(*self.params, backend=self.backend)
+                h_prev = cache.h if t == 0 else cache.hs[:, t - 1]
+                fields = dict(x=c(cache.x[:, t]), h=c(h_prev), hs=c(cache.hs[:, t]))
+                fields.update({k: c(getattr(cache, k)[:, t]) for k in ("gates", "hn") if hasattr(cache, k)})
+                step.fastnn_cache = cache._replace(**fields)
+                self._layers.append(step)
+        return self._layers
+
+    def forward(self, xs):
+        self._layers = None
+        Wx, Wh = self.params[:2]
+        N, T, D = xs.shape
+        dt = _dtype(xs, *self.params)
+        if not self.stateful or self.h is None:
+            self.h = None
+        h0 = _zero_state(self.h, (N, Wh.shape[0]), dt, _xp(xs))
+        hs, self.h, self.fastnn_cache = self._run(_cast(xs, dt), h0, [_cast(p, dt) for p in self.params])
+        return hs
+
+    def backward(self, dhs):
+        cache = _current(self.fastnn_cache, self.params)
+        dxs, dh, *grads = self._run_backward(_cast(dhs, cache.x.dtype), cache)
+        for i, g in enumerate(grads[:len(self.params)]):
+            _write(self.grads, i, g)
+        self.dh = dh
+        return dxs
+
+    def set_state(self, h):
+        self.h = h
+
+    def reset_state(self):
+        self.h = None
+
+
+class TimeRNN(_TimeRecurrent):
+    """Book 2's ``TimeRNN(Wx, Wh, b, stateful=False)``: an RNN over ``xs`` (N, T, D) -> ``hs`` (N, T, H) in one
+    fused ``fastnn.rnn`` call. ``forward(xs)``, ``backward(dhs)`` -> ``dxs`` (truncated BPTT; the gradient w.r.t.
+    the initial state is left in ``dh``), ``set_state(h)``, ``reset_state()``; with ``stateful=True`` the last
+    ``h`` of one forward starts the next. Gradients are written IN PLACE into ``grads``. Difference: ``hs``,
+    ``dxs`` and ``h`` keep the dtype of the inputs (the book makes them float32); the per-step ``layers`` are
+    built on demand from the fused cache."""
+
+    _cell = RNN
+
+    def __init__(self, Wx, Wh, b, stateful=False, *, backend=None):
+        super().__init__([Wx, Wh, b], stateful, backend)
+
+    def _run(self, xs, h0, params):
+        return _F.rnn(xs, h0, *params, backend=self.backend)
+
+    def _run_backward(self, dhs, cache):
+        return _F.rnn_backward(dhs, None, cache)
+
+
+class GRU:
+    """Book 2's single-step ``GRU(Wx, Wh, b)``: gate blocks z, r, h~ of ``Wx`` (D, 3H), ``Wh`` (H, 3H), ``b``
+    (3H,); ``h_next = (1 - z) * h_prev + z * h~`` (``fastnn.gru_cell`` with ``gate_order="zrh"``).
+
+    ``forward(x, h_prev)`` -> ``h_next``, ``backward(dh_next)`` -> ``(dx, dh_prev)``; gradients are written IN
+    PLACE into ``grads`` and are also the book's ``dWx``, ``dWh``, ``db``. The book's first version
+    ``GRU(Wx, Wh)`` (no bias; attributes ``Wx``, ``Wh``, ``dWx``, ``dWh``) works too: then ``params`` = [Wx, Wh].
+    ``cache`` is the book's ``(x, h_prev, z, r, h_hat)``, rebuilt from fastnn's ``GRUCache`` (``fastnn_cache``).
+    """
+
+    Wx = _alias("params", 0, "params[0]")
+    Wh = _alias("params", 1, "params[1]")
+    b = _alias("params", 2, "params[2] (None without a bias)")
+    dWx = _alias("grads", 0, "grads[0]")
+    dWh = _alias("grads", 1, "grads[1]")
+    db = _alias("grads", 2, "grads[2] (None without a bias)")
+
+    def __init__(self, Wx, Wh, b=None, *, backend=None):
+        self.params = [Wx, Wh] if b is None else [Wx, Wh, b]
+        self.grads = _zeros_like(*self.params)
+        self.backend = backend
+        self.fastnn_cache = None
+
+    @property
+    def cache(self):
+        c = self.fastnn_cache
+        if c is None:
+            return None
+        H = c.w_hh.shape[0]
+        z, r, h_hat = (c.gates[:, k * H:(k + 1) * H] for k in range(3))
+        return c.x, c.h, z, r, h_hat
+
+    def forward(self, x, h_prev):
+        Wx, Wh = self.params[:2]
+        b = self.b
+        dt = _dtype(x, h_prev, Wx, Wh, b)
+        h_next, self.fastnn_cache = _F.gru_cell(_cast(x, dt), _state(h_prev, (x.shape[0], Wh.shape[0]), dt),
+                                                _cast(Wx, dt), _cast(Wh, dt), _cast(b, dt), None, gate_order="zrh",
+                                                backend=self.backend)
+        return h_next
+
+    def backward(self, dh_next):
+        cache = _current(self.fastnn_cache, self.params)
+        dx, dh_prev, dWx, dWh, db, _ = _F.gru_cell_backward(_cast(dh_next, cache.x.dtype), cache)
+        for i, g in enumerate((dWx, dWh, db)[:len(self.params)]):
+            _write(self.grads, i, g)
+        return dx, dh_prev
+
+
+class TimeGRU(_TimeRecurrent):
+    """Book 2's ``TimeGRU(Wx, Wh, b, stateful=False)``: a GRU (gate blocks z, r, h~) over ``xs`` (N, T, D) in one
+    fused ``fastnn.gru`` call; the protocol of ``TimeRNN``. The book's first version ``TimeGRU(Wx, Wh,
+    stateful=False)`` (no bias) is accepted too (a bool third argument is ``stateful``)."""
+
+    Wx = GRU.Wx
+    Wh = GRU.Wh
+    b = GRU.b
+    _cell = GRU
+
+    def __init__(self, Wx, Wh, b=None, stateful=False, *, backend=None):
+        if isinstance(b, bool):
+            b, stateful = None, b
+        super().__init__([Wx, Wh] if b is None else [Wx, Wh, b], stateful, backend)
+
+    def _run(self, xs, h0, params):
+        b = params[2] if len(params) > 2 else None
+        return _F.gru(xs, h0, params[0], params[1], b, None, gate_order="zrh", backend=self.backend)
+
+    def _run_backward(self, dhs, cache):
+        return _F.gru_backward(dhs, None, cache)
+
+
+class TimeBiLSTM:
+    """Book 2's ``TimeBiLSTM(Wx1, Wh1, b1, Wx2, Wh2, b2, stateful=False)``: a forward ``TimeLSTM`` over ``xs`` and
+    a backward one over the time-reversed ``xs``, outputs concatenated on the last axis (N, T, 2H).
+    ``forward_lstm``/``backward_lstm`` are fastnn ``TimeLSTM`` layers; ``params``/``grads`` are their lists
+    joined (the same arrays)."""
+
+    def __init__(self, Wx1, Wh1, b1, Wx2, Wh2, b2, stateful=False, *, backend=None):
+        self.forward_lstm = TimeLSTM(Wx1, Wh1, b1, stateful, backend=backend)
+        self.backward_lstm = TimeLSTM(Wx2, Wh2, b2, stateful, backend=backend)
+        self.params = self.forward_lstm.params + self.backward_lstm.params
+        self.grads = self.forward_lstm.grads + self.backward_lstm.grads
+
+    def forward(self, xs):
+        xp = _xp(xs)
+        o1 = self.forward_lstm.forward(xs)
+        o2 = self.backward_lstm.forward(xp.ascontiguousarray(xs[:, ::-1]))
+        return xp.concatenate((o1, o2[:, ::-1]), axis=2)
+
+    def backward(self, dhs):
+        xp = _xp(dhs)
+        H = dhs.shape[2] // 2
+        dxs1 = self.forward_lstm.backward(xp.ascontiguousarray(dhs[:, :, :H]))
+        dxs2 = self.backward_lstm.backward(xp.ascontiguousarray(dhs[:, ::-1, H:]))
+        return dxs1 + dxs2[:, ::-1]

@@ -1380,11 +1380,11 @@ for _op in OPTIM_STATES:
     ARRAYS[_op] = _optim_arrays
 
 # Benchmark shapes: the parameter lists of the books' networks (weights (D, M) as the books lay them out).
-_MLP = [(784, 100), (100,)] + [(100, 100), (100,)] * 4 + [(100, 10), (10,)]
+_MLP_PARAMS = [(784, 100), (100,)] + [(100, 100), (100,)] * 4 + [(100, 10), (10,)]
 NETS = {
     "TwoLayerNet784-50-10": [(784, 50), (50,), (50, 10), (10,)],                         # book 1, ch. 4-5
     "SimpleConvNet": [(30, 1, 5, 5), (30,), (4320, 100), (100,), (100, 10), (10,)],      # book 1, ch. 7
-    "MLP784-100x5-10": _MLP,                                                             # book 1, ch. 6
+    "MLP784-100x5-10": _MLP_PARAMS,                                                     # book 1, ch. 6
     "Rnnlm-V10000-H100": [(10000, 100), (100, 400), (100, 400), (400,), (100, 10000), (10000,)],   # book 2, ch. 6
     "BetterRnnlm-V10000-H650": [(10000, 650)] + [(650, 2600), (650, 2600), (2600,)] * 2 + [(10000,)],  # tied affine
 }

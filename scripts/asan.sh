@@ -7,7 +7,7 @@ set -euo pipefail
 src="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cp -r "$src/setup.py" "$src/pyproject.toml" "$src/csrc" "$src/fastnn" "$src/tests" "$src/docs" "$work/"
+cp -r "$src/setup.py" "$src/pyproject.toml" "$src/csrc" "$src/fastnn" "$src/tests" "$src/docs" "$src/bench" "$work/"
 rm -f "$work"/fastnn/_C*.so
 cd "$work"
 if ! FASTNN_EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1" \

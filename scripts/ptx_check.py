@@ -24,8 +24,9 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULES = ("batch_norm", "conv2d", "gemm", "im2col", "lstm", "pool2d")
-TESTS = ["tests/test_cuda_misc.py", "tests/test_cuda_conv.py"]
+MODULES = ("activations", "batch_norm", "conv2d", "dense", "gemm", "im2col", "lstm", "optim", "pool2d", "rnn")
+TESTS = ["tests/test_cuda_misc.py", "tests/test_cuda_conv.py", "tests/test_activations.py", "tests/test_dense.py",
+         "tests/test_optim.py", "tests/test_rnn.py"]
 
 
 # ------------------------------------------------------------------------------- 1. record (in the simulator)

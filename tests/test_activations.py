@@ -13,8 +13,9 @@ import pytest
 
 import fastnn
 from fastnn import reference as R
-from test_ops import ALL_BACKENDS, assert_unchanged, check, dtypes, f64, params, snapshot
 from fastnn.optable import arrays
+from test_ops import ALL_BACKENDS, assert_unchanged, check, dtypes, f64, params, snapshot
+from test_reference import numgrad
 
 ELEMENTWISE = ("relu", "sigmoid", "tanh")
 
@@ -89,19 +90,6 @@ def test_sigmoid_cross_entropy(backend, case, dtype):
 
 
 # ---------------------------------------------------------------------------- the reference's gradients (FD)
-
-def numgrad(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        up = f()
-        x[i] = old - h
-        down = f()
-        x[i] = old
-        g[i] = (up - down) / (2 * h)
-    return g
-
 
 @pytest.mark.parametrize("op", ELEMENTWISE + ("softmax",))
 @pytest.mark.parametrize("shape", [(3, 4), (2, 3, 5), (1,)])
