@@ -360,7 +360,7 @@ dropout_backward = dropout   # the same mask applied to dy (one Python call less
 from .reference import GRUCache, RNNCache  # noqa: E402
 
 
-def _new(shape, dt):   # (not _out: the activations section above has its own _out(x))
+def _new(shape, dt):
     """_empty for a tuple shape and a NumPy dtype, without its normalisation (a tiny cell's whole kernel is ~2 us)."""
     return np.empty(shape, dt) if dt.itemsize * math.prod(shape) < _CACHED_MIN else _C.empty(shape, dt)
 
