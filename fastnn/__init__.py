@@ -5,7 +5,7 @@ $FASTNN_BACKEND, else "cuda" for GPU arrays and "cpu" for NumPy arrays) and runs
 there. `fastnn.reference` is the NumPy specification every backend is tested against.
 """
 from . import _checks, _dispatch
-from .reference import LSTMCache
+from .reference import GRUCache, LSTMCache, RNNCache
 
 __version__ = "0.1.0"
 
@@ -237,8 +237,6 @@ def dropout_backward(dy, p=0.5, seed=0, scale=True, mask=None, backend=None):
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====
-from .reference import GRUCache, RNNCache  # noqa: E402  (the caches, public like LSTMCache)
-
 __all__ += ["rnn_cell", "rnn_cell_backward", "rnn", "rnn_backward", "gru_cell", "gru_cell_backward", "gru",
             "gru_backward", "RNNCache", "GRUCache"]
 

@@ -6,7 +6,7 @@ import pytest
 
 import fastnn
 from fastnn import _cpu, reference as R
-from fastnn.optable import CASES, arrays
+from fastnn.optable import arrays
 from test_ops import ALL_BACKENDS, assert_unchanged, check, dtypes, f64, params, snapshot
 from test_reference import numgrad
 

@@ -25,7 +25,6 @@ Activations in float64 (latency-bound kernels: the accuracy is free), as the LST
 """
 import math
 
-import numpy as np
 from numba import cuda, float64
 
 from ..reference import GRUCache, RNNCache
