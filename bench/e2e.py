@@ -286,6 +286,10 @@ def measure(name, dtype, steps, rounds):
         runs[side] = (step, net, opt, [])
     for _ in range(rounds):  # interleaved: both sides see the same machine state
         for side, (step, _, _, times) in runs.items():
+            # NumPy's OpenBLAS workers spin ~0.1 s after each threaded call (README, "Threads, in company with
+            # NumPy"): without a pause the first steps after the other side's would run beside its spinners,
+            # which no user running one of the two networks sees.
+            time.sleep(0.2)
             t0 = time.perf_counter()
             for _ in range(steps):
                 step()
