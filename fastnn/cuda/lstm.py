@@ -228,16 +228,16 @@ def _backward(dhs, dh_n, dc_n, cache, dxs, dh0, dc0, dw_ih, dw_hh, dbias):
 _ARRAYS = ("x", "h", "c", "w_ih", "w_hh", "gates", "hs", "cs")
 
 
-def _cache_for(kind, cache):
-    """NumPy in -> NumPy out holds for the cache too (its arrays are copied to the host once)."""
+def _cache_for(kind, cache, fields=_ARRAYS):
+    """NumPy in -> NumPy out holds for the cache too (its array `fields` are copied to the host once)."""
     if kind != "numpy":
         return cache
-    return cache._replace(**{f: getattr(cache, f).copy_to_host() for f in _ARRAYS})
+    return cache._replace(**{f: getattr(cache, f).copy_to_host() for f in fields})
 
 
-def _cache_on_device(cache):
+def _cache_on_device(cache, fields=_ARRAYS):
     """The cache with Numba device arrays (it holds the caller's arrays: NumPy, torch, CuPy or Numba)."""
-    return cache._replace(**{f: _dev(getattr(cache, f)) for f in _ARRAYS})
+    return cache._replace(**{f: _dev(getattr(cache, f)) for f in fields})
 
 
 def _hold(kind, v, orig):

@@ -30,7 +30,7 @@ from numba import cuda, float64
 from ..reference import GRUCache, RNNCache
 from ._launch import dummy as _dummy, empty as _empty, kind_of, launch, of as _of, result as _result, view
 from .gemm import flat as _flat, launch_split_k, launch_tiled, matmul, split_k_for
-from .lstm import BS, _buffer, _dev, _hold, _sigmoid, _zeros, colsum
+from .lstm import BS, _buffer, _cache_for as _lstm_cache_for, _cache_on_device, _dev, _hold, _sigmoid, _zeros, colsum
 
 # ----------------------------------------------------------------------------------------------- kernels
 
@@ -442,14 +442,11 @@ def _fields(cache):
 
 
 def _cache_for(kind, cache):
-    """NumPy in -> NumPy out holds for the cache too (its arrays are copied to the host once)."""
-    if kind != "numpy":
-        return cache
-    return cache._replace(**{f: getattr(cache, f).copy_to_host() for f in _fields(cache)})
+    return _lstm_cache_for(kind, cache, _fields(cache))
 
 
 def _on_device(cache):
-    return cache._replace(**{f: _dev(getattr(cache, f)) for f in _fields(cache)})
+    return _cache_on_device(cache, _fields(cache))
 
 
 def _h0(h0, hd, shape, dt, kind):
