@@ -20,6 +20,7 @@ using Pair = std::array<i64, 2>;
 using Shape4 = std::array<i64, 4>;
 
 void bind_config(py::module_& m);        // config, threads (bind_config.cpp)
+void bind_blas_share(py::module_& m);    // share_blas_threads (blas_share.cpp)
 void bind_buffer_cache(py::module_& m);  // empty, empty_cache, ... (bind_buffer_cache.cpp)
 void bind_gemm(py::module_& m);
 void bind_im2col(py::module_& m);

@@ -5,6 +5,7 @@ PYBIND11_MODULE(_C, m) {
     using namespace fastnn::bind;
     m.doc() = "fastnn C++ CPU kernels (see fastnn/_cpu.py for the Python side)";
     bind_config(m);
+    bind_blas_share(m);
     bind_buffer_cache(m);
     bind_gemm(m);
     bind_im2col(m);

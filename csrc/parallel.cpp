@@ -144,15 +144,44 @@ class Pool {
         if (job.error) std::rethrow_exception(job.error);
     }
 
-  private:
-    void start_workers(int want) {
-        for (; started_ < want; ++started_)  // detached, never joined: the pool lives as long as the process
-            std::thread([this] { worker(); }).detach();
+    void gang(int n, detail::RangeFn fn, void* ctx) {
+        if (n <= 1) return n == 1 ? fn(ctx, 0, 1) : void();
+        if (tl_in_pool) return gang_on_own_threads(n, fn, ctx);
+        std::lock_guard<std::mutex> lock(mu_);  // wait, never inline: the n jobs must run side by side
+        start_workers(n - 1);
+        Job job(fn, ctx, n, 1, n);  // one part of one chunk per thread: a seat is a job
+        job_.store(&job);
+        gen_.fetch_add(1);
+        if (sleeping_.load() > 0) wake(n - 1);
+        // The caller's own part first; it returns only once every other job has started (they wait for each
+        // other), so stealing a part that no worker has taken yet can only happen when it is safe.
+        tl_in_pool = true;
+        job.run_chunks(0);
+        tl_in_pool = false;
+        job_.store(nullptr);
+        for (int i = 0; active_.load() != 0; ++i) {
+            if (i < 4096) cpu_relax();
+            else std::this_thread::yield();
+        }
     }
 
-    void worker() {
+  private:
+    static void gang_on_own_threads(int n, detail::RangeFn fn, void* ctx) {
+        std::unique_ptr<std::thread[]> t(new std::thread[n - 1]);
+        for (int i = 1; i < n; ++i) t[i - 1] = std::thread([=] { fn(ctx, i, i + 1); });
+        fn(ctx, 0, 1);
+        for (int i = 0; i < n - 1; ++i) t[i].join();
+    }
+
+    void start_workers(int want) {
+        // A new worker waits for the generation after this one (called before the caller publishes its job): a
+        // worker that read gen_ itself could start after the bump and sleep through the job it was started for.
+        for (const unsigned seen = gen_.load(); started_ < want; ++started_)  // detached: lives as long as the process
+            std::thread([this, seen] { worker(seen); }).detach();
+    }
+
+    void worker(unsigned seen) {
         tl_in_pool = true;
-        unsigned seen = gen_.load();
         for (;;) {
             wait_for_job(seen);
             seen = gen_.load();
@@ -247,6 +276,7 @@ int get_num_threads() { return pool().size(); }
 
 namespace detail {
 void run_parallel(i64 n, i64 chunk, int threads, RangeFn fn, void* ctx) { pool().run(n, chunk, threads, fn, ctx); }
+void run_gang(int n, RangeFn fn, void* ctx) { pool().gang(n, fn, ctx); }
 InlineScope::InlineScope() : prev(tl_in_pool) { tl_in_pool = true; }
 InlineScope::~InlineScope() { tl_in_pool = prev; }
 }  // namespace detail

@@ -23,6 +23,10 @@ int get_num_threads();
 namespace detail {
 using RangeFn = void (*)(void* ctx, i64 begin, i64 end);
 void run_parallel(i64 n, i64 chunk, int threads, RangeFn fn, void* ctx);
+// fn(ctx, i, i + 1) for each i in [0, n), all n at once on n distinct threads (the caller and n-1 workers, started
+// whatever the pool's size): for jobs that wait for each other, like a threaded OpenBLAS call's (blas_share.cpp).
+// Waits for the pool while another caller holds it; from inside the pool it runs on n-1 threads of its own.
+void run_gang(int n, RangeFn fn, void* ctx);
 struct InlineScope {  // while alive, every parallel_for of this thread runs inline
     InlineScope();
     ~InlineScope();

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 __all__ = [
     "im2col", "col2im", "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
     "avg_pool2d_backward", "batch_norm", "batch_norm_backward", "lstm_cell", "lstm_cell_backward", "lstm",
-    "lstm_backward", "LSTMCache", "backends", "show_config", "set_num_threads", "get_num_threads", "empty_cache",
+    "lstm_backward", "LSTMCache", "backends", "show_config", "set_num_threads", "get_num_threads", "share_blas_threads", "empty_cache",
 ]
 
 
@@ -363,6 +363,21 @@ def get_num_threads():
     return _C.get_num_threads()
 
 
+def share_blas_threads(on=True):
+    """Run (on=True) or stop running (on=False) NumPy's OpenBLAS threaded calls on fastnn's pool.
+
+    The cpu backend turns this on when it loads, unless FASTNN_SHARE_BLAS=0: OpenBLAS's own worker spins ~0.1 s
+    after each call on the core the next fastnn call wants. OpenBLAS keeps choosing its thread count; only who runs
+    the threads changes, and every result stays the same. Needs OpenBLAS >= 0.3.28 (older ones are left alone);
+    call it again after loading another OpenBLAS (SciPy's). Returns the paths of the libraries changed."""
+    from . import _C, _cpu
+    if not isinstance(on, bool):
+        raise TypeError(f"on must be a bool, got {type(on).__name__}")
+    paths = _C.share_blas_threads(on)
+    _cpu.BLAS_SHARED = paths if on else []
+    return paths
+
+
 def empty_cache():
     """Free the output buffers the cpu backend keeps for reuse.
 
@@ -378,7 +393,9 @@ def show_config(file=None):
     cfg = {"fastnn": __version__, "numpy": np.__version__, "backends": backends()}
     try:
         from . import _C
-        cfg["cpu"] = dict(_C.config(), threads=_C.get_num_threads(), buffer_cache=_C.buffer_cache_info())
+        from . import _cpu
+        cfg["cpu"] = dict(_C.config(), threads=_C.get_num_threads(), buffer_cache=_C.buffer_cache_info(),
+                          blas_on_fastnn_pool=[p.rsplit("/", 1)[-1] for p in _cpu.BLAS_SHARED])
     except ImportError as e:
         cfg["cpu"] = f"unavailable ({e})"
     try:

@@ -1,6 +1,7 @@
 """The `cpu` backend: allocates outputs and calls the C++ kernels in fastnn._C (which release the GIL).
 Same functions and argument order as fastnn.reference (see docs/internals.md); arguments are already validated."""
 import math
+import os
 
 import numpy as np
 
@@ -9,6 +10,10 @@ from ._shapes import out_hw as _out_hw
 from .reference import LSTMCache
 
 _c = np.ascontiguousarray
+
+# NumPy's OpenBLAS runs its threaded calls on fastnn's pool from now on (csrc/blas_share.cpp; README "Threads, in
+# company with NumPy"): its own worker spun ~0.1 s after each matmul on the core a fastnn call wanted next.
+BLAS_SHARED = _C.share_blas_threads(True) if os.environ.get("FASTNN_SHARE_BLAS", "1") != "0" else []
 
 
 def _opt(a):

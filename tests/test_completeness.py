@@ -12,7 +12,7 @@ from fastnn import optable
 OPS = [op.name for op in optable.OPS]
 # Public names that are not ops: the cache type and the utilities.
 NOT_OPS = {"LSTMCache", "RNNCache", "GRUCache", "backends", "show_config", "set_num_threads", "get_num_threads",
-           "empty_cache"}
+           "share_blas_threads", "empty_cache"}
 INTERNALS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "internals.md"
 
 
