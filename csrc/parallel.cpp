@@ -42,6 +42,11 @@ inline void cpu_relax() {
 // find the worker at once (a halted virtual core took tens of us to wake), yet any runnable thread gets the core.
 constexpr int kSpinMicros = 50;
 constexpr int kYieldMicros = 1000;
+// Since the last BLAS call run on the pool (run_gang), the workers yield for this long instead: OpenBLAS's jobs wait
+// for each other with nops, and a worker woken from sleep was placed on the caller's core (a halted virtual core is
+// passed over), so the caller's job spun while the one it waited for queued behind it: 1-20 ms for a 0.2 ms matmul.
+// A worker that keeps yielding keeps its own core. OpenBLAS's own workers spin ~0.1 s (2^28 cycles) for the same.
+constexpr int kBlasYieldMicros = 100000;
 
 int env_int(const char* name, int fallback) {
     const char* v = std::getenv(name);
@@ -109,7 +114,8 @@ class Pool {
   public:
     Pool()
         : size_(default_threads()), spin_us_(env_int("FASTNN_SPIN_US", kSpinMicros)),
-          yield_us_(env_int("FASTNN_YIELD_US", kYieldMicros)) {}
+          yield_us_(env_int("FASTNN_YIELD_US", kYieldMicros)),
+          blas_yield_us_(env_int("FASTNN_BLAS_YIELD_US", kBlasYieldMicros)) {}
 
     void set_size(int n) { size_.store(std::max(1, n)); }
     int size() const { return size_.load(); }
@@ -159,6 +165,7 @@ class Pool {
         job.run_chunks(0);
         tl_in_pool = false;
         job_.store(nullptr);
+        last_gang_.store(std::chrono::steady_clock::now().time_since_epoch().count());
         for (int i = 0; active_.load() != 0; ++i) {
             if (i < 4096) cpu_relax();
             else std::this_thread::yield();
@@ -201,11 +208,14 @@ class Pool {
         }
     }
 
-    // Spin for spin_us_, yield for yield_us_, then sleep until the generation moves past `seen`.
+    // Spin for spin_us_, yield for yield_us_ (until blas_yield_us_ after the last gang, if later), then sleep until
+    // the generation moves past `seen`.
     void wait_for_job(unsigned seen) {
         using clock = std::chrono::steady_clock;
         const auto until = clock::now() + std::chrono::microseconds(spin_us_);
-        const auto until_yield = until + std::chrono::microseconds(yield_us_);
+        const auto until_yield = std::max(until + std::chrono::microseconds(yield_us_),
+                                          clock::time_point(clock::duration(last_gang_.load())) +
+                                              std::chrono::microseconds(blas_yield_us_));
         for (int i = 0; gen_.load(std::memory_order_acquire) == seen; ++i) {
             if ((i & 63) != 63) {
                 cpu_relax();
@@ -241,7 +251,8 @@ class Pool {
 
     static_assert(sizeof(std::atomic<unsigned>) == sizeof(unsigned), "futex word");
     std::atomic<int> size_;
-    const int spin_us_, yield_us_;
+    const int spin_us_, yield_us_, blas_yield_us_;
+    std::atomic<std::chrono::steady_clock::rep> last_gang_{0};  // when the last gang ended (steady_clock ticks)
     std::mutex mu_;                  // held by the one caller whose job is published
     int started_ = 0;                // workers started (under mu_)
     std::atomic<unsigned> gen_{0};   // bumped per job; the futex word the workers sleep on

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -62,6 +63,43 @@ def test_conv2d_after_a_matmul_gets_both_cores():
     # 0.94x here; 1.71x while OpenBLAS's own worker spun after each matmul on the second core.
     assert r["company"] < 1.4 * r["quiet"], r
     assert r["mm_company"] < 1.4 * r["mm_quiet"], r
+
+
+def _matmul_after_python_work(a, b, gap_s, rounds=6, per=8):
+    """Median seconds of a @ b, each after gap_s of Python work (a training step's loop), in rounds after 0.2 s
+    idle (the workers asleep)."""
+    times = []
+    for _ in range(rounds):
+        time.sleep(0.2)
+        for _ in range(per):
+            end = time.perf_counter() + gap_s
+            while time.perf_counter() < end:
+                pass
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs")
+def test_a_matmul_every_few_ms_finds_its_worker_awake():
+    """With the workers asleep 1 ms after a call, OpenBLAS's gang found its worker placed on the caller's core
+    (the caller's job spinning while the one it waits for queued behind it): 1.9x OpenBLAS's own threads for a
+    0.25 ms matmul with 2 ms of Python between (FASTNN_BLAS_YIELD_US=0). After a BLAS call the workers stay awake
+    (yielding) for 0.1 s: 0.92-1.02x."""
+    if not _blas_shared():
+        pytest.skip("NumPy's BLAS is not an OpenBLAS with the threads callback (>= 0.3.28)")
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((100, 784)), rng.standard_normal((784, 100))
+    try:
+        fastnn.share_blas_threads(False)
+        a @ b
+        own = _matmul_after_python_work(a, b, 0.002)
+    finally:
+        fastnn.share_blas_threads(True)
+    a @ b
+    shared = _matmul_after_python_work(a, b, 0.002)
+    assert shared < 1.5 * own, (shared, own)
 
 
 def _blas_calls(rng):
