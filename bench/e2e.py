@@ -4,6 +4,7 @@ from is swapped (what a user does with `from fastnn.layers import *`).
 
     python bench/e2e.py                       # every network, 2 threads, medians of interleaved rounds
     python bench/e2e.py --nets lstm_lm,gru_lm --steps 5 --rounds 5 --threads 1
+    python bench/e2e.py --nets mlp_extend --swap BatchNormalization   # one class swapped: fastnn between NumPy's
 
 Networks (random data of the books' shapes; the weights start equal on both sides):
   deep_convnet   book 1 ch08 DeepConvNet: 6 conv 3x3 (16,16,32,32,64,64) + ReLU, 3 max pools, Affine-ReLU-Dropout-
@@ -275,11 +276,18 @@ def profile(step, net, opt, steps=5):
     return total / steps, out
 
 
-def measure(name, dtype, steps, rounds):
+def measure(name, dtype, steps, rounds, swap=()):
+    """swap: only these layer classes ("update": the optimizer) come from fastnn; () = all of them."""
+    import types
+
     import fastnn.layers as FL
     import fastnn.optimizer as FO
     runs = {}
     books = book_numpy.b1 if name in ("deep_convnet", "mlp_extend") else book_numpy.b2
+    if swap:   # the books' code with a few classes from fastnn: NumPy's BLAS and fastnn's threads in turn
+        FL = types.SimpleNamespace(**{k: getattr(FL if k in swap else books, k) for k in dir(books)
+                                      if not k.startswith("_")})
+        FO = FO if "update" in swap else _NumpyOptimizers
     for side, (L, O) in (("numpy", (books, _NumpyOptimizers)), ("fastnn", (FL, FO))):
         step, net, opt = workload(name, L, O, dtype)
         step()          # warm-up (lazy state, caches)
@@ -306,6 +314,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="fastnn and NumPy BLAS threads (default: all cores)")
     ap.add_argument("--dtype", default="float64", choices=["float32", "float64"], help="book 1's networks")
+    ap.add_argument("--swap", default="", help="comma-separated layer classes (and 'update' for the optimizer) "
+                    "to take from fastnn, the rest staying the books' NumPy (default: all from fastnn)")
     a = ap.parse_args(argv)
     import fastnn
     if a.threads:
@@ -316,7 +326,7 @@ def main(argv=None):
           f"{a.steps} steps")
     print(f"{'network':<14} {'numpy ms':>9} {'fastnn ms':>9} {'speedup':>8}   where fastnn's step goes")
     for name in a.nets.split(","):
-        med, parts = measure(name, np.dtype(a.dtype), a.steps, a.rounds)
+        med, parts = measure(name, np.dtype(a.dtype), a.steps, a.rounds, tuple(filter(None, a.swap.split(","))))
         where = ", ".join(f"{k} {100 * v:.0f}%" for k, v in parts.items())
         print(f"{name:<14} {1e3 * med['numpy']:9.2f} {1e3 * med['fastnn']:9.2f} {med['numpy'] / med['fastnn']:7.2f}x"
               f"   {where}", flush=True)
