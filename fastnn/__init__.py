@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 __all__ = [
     "im2col", "col2im", "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
     "avg_pool2d_backward", "batch_norm", "batch_norm_backward", "lstm_cell", "lstm_cell_backward", "lstm",
-    "lstm_backward", "LSTMCache", "backends", "show_config", "set_num_threads", "get_num_threads", "share_blas_threads", "empty_cache",
+    "lstm_backward", "LSTMCache", "backends", "show_config", "set_num_threads", "get_num_threads",
+    "share_blas_threads", "empty_cache",
 ]
 
 
