@@ -23,11 +23,15 @@ def _opt(a):
 _CACHED_MIN = 1 << 20
 
 
+_INT64 = np.dtype(np.int64)
+
+
 def _empty(shape, dtype):
     """An uninitialised output: from _C's buffer cache from 1 MiB on (freed outputs are reused, no page faults on
-    the next call of the same size), else np.empty."""
-    dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
-    shape = shape if type(shape) is tuple else tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+    the next call of the same size), else np.empty. dtype: a np.dtype (an array's; converting a type here cost
+    more than np.empty itself on tiny outputs)."""
+    if type(shape) is not tuple:
+        shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
     if dtype.itemsize * math.prod(shape) >= _CACHED_MIN:
         return _C.empty(shape, dtype)
     return np.empty(shape, dtype)
@@ -103,7 +107,7 @@ def _pool_out(shape, kernel_size, stride, padding, out_hw=None):
 def max_pool2d(x, kernel_size, stride, padding, out_hw=None, *, _algo=None):
     x = _c(x)
     shape = _pool_out(x.shape, kernel_size, stride, padding, out_hw)
-    y, idx = _empty(shape, x.dtype), _empty(shape, np.int64)
+    y, idx = _empty(shape, x.dtype), _empty(shape, _INT64)
     _C.max_pool2d_fwd(x, y, idx, kernel_size, stride, padding, _algo or "")
     return y, idx
 
