@@ -104,6 +104,30 @@ BAD = [
 ]
 
 # The textbook ops, one section per family: VALID.update({...}) and BAD += [...].
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs, ws, stride, padding, dilation", [
+    ((2, 3, 7, 5), (4, 3, 3, 3), 1, 1, 1), ((1, 1, 4, 4), (1, 1, 1, 1), 2, 0, 1), ((2, 2, 9, 9), (3, 2, 3, 2), 3, 2, 2),
+    ((1, 2, 5, 5), (2, 2, 5, 5), 1, 0, 1), ((1, 1, 3, 8), (1, 1, 3, 3), 4, 1, 1)])
+def test_conv_checks_common_call_path_agrees_with_the_full_checks(monkeypatch, xs, ws, stride, padding, dilation,
+                                                                    dtype):
+    """_checks._conv_common accepts the common call in one pass; its result is the full checks' to the value."""
+    from fastnn import _checks
+    x, w, b, dy = np.zeros(xs, dtype), np.zeros(ws, dtype), np.zeros(ws[0], dtype), None
+    assert _checks._conv_common(x, w, stride, padding, dilation, 1) is not None
+    fast = _checks.conv2d(x, w, b, stride, padding, dilation, 1)
+    with monkeypatch.context() as m:
+        m.setattr(_checks, "_conv_common", lambda *a: None)
+        full = _checks.conv2d(x, w, b, stride, padding, dilation, 1)
+        dy = np.zeros((xs[0], ws[0]) + full[1], dtype)
+        full_bwd = _checks.conv2d_backward(dy, x, w, stride, padding, dilation, 1)
+    assert fast[0][3:] == full[0][3:] and fast[1] == full[1]
+    assert all(a is c for a, c in zip(fast[0][:3], full[0][:3]))
+    assert _checks.conv2d_backward(dy, x, w, stride, padding, dilation, 1)[3:] == full_bwd[3:]
+    for bad in (dict(stride=True), dict(groups=2), dict(dilation=np.int64(1))):   # the full checks take these
+        assert _checks._conv_common(x, w, **(dict(stride=stride, padding=padding, dilation=dilation, groups=1) | bad)) \
+            is None
+
+
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
 _ids = lambda: np.array([0, 3, -100])  # noqa: E731
 VALID.update({
