@@ -221,6 +221,15 @@ def conv2d_backward(dy, x, weight, stride, padding, dilation, groups):
 
 
 def _pool(x_shape, kernel_size, stride, padding, what):
+    if type(kernel_size) is int and (stride is None or type(stride) is int) and type(padding) is int:
+        # The common call (int window) in one pass; anything else, and every refusal, takes the checks below.
+        k, p = kernel_size, padding
+        s = k if stride is None else stride
+        N, C, H, W = x_shape
+        if N and C and H and W and k >= 1 and s >= 1 and 0 <= p <= k // 2:
+            oh, ow = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+            if oh > 0 and ow > 0:
+                return (k, k), (s, s), (p, p), (N, C, oh, ow)
     if 0 in x_shape:
         raise ValueError(f"{what}: input of shape {tuple(x_shape)} is empty")
     ks = pair(kernel_size, "kernel_size", 1)

@@ -128,6 +128,18 @@ def test_conv_checks_common_call_path_agrees_with_the_full_checks(monkeypatch, x
             is None
 
 
+@pytest.mark.parametrize("xs, k, stride, padding", [
+    ((2, 3, 4, 4), 2, None, 0), ((1, 1, 7, 5), 3, 2, 1), ((2, 2, 9, 9), 3, 1, 0), ((1, 1, 3, 8), 1, 4, 0)])
+def test_pool_checks_int_window_path_agrees_with_the_pair_path(xs, k, stride, padding):
+    """An int window takes _checks._pool's one-pass path, pairs the per-argument checks: the same result."""
+    from fastnn import _checks
+    x = np.zeros(xs, f32)
+    pairs = ((k, k), None if stride is None else (stride, stride), (padding, padding))
+    assert _checks.max_pool2d(x, k, stride, padding)[1:] == _checks.max_pool2d(x, *pairs)[1:]
+    assert _checks.avg_pool2d(x, k, stride, padding, True)[1:] == _checks.avg_pool2d(x, *pairs, True)[1:]
+    assert _checks.max_pool2d(x, k, stride, padding)[0][1:] == _checks.max_pool2d(x, *pairs)[0][1:]
+
+
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
 _ids = lambda: np.array([0, 3, -100])  # noqa: E731
 VALID.update({
