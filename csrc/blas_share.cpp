@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bind.h"
@@ -78,15 +79,20 @@ std::vector<OpenBLAS> openblas_libraries() {
     for (const std::string& name : names) {
         void* h = dlopen(name.c_str(), RTLD_LAZY | RTLD_NOLOAD);  // a handle to what is loaded, never a new load
         if (!h) continue;
-        for (const char* prefix : {"", "scipy_"})
-            for (const char* suffix : {"", "64_"}) {
-                auto sym = [&](const char* f) { return dlsym(h, (std::string(prefix) + f + suffix).c_str()); };
-                auto set = reinterpret_cast<SetCallback>(sym("openblas_set_threads_callback_function"));
-                auto config = reinterpret_cast<const char* (*)()>(sym("openblas_get_config"));
-                auto procs = reinterpret_cast<int (*)()>(sym("openblas_get_num_procs"));
-                const char* max = config ? std::strstr(config(), "MAX_THREADS=") : nullptr;
-                if (set && max && procs) found.push_back({name, set, std::atoi(max + 12), procs()});
+        // The first naming that has all three functions (a library exporting two namings is listed once).
+        static const std::pair<const char*, const char*> namings[] = {
+            {"", ""}, {"", "64_"}, {"scipy_", ""}, {"scipy_", "64_"}};  // prefix, suffix
+        for (const auto& [prefix, suffix] : namings) {
+            auto sym = [&](const char* f) { return dlsym(h, (std::string(prefix) + f + suffix).c_str()); };
+            auto set = reinterpret_cast<SetCallback>(sym("openblas_set_threads_callback_function"));
+            auto config = reinterpret_cast<const char* (*)()>(sym("openblas_get_config"));
+            auto procs = reinterpret_cast<int (*)()>(sym("openblas_get_num_procs"));
+            const char* max = config ? std::strstr(config(), "MAX_THREADS=") : nullptr;
+            if (set && max && procs) {
+                found.push_back({name, set, std::atoi(max + 12), procs()});
+                break;
             }
+        }
         dlclose(h);  // drops the reference NOLOAD took; the library stays loaded
     }
 #endif
