@@ -1,5 +1,5 @@
 // Freed output buffers of the cpu backend, kept for the next output of the same size (fastnn._cpu allocates its
-// outputs of 1 MiB and more here, through _C.empty: bind_buffer_cache.cpp). A fresh NumPy array of that size is new
+// outputs of 128 KiB and more here, through _C.empty: bind_buffer_cache.cpp). A fresh NumPy array of that size is new
 // memory from the kernel each time (mmap above glibc's threshold, or heap memory trimmed back): its first write
 // page-faults and zeroes every page, which was 42 % of the 7x7/2 im2col and made a 231 MB im2col output cost
 // 47-304 ms between runs. A training loop asks for the same sizes every step, so an exact-size free list is enough.

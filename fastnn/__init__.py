@@ -382,7 +382,7 @@ def share_blas_threads(on=True):
 def empty_cache():
     """Free the output buffers the cpu backend keeps for reuse.
 
-    Outputs of 1 MiB and more come from a cache of freed ones of the same size, so a training loop does not pay
+    Outputs of 128 KiB and more come from a cache of freed ones of the same size, so a training loop does not pay
     the kernel's page faults for fresh memory every step. At most FASTNN_CACHE_MB (default 512) MiB are kept."""
     from . import _C
     _C.empty_cache()
