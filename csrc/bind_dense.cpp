@@ -90,6 +90,20 @@ void bind_dense(py::module_& m) {
         });
     });
     m.def("dropout_key", &dropout_key);
+    // out: float64 (np.random.rand's draws) or bool (draw > p), C-contiguous; state: MT19937().ctypes.state_address
+    m.def("mt19937_rand", [](std::uintptr_t state, py::array out, double p) {
+        const i64 n = out.size();
+        double* u = nullptr;
+        std::uint8_t* keep = nullptr;
+        if (py::isinstance<py::array_t<bool>>(out)) keep = ptr<std::uint8_t>(out.view("uint8"), "out", n, true);
+        else u = ptr<double>(out, "out", n, true);
+        bool ok;
+        {
+            py::gil_scoped_release nogil;
+            ok = mt19937_rand(reinterpret_cast<MT19937State*>(state), n, u, keep, p);
+        }
+        if (!ok) throw py::value_error("mt19937_rand: the state's position is outside [0, 624]");
+    });
 }
 
 }  // namespace bind

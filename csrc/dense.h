@@ -36,6 +36,15 @@ std::string bad_embedding_index(i64 value, i64 position, i64 V);
 // nothing kept). u32 = lowbias32(lowbias32(lo ^ k1) ^ k2) with lo = i mod 2^32 and (k1, k2) the two halves of
 // splitmix64(seed ^ (i >> 32) * 0xD1B54A32D192ED03): the same integers in fastnn.reference and the cuda kernel.
 std::uint64_t dropout_key(std::uint64_t seed, std::uint64_t hi);
+// NumPy's legacy MT19937 state (numpy/random/src/mt19937/mt19937.h): what `MT19937().ctypes.state_address` points at.
+struct MT19937State {
+    std::uint32_t key[624];
+    int pos;
+};
+// np.random.rand's next n draws from `st` (advanced as NumPy advances it): into u (doubles) when u is not null,
+// else keep[i] = draw > p (the books' dropout mask, `np.random.rand(*shape) > p`). False when st->pos is out of
+// range (not the layout expected: nothing drawn).
+bool mt19937_rand(MT19937State* st, i64 n, double* u, std::uint8_t* keep, double p);
 // y = x * (keep ? s : 0) for n elements (x == y allowed). keep from the generator when mask_b and mask_f are both
 // nullptr, else from mask_b (bool bytes) or mask_f (y = x * (mask_f * s)).
 template <typename T>

@@ -363,6 +363,45 @@ def dropout(x, p, seed, scale, mask):
 
 
 dropout_backward = dropout   # the same mask applied to dy (one Python call less on a 4 us call)
+
+
+_MT_OK = {}   # id of the global RandomState's MT19937 -> whether _C.mt19937_rand matched np.random.rand on it
+
+
+def rand_gt(shape, p):
+    """``np.random.rand(*shape) > p``: the same draws from NumPy's global generator, which they advance as
+    ``np.random.rand`` does (the books' Dropout masks, 5x faster). _C.mt19937_rand runs NumPy's MT19937 on the
+    state behind the generator's public ``ctypes.state_address``; the state's layout is NumPy's internal one, so
+    the first call compares 1250 draws (two twists) and the state after them with np.random.rand's own (then
+    puts the state back), and falls back to np.random.rand for good if they differ."""
+    bg = np.random.mtrand._rand._bit_generator
+    ok = _MT_OK.get(id(bg))
+    if ok is None:
+        ok = _MT_OK[id(bg)] = _mt_check(bg)
+    if not ok:
+        return np.random.rand(*shape) > p
+    keep = np.empty(shape, np.bool_)
+    with bg.lock:
+        _C.mt19937_rand(bg.ctypes.state_address, keep, p)
+    return keep
+
+
+def _mt_check(bg):
+    if type(bg) is not np.random.MT19937:
+        return False
+    with bg.lock:
+        before = bg.state
+        ours = np.empty(1250)
+        try:
+            _C.mt19937_rand(bg.ctypes.state_address, ours, 0.0)
+        except ValueError:
+            pass
+        after = bg.state["state"]
+        bg.state = before
+        ref = np.random.rand(1250)
+        now = bg.state["state"]
+        bg.state = before           # the check draws nothing from the user's stream
+    return bool(np.array_equal(ours, ref) and after["pos"] == now["pos"] and np.array_equal(after["key"], now["key"]))
 # ==== end dense ====
 
 # ==== rnn: rnn_cell, rnn, gru_cell, gru ====

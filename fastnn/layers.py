@@ -48,6 +48,7 @@ import math
 import numpy as np
 
 import fastnn as _F
+from fastnn import _cpu
 from fastnn._shapes import pair as _pair
 
 __all__ = ["Convolution", "Pooling", "BatchNormalization", "LSTM", "TimeLSTM",
@@ -783,7 +784,7 @@ class _DropoutBase:
         self._shape, self._dtype, self._xpm = x.shape, dt, xp
         x = _cast(x, dt)
         if self.seed is None:
-            keep = xp.random.rand(*x.shape) > p
+            keep = _cpu.rand_gt(x.shape, p) if xp is np else xp.random.rand(*x.shape) > p
             self._mask = self._book_mask(keep)
             self._step_seed = None
             return _F.dropout(x, p, mask=_cast(self._mask, dt) if self._scale else self._mask, scale=False,

@@ -262,3 +262,37 @@ def test_dropout_keeps_nan_where_dropped():
     x = np.full(64, np.nan, np.float32)
     for backend in ("numpy", "cpu"):
         assert np.isnan(fastnn.dropout(x, 0.5, 1, backend=backend)).all()
+
+
+@pytest.mark.parametrize("n", [1, 311, 312, 313, 624, 1249, 20001])
+def test_rand_gt_is_np_random_rand(n):
+    """The books' Dropout mask made in C++ from NumPy's global MT19937: the same draws as np.random.rand, at
+    every position in the 624-word state (pairs that straddle a twist), and the stream continues identically."""
+    for p in (-1.0, 0.0, 0.2, 0.5, 0.999, 1.0, float("nan")):
+        np.random.seed(n)
+        np.random.rand(n % 7)                                             # start mid-state
+        state = np.random.get_state()
+        keep = _cpu.rand_gt((n,), p)
+        after = np.random.rand(5)
+        np.random.set_state(state)
+        ref = np.random.rand(n)
+        assert keep.dtype == np.bool_ and keep.shape == (n,)
+        np.testing.assert_array_equal(keep, ref > p)
+        np.testing.assert_array_equal(after, np.random.rand(5))
+    np.random.seed(1)
+    u = np.random.rand(64)
+    for v in u[:8]:                                                       # p exactly on a draw, and just below
+        for q in (float(v), float(np.nextafter(v, 0))):
+            np.random.seed(1)
+            np.testing.assert_array_equal(_cpu.rand_gt((8, 8), q), (u > q).reshape(8, 8))
+
+
+def test_rand_gt_falls_back_when_the_check_fails(monkeypatch):
+    monkeypatch.setattr(_cpu, "_MT_OK", {id(np.random.mtrand._rand._bit_generator): False})
+    np.random.seed(3)
+    keep = _cpu.rand_gt((4, 5), 0.3)
+    np.random.seed(3)
+    np.testing.assert_array_equal(keep, np.random.rand(4, 5) > 0.3)
+    monkeypatch.setattr(_cpu, "_MT_OK", {})
+    np.random.seed(4)
+    assert _cpu.rand_gt((3,), 0.5).shape == (3,) and _cpu._MT_OK[id(np.random.mtrand._rand._bit_generator)]
