@@ -86,9 +86,12 @@ template <typename T>
 Conv2dFwdAlgo conv2d_fwd_algo(const ConvShape& s) {
     if constexpr (f32<T>) {
         // Below 64 channels the direct convolution beats Winograd where it fits (64 x 32ch 14x14: 0.73 vs 1.03 ms;
-        // 32 x 32ch 56x56 a tie); from 64 on Winograd wins (64ch 7x7: 1.12 vs 1.31; ResNet's 64-256: 20-30 %).
+        // 32 x 32ch 56x56 a tie); from 64 on Winograd wins (ResNet's 64-256: 20-30 %), except on 6-7 wide outputs,
+        // where the direct tiles take two rows and Winograd's 4x4 tiles waste the most: up to 128 channels there
+        // (64ch 7x7, N64: 0.82 vs 1.10 ms; 128ch N32: 1.46 vs 1.60; 256ch: 6.5 vs 5.3).
         const bool direct = !is_1x1_s1_p0(s) && direct_fits(s);
-        if (winograd_fits(s) && !(direct && std::min(s.C, s.K) < 64)) return Conv2dFwdAlgo::winograd;
+        const i64 direct_below = direct_two_rows(s) ? 256 : 64;
+        if (winograd_fits(s) && !(direct && std::min(s.C, s.K) < direct_below)) return Conv2dFwdAlgo::winograd;
         if (direct) return Conv2dFwdAlgo::direct;
     }
     if (!is_1x1_s1_p0(s))

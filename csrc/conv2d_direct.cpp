@@ -34,17 +34,20 @@ constexpr i64 kDirectPos = 14, kDirectOc = 32;
 #define FASTNN_DP(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 // out (14 x 32, position-major) = (first ? 0 : out) + the taps of Cg channels; xr0: the tile's first input value
 // of channel 0 (row stride Wp, channel stride plane); wk: the 32 weights of each tap, in (c, kh, kw) order.
-template <int KWC, int SW>  // KWC: KW when known at compile time (3: its loop unrolled), else 0; SW: the stride
+// OW2 > 0 (6 or 7): the tile is two output rows of OW2 positions, the second one's input `row2` floats after the
+// first's (positions past 2 * OW2 are not computed): a 7-wide output row alone left half the tile idle.
+template <int KWC, int SW, int OW2 = 0>  // KWC: KW when known at compile time (3: unrolled), else 0; SW: the stride
 FASTNN_AVX512 static void direct_tile__avx512f(const float* xr0, i64 plane, i64 Wp, i64 Cg,
                                                                    i64 KH, i64 KW_, i64 dh, i64 dw,
-                                                                   const float* wk, float* out, bool first) {
+                                                                   const float* wk, float* out, bool first,
+                                                                   i64 row2) {
 #define FASTNN_DDECL(p) __m512 a##p##0 = first ? _mm512_setzero_ps() : _mm512_loadu_ps(out + p * 32), \
                                a##p##1 = first ? _mm512_setzero_ps() : _mm512_loadu_ps(out + p * 32 + 16);
-#define FASTNN_DFMA(p)                                                  \
-    {                                                                   \
-        const __m512 v = _mm512_set1_ps(xs[p * SW]);                    \
-        a##p##0 = _mm512_fmadd_ps(v, w0, a##p##0);                      \
-        a##p##1 = _mm512_fmadd_ps(v, w1, a##p##1);                      \
+#define FASTNN_DFMA(p)                                                                              \
+    if (!OW2 || p < 2 * OW2) {                                                                      \
+        const __m512 v = _mm512_set1_ps(OW2 && p >= OW2 ? xs[row2 + (p - OW2) * SW] : xs[p * SW]);  \
+        a##p##0 = _mm512_fmadd_ps(v, w0, a##p##0);                                                  \
+        a##p##1 = _mm512_fmadd_ps(v, w1, a##p##1);                                                  \
     }
 #define FASTNN_DSTORE(p) _mm512_storeu_ps(out + p * 32, a##p##0); _mm512_storeu_ps(out + p * 32 + 16, a##p##1);
     FASTNN_DP(FASTNN_DDECL)
@@ -89,10 +92,13 @@ FASTNN_AVX512 static inline void transpose16x16__avx512f(const __m512 r[16], __m
 
 // y rows from a finished tile: each 16-channel half of the 14 x 32 tile is transposed in registers (gathers cost
 // 12 % of the 7x7/2 stem), then output channel j gets its positions plus bias[j], stored masked to the np (<= 14)
-// valid positions at y + j*ystride.
-FASTNN_AVX512 static void direct_store__avx512f(const float* tile, i64 np, const float* bias,
-                                                                    float* y, i64 ystride) {
-    const __mmask16 m = (__mmask16)((1u << std::min(np, kDirectPos)) - 1);
+// valid positions at y + j*ystride. A two-row tile (ow2 > 0) stores positions [0, ow2) there and [ow2, 2*ow2) at
+// y2 + j*ystride (none when y2 is null).
+FASTNN_AVX512 static void direct_store__avx512f(const float* tile, i64 np, const float* bias, float* y, i64 ystride,
+                                                float* y2 = nullptr, i64 ow2 = 0) {
+    const __mmask16 m = (__mmask16)((1u << std::min(ow2 ? ow2 : np, kDirectPos)) - 1);
+    const __mmask16 m2 = y2 ? (__mmask16)(m << ow2) : 0;
+    if (y2) y2 -= ow2;   // lane ow2 + i goes to y2[i]
     for (int h = 0; h < kDirectOc / 16; ++h) {
         __m512 r[16], out[16];
         for (int p = 0; p < 16; ++p) r[p] = p < kDirectPos ? _mm512_loadu_ps(tile + p * kDirectOc + 16 * h) : _mm512_setzero_ps();
@@ -101,6 +107,7 @@ FASTNN_AVX512 static void direct_store__avx512f(const float* tile, i64 np, const
             __m512 v = out[j];
             if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[16 * h + j]));
             _mm512_mask_storeu_ps(y + (16 * h + j) * ystride, m, v);
+            if (m2) _mm512_mask_storeu_ps(y2 + (16 * h + j) * ystride, m2, v);
         }
     }
 }
@@ -110,10 +117,13 @@ FASTNN_AVX512 static void direct_store__avx512f(const float* tile, i64 np, const
 bool direct_can_run(const ConvShape& s) {
     return packed::has_avx512f() && (s.sw == 1 || s.sw == 2) && (s.K / s.groups) % kDirectOc == 0;
 }
-// Where it runs: no more than 10 % of the tile positions past the row ends (OW = 14, 28, 56, 112: none).
+// Two output rows per tile for these widths (7x7 and 6x6 outputs: textbook 7x7 layers, 13x13 or 14x14 at stride 2).
+bool direct_two_rows(const ConvShape& s) { return s.OW == 7 || s.OW == 6; }
+// Where it runs: no more than 10 % of the tile positions past the row ends (OW = 14, 28, 56, 112: none), or a
+// two-row width (7: none but an odd last row).
 bool direct_fits(const ConvShape& s) {
     const i64 ow_tiles = (s.OW + kDirectPos - 1) / kDirectPos * kDirectPos;
-    return direct_can_run(s) && ow_tiles * 10 <= s.OW * 11;
+    return direct_can_run(s) && (ow_tiles * 10 <= s.OW * 11 || direct_two_rows(s));
 }
 
 // Task = (image, group, block of output rows): the block's input rows are copied into zero-padded planes (the
@@ -123,14 +133,16 @@ bool direct_fits(const ConvShape& s) {
 void conv2d_fwd__direct(const float* x, const float* w, const float* bias, float* y, const ConvShape& s) {
     constexpr i64 NP = kDirectPos, OCB = kDirectOc, TS = NP * OCB, CB = 16;
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, KK = s.KH * s.KW, CRS = Cg * KK, P = s.OH * s.OW, HW = s.H * s.W;
-    const i64 nob = Kg / OCB, ntile = (s.OW + NP - 1) / NP, ncb = (Cg + CB - 1) / CB;
-    const i64 Wp = std::max(s.W + 2 * s.pw, (ntile * NP - 1) * s.sw + (s.KW - 1) * s.dw + 1);
+    const i64 ow2 = direct_two_rows(s) ? s.OW : 0;  // two-row tiles: ntile = 1, rows paired (an odd last one alone)
+    const i64 nob = Kg / OCB, ntile = ow2 ? 1 : (s.OW + NP - 1) / NP, ncb = (Cg + CB - 1) / CB;
+    const i64 Wp = std::max(s.W + 2 * s.pw, ((ow2 ? ow2 : ntile * NP) - 1) * s.sw + (s.KW - 1) * s.dw + 1);
     // Output rows per task: the block's partial tiles (when there are several channel chunks) within 256 KB, and
     // enough tasks to balance the threads (x4).
     const i64 nt = get_num_threads();
     i64 rows = std::max<i64>(1, std::min<i64>(s.OH, (i64(256) << 10) / (i64)sizeof(float) / (ntile * TS)));
     const i64 want = (4 * nt + s.N * G - 1) / (s.N * G);
     if ((s.OH + rows - 1) / rows < want) rows = std::max<i64>(1, s.OH / want);
+    if (ow2) rows = std::min(s.OH, rows + (rows & 1));  // whole pairs of rows per task
     const i64 nblk = (s.OH + rows - 1) / rows;
     // weights as [g][oc block][c][kh][kw][32 output channels], in a buffer kept between calls (a fresh 2.4 MB one per
     // call was paid again in page faults); the caller's buffer, seen by its threads through wk
@@ -140,30 +152,55 @@ void conv2d_fwd__direct(const float* x, const float* w, const float* bias, float
     parallel_items(s.K, double(CRS), [&](i64 k) {
         for (i64 r = 0; r < CRS; ++r) wk[((k / OCB) * CRS + r) * OCB + k % OCB] = w[k * CRS + r];
     });
-    auto tile_fn = s.sw == 2 ? direct_tile__avx512f<0, 2> : s.KW == 3 ? direct_tile__avx512f<3, 1> : direct_tile__avx512f<0, 1>;
-    parallel_tasks(s.N * G * nblk, [&](i64 task) {
-        const i64 ng = task / nblk, n = ng / G, g = ng % G, oh0 = (task % nblk) * rows, nr = std::min(rows, s.OH - oh0);
+    auto tile_fn = s.sw == 2 ? (ow2 == 7 ? direct_tile__avx512f<0, 2, 7> : ow2 == 6 ? direct_tile__avx512f<0, 2, 6>
+                                                                       : direct_tile__avx512f<0, 2>)
+                 : s.KW == 3 ? (ow2 == 7 ? direct_tile__avx512f<3, 1, 7> : ow2 == 6 ? direct_tile__avx512f<3, 1, 6>
+                                                                       : direct_tile__avx512f<3, 1>)
+                 : (ow2 == 7 ? direct_tile__avx512f<0, 1, 7> : ow2 == 6 ? direct_tile__avx512f<0, 1, 6>
+                                                                 : direct_tile__avx512f<0, 1>);
+    const i64 rstep = ow2 ? 2 : 1;  // output rows per tile
+    // Two-row tiles take rows (0, 1), (2, 3), ... of an image; with an odd number of output rows and whole images
+    // per task, a task takes two images and pairs their last rows (64ch 7x7: 8 -> 7 tiles per image pair).
+    const bool img_pairs = ow2 && (s.OH & 1) && nblk == 1 && s.N > 1;
+    const i64 ipt = img_pairs ? 2 : 1;  // images per task
+    struct Tile { i64 x, row2, y, y2, t; };  // input offset in xp, second row (0: none), y offsets (y2 < 0: none)
+    parallel_tasks((s.N + ipt - 1) / ipt * G * nblk, [&](i64 task) {
+        const i64 ng = task / nblk, n0 = ng / G * ipt, g = ng % G, oh0 = (task % nblk) * rows;
+        const i64 nr = std::min(rows, s.OH - oh0), ni = std::min(ipt, s.N - n0);
         const i64 Hq = (nr - 1) * s.sh + (s.KH - 1) * s.dh + 1, plane = Hq * Wp;  // padded input rows of the block
         packed::Buffer<float>& xp = packed::scratch<float>(packed::Slot::conv_input);
-        if ((i64)xp.size() < Cg * plane) xp.resize(Cg * plane);
-        copy_padded_rows(x + (n * s.C + g * Cg) * HW, s, Cg, oh0 * s.sh - s.ph, Hq, Wp, xp.data());
+        if ((i64)xp.size() < ni * Cg * plane) xp.resize(ni * Cg * plane);
+        for (i64 i = 0; i < ni; ++i)
+            copy_padded_rows(x + ((n0 + i) * s.C + g * Cg) * HW, s, Cg, oh0 * s.sh - s.ph, Hq, Wp,
+                             xp.data() + i * Cg * plane);
+        std::vector<Tile> tiles;
+        const auto xo = [&](i64 i, i64 r) { return i * Cg * plane + r * s.sh * Wp; };
+        const auto yo = [&](i64 i, i64 r) { return ((n0 + i) * s.K + g * Kg) * P + (oh0 + r) * s.OW; };
+        for (i64 i = 0; i < ni; ++i)
+            for (i64 r = 0; r < nr; r += rstep)
+                for (i64 t = 0; t < ntile; ++t) {
+                    if (!ow2) tiles.push_back({xo(i, r) + t * NP * s.sw, 0, yo(i, r) + t * NP, -1, t});
+                    else if (r + 1 < nr) tiles.push_back({xo(i, r), s.sh * Wp, yo(i, r), yo(i, r + 1), 0});
+                    else if (ni == 1) tiles.push_back({xo(i, r), 0, yo(i, r), -1, 0});
+                    else if (i == 1) tiles.push_back({xo(0, r), xo(1, r) - xo(0, r), yo(0, r), yo(1, r), 0});
+                }
         packed::Buffer<float>& acc = packed::scratch<float>(packed::Slot::conv_output);
-        const i64 nacc = ncb > 1 ? nr * ntile : 1;  // one tile's worth unless tiles must wait for later chunks
+        const i64 nacc = ncb > 1 ? (i64)tiles.size() : 1;  // one tile unless tiles wait for later chunks
         if ((i64)acc.size() < nacc * TS) acc.resize(nacc * TS);
         for (i64 ob = 0; ob < nob; ++ob) {
             const float* wb = wk + (g * nob + ob) * CRS * OCB;
-            const i64 k0 = g * Kg + ob * OCB;
+            const i64 kb = ob * OCB;  // the block's first output channel within the group
             for (i64 cb = 0; cb < ncb; ++cb) {
                 const i64 c0 = cb * CB;
-                for (i64 r = 0; r < nr; ++r)
-                    for (i64 t = 0; t < ntile; ++t) {
-                        float* tile = acc.data() + (ncb > 1 ? (r * ntile + t) * TS : 0);
-                        tile_fn(xp.data() + c0 * plane + r * s.sh * Wp + t * NP * s.sw, plane, Wp, std::min(CB, Cg - c0),
-                                s.KH, s.KW, s.dh, s.dw, wb + c0 * KK * OCB, tile, cb == 0);
-                        if (cb == ncb - 1)
-                            direct_store__avx512f(tile, s.OW - t * NP, bias ? bias + k0 : nullptr,
-                                                  y + (n * s.K + k0) * P + (oh0 + r) * s.OW + t * NP, P);
-                    }
+                for (size_t q = 0; q < tiles.size(); ++q) {
+                    const Tile& T = tiles[q];
+                    float* tile = acc.data() + (ncb > 1 ? i64(q) * TS : 0);
+                    tile_fn(xp.data() + c0 * plane + T.x, plane, Wp, std::min(CB, Cg - c0), s.KH, s.KW, s.dh, s.dw,
+                            wb + c0 * KK * OCB, tile, cb == 0, T.row2);
+                    if (cb == ncb - 1)
+                        direct_store__avx512f(tile, s.OW - T.t * NP, bias ? bias + g * Kg + kb : nullptr,
+                                              y + T.y + kb * P, P, T.y2 >= 0 ? y + T.y2 + kb * P : nullptr, ow2);
+                }
             }
         }
     });

@@ -22,6 +22,9 @@ CONVS = [
     ((2, 32, 10, 9), 32, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # 3x3 s1, sizes not multiples of the tiles
     ((1, 3, 11, 13), 32, (5, 5), (2, 2), (2, 2), (1, 1), 1),    # 5x5 s2
     ((2, 8, 7, 9), 16, (3, 3), (1, 1), (2, 2), (1, 1), 1),      # padding past the kernel's reach
+    ((2, 40, 7, 7), 64, (3, 3), (1, 1), (1, 1), (1, 1), 1),     # 7-wide rows in pairs, odd last row, 3 channel chunks
+    ((1, 5, 13, 13), 32, (3, 3), (2, 2), (0, 0), (1, 1), 1),    # 6-wide rows in pairs at stride 2
+    ((3, 6, 13, 14), 32, (3, 3), (2, 2), (1, 1), (1, 1), 1),    # 7 odd rows: last rows of two images paired, 3rd alone
 ]
 
 
