@@ -42,7 +42,7 @@ void bind_activations(py::module_& m) {
             using T = decltype(z);
             const i64 n = x.size();
             auto px = ptr<T>(x, "x", n); auto py_ = ptr<T>(y, "y", n, true);
-            py::gil_scoped_release nogil;
+            NoGil nogil(n);
             act_forward<T>(p, px, py_, n);
         });
     });
@@ -52,7 +52,7 @@ void bind_activations(py::module_& m) {
             using T = decltype(z);
             const i64 n = y.size();
             auto pdy = ptr<T>(dy, "dy", n); auto py_ = ptr<T>(y, "y", n); auto pdx = ptr<T>(dx, "dx", n, true);
-            py::gil_scoped_release nogil;
+            NoGil nogil(n);
             act_backward<T>(p, pdy, py_, pdx, n);
         });
     });
@@ -63,7 +63,7 @@ void bind_activations(py::module_& m) {
             using T = decltype(z);
             const i64 n = x.size();
             auto px = ptr<T>(x, "x", n); auto py_ = ptr<T>(y, "y", n, true);
-            py::gil_scoped_release nogil;
+            NoGil nogil(n);
             softmax_fwd<T>(px, py_, n / V, V);
         });
     });
@@ -73,7 +73,7 @@ void bind_activations(py::module_& m) {
             using T = decltype(z);
             const i64 n = y.size();
             auto pdy = ptr<T>(dy, "dy", n); auto py_ = ptr<T>(y, "y", n); auto pdx = ptr<T>(dx, "dx", n, true);
-            py::gil_scoped_release nogil;
+            NoGil nogil(n);
             softmax_bwd<T>(pdy, py_, pdx, n / V, V);
         });
     });
@@ -88,14 +88,14 @@ void bind_activations(py::module_& m) {
             auto px = ptr<T>(x, "x", n); auto pp = ptr<T>(probs, "probs", n, true);
             if (target.size() == n && py::isinstance<py::array_t<T>>(target)) {
                 auto pt = ptr<T>(target, "target", n);
-                py::gil_scoped_release nogil;
+                NoGil nogil(n);
                 loss = softmax_xent_dense_fwd<T>(px, pt, pp, R, V, eps);
                 return;
             }
             dispatch_labels(target, [&](auto l) {
                 using L = decltype(l);
                 auto pt = ptr<L>(target, "target", R);
-                py::gil_scoped_release nogil;
+                NoGil nogil(n);
                 loss = softmax_xent_fwd<T, L>(px, pt, pp, R, V, ignore, eps, &bad);
             });
         });
@@ -111,14 +111,14 @@ void bind_activations(py::module_& m) {
             auto pp = ptr<T>(probs, "probs", n); auto pdx = ptr<T>(dx, "dx", n, true);
             if (target.size() == n && py::isinstance<py::array_t<T>>(target)) {
                 auto pt = ptr<T>(target, "target", n);
-                py::gil_scoped_release nogil;
+                NoGil nogil(n);
                 softmax_xent_dense_bwd<T>(pp, pt, pdx, R, V, dloss);
                 return;
             }
             dispatch_labels(target, [&](auto l) {
                 using L = decltype(l);
                 auto pt = ptr<L>(target, "target", R);
-                py::gil_scoped_release nogil;
+                NoGil nogil(n);
                 softmax_xent_bwd<T, L>(pp, pt, pdx, R, V, dloss, ignore, &bad);
             });
         });
@@ -133,14 +133,14 @@ void bind_activations(py::module_& m) {
             auto px = ptr<T>(x, "x", n); auto py_ = ptr<T>(y, "y", n, true);
             if (py::isinstance<py::array_t<T>>(target)) {
                 auto pt = ptr<T>(target, "target", n);
-                py::gil_scoped_release nogil;
+                NoGil nogil(n);
                 loss = sigmoid_xent_fwd<T, T>(px, pt, py_, n, eps);
                 return;
             }
             dispatch_labels(target, [&](auto l) {
                 using L = decltype(l);
                 auto pt = ptr<L>(target, "target", n);
-                py::gil_scoped_release nogil;
+                NoGil nogil(n);
                 loss = sigmoid_xent_fwd<T, L>(px, pt, py_, n, eps);
             });
         });
@@ -153,14 +153,14 @@ void bind_activations(py::module_& m) {
             auto py_ = ptr<T>(y, "y", n); auto pdx = ptr<T>(dx, "dx", n, true);
             if (py::isinstance<py::array_t<T>>(target)) {
                 auto pt = ptr<T>(target, "target", n);
-                py::gil_scoped_release nogil;
+                NoGil nogil(n);
                 sigmoid_xent_bwd<T, T>(py_, pt, pdx, n, dloss);
                 return;
             }
             dispatch_labels(target, [&](auto l) {
                 using L = decltype(l);
                 auto pt = ptr<L>(target, "target", n);
-                py::gil_scoped_release nogil;
+                NoGil nogil(n);
                 sigmoid_xent_bwd<T, L>(py_, pt, pdx, n, dloss);
             });
         });

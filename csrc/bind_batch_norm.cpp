@@ -16,7 +16,7 @@ void bind_batch_norm(py::module_& m) {
             auto pg = opt_ptr<T>(gamma, "gamma", C); auto pb = opt_ptr<T>(beta, "beta", C);
             auto pm = ptr<T>(mean, "mean", C, true); auto pi = ptr<T>(invstd, "invstd", C, true);
             auto prm = opt_ptr<T>(rmean, "running_mean", C, true); auto prv = opt_ptr<T>(rvar, "running_var", C, true);
-            py::gil_scoped_release nogil;
+            NoGil nogil(N * C * L);
             batch_norm_fwd<T>(px, pg, pb, py_, pm, pi, prm, prv, N, C, L, training, momentum, eps);
         });
     });
@@ -30,7 +30,7 @@ void bind_batch_norm(py::module_& m) {
             auto pm = ptr<T>(mean, "mean", C); auto pi = ptr<T>(invstd, "invstd", C);
             auto pdx = ptr<T>(dx, "dx", N * C * L, true);
             auto pdg = ptr<T>(dgamma, "dgamma", C, true); auto pdb = ptr<T>(dbeta, "dbeta", C, true);
-            py::gil_scoped_release nogil;
+            NoGil nogil(N * C * L);
             batch_norm_bwd<T>(pdy, px, pg, pm, pi, pdx, pdg, pdb, N, C, L, training);
         });
     });

@@ -85,7 +85,7 @@ void bind_dense(py::module_& m) {
                 if (py::isinstance<py::array_t<bool>>(ma)) mb = ptr<std::uint8_t>(ma.view("uint8"), "mask", n);
                 else mf = ptr<T>(ma, "mask", n);
             }
-            py::gil_scoped_release nogil;
+            NoGil nogil(n);
             dropout_apply<T>(px, py_, n, seed, thr, T(s), mb, mf);
         });
     });

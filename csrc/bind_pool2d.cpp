@@ -26,7 +26,7 @@ void bind_pool2d(py::module_& m) {
             i64 n = s.N * s.C * s.OH * s.OW;
             auto px = ptr<T>(x, "x", x.size()); auto py_ = ptr<T>(y, "y", n, true);
             auto pi = ptr<i64>(idx, "indices", n, true);
-            py::gil_scoped_release nogil;
+            NoGil nogil(x.size());
             max_pool2d_fwd<T>(px, py_, pi, s, a);
         });
     }, py::arg("x"), py::arg("y"), py::arg("idx"), py::arg("kernel_size"), py::arg("stride"), py::arg("padding"),
@@ -41,7 +41,7 @@ void bind_pool2d(py::module_& m) {
             i64 n = s.N * s.C * s.OH * s.OW;
             auto pdy = ptr<T>(dy, "dy", n); auto pi = ptr<i64>(idx, "indices", n);
             auto pdx = ptr<T>(dx, "dx", dx.size(), true);
-            py::gil_scoped_release nogil;
+            NoGil nogil(dx.size());
             max_pool2d_bwd<T>(pdy, pi, pdx, s);  // the kernel must bounds-check indices against H*W
         });
     });
@@ -51,7 +51,7 @@ void bind_pool2d(py::module_& m) {
         dispatch(x, [&](auto z) {
             using T = decltype(z);
             auto px = ptr<T>(x, "x", x.size()); auto py_ = ptr<T>(y, "y", s.N * s.C * s.OH * s.OW, true);
-            py::gil_scoped_release nogil;
+            NoGil nogil(x.size());
             avg_pool2d_fwd<T>(px, py_, s, cip, a);
         });
     }, py::arg("x"), py::arg("y"), py::arg("kernel_size"), py::arg("stride"), py::arg("padding"),
@@ -63,7 +63,7 @@ void bind_pool2d(py::module_& m) {
         dispatch(dy, [&](auto z) {
             using T = decltype(z);
             auto pdy = ptr<T>(dy, "dy", s.N * s.C * s.OH * s.OW); auto pdx = ptr<T>(dx, "dx", dx.size(), true);
-            py::gil_scoped_release nogil;
+            NoGil nogil(dx.size());
             avg_pool2d_bwd<T>(pdy, pdx, s, cip, a);
         });
     }, py::arg("dy"), py::arg("dx"), py::arg("kernel_size"), py::arg("stride"), py::arg("padding"),
