@@ -119,6 +119,9 @@ class Pool {
 
     void set_size(int n) { size_.store(std::max(1, n)); }
     int size() const { return size_.load(); }
+    bool awake() const {
+        return sleeping_.load(std::memory_order_relaxed) == 0 && started_.load(std::memory_order_relaxed) >= size() - 1;
+    }
 
     void run(i64 n, i64 chunk, int threads, detail::RangeFn fn, void* ctx) {
         const i64 chunks = (n + chunk - 1) / chunk;
@@ -254,7 +257,7 @@ class Pool {
     const int spin_us_, yield_us_, blas_yield_us_;
     std::atomic<std::chrono::steady_clock::rep> last_gang_{0};  // when the last gang ended (steady_clock ticks)
     std::mutex mu_;                  // held by the one caller whose job is published
-    int started_ = 0;                // workers started (under mu_)
+    std::atomic<int> started_{0};    // workers started (changed under mu_)
     std::atomic<unsigned> gen_{0};   // bumped per job; the futex word the workers sleep on
     std::atomic<Job*> job_{nullptr};
     std::atomic<int> active_{0};     // workers between counting in and out of a job
@@ -284,6 +287,7 @@ Pool& pool() {
 
 void set_num_threads(int n) { pool().set_size(n); }
 int get_num_threads() { return pool().size(); }
+bool pool_awake() { return pool().awake(); }
 
 namespace detail {
 void run_parallel(i64 n, i64 chunk, int threads, RangeFn fn, void* ctx) { pool().run(n, chunk, threads, fn, ctx); }
