@@ -3,7 +3,7 @@
 //   conv2d_fwd__winograd           float (AVX2/FMA or AVX-512), 3x3 stride 1, one group, >= 32 channels in and
 //                                  out: Winograd F(2x2, 3x3), 16 GEMMs over the channels per block of 96 tiles.
 //   conv2d_fwd__direct             AVX-512 float, stride 1 or 2, 32-channel output blocks, OW near a multiple of 14
-//                                  or 6-7 (two output rows per tile):
+//                                  or 6-8 (two output rows per tile):
 //                                  a direct convolution (weight vectors x broadcast input values), no GEMM operand
 //                                  packed per call but the weights; the conv shapes of the README table but two.
 //   conv2d_fwd__polyphase_gemm     the implicit GEMM for any stride/padding/dilation/groups,
@@ -89,9 +89,10 @@ Conv2dFwdAlgo conv2d_fwd_algo(const ConvShape& s) {
         // Below 64 channels the direct convolution beats Winograd where it fits (64 x 32ch 14x14: 0.73 vs 1.03 ms;
         // 32 x 32ch 56x56 a tie); from 64 on Winograd wins (ResNet's 64-256: 20-30 %), except on 6-7 wide outputs,
         // where the direct tiles take two rows and Winograd's 4x4 tiles waste the most: up to 128 channels there
-        // (64ch 7x7, N64: 0.82 vs 1.10 ms; 128ch N32: 1.46 vs 1.60; 256ch: 6.5 vs 5.3).
+        // (64ch 7x7, N64: 0.82 vs 1.10 ms; 128ch N32: 1.46 vs 1.60; 256ch: 6.5 vs 5.3); 8 wide, below 128
+        // (64ch N64: 1.04 vs 1.10 ms; 128ch N32: 2.05 vs 1.66).
         const bool direct = !is_1x1_s1_p0(s) && direct_fits(s);
-        const i64 direct_below = direct_two_rows(s) ? 256 : 64;
+        const i64 direct_below = direct_two_rows(s) ? (s.OW == 8 ? 128 : 256) : 64;
         if (winograd_fits(s) && !(direct && std::min(s.C, s.K) < direct_below)) return Conv2dFwdAlgo::winograd;
         if (direct) return Conv2dFwdAlgo::direct;
     }

@@ -34,7 +34,7 @@ constexpr i64 kDirectPos = 14, kDirectOc = 32;
 #define FASTNN_DP(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 // out (14 x 32, position-major) = (first ? 0 : out) + the taps of Cg channels; xr0: the tile's first input value
 // of channel 0 (row stride Wp, channel stride plane); wk: the 32 weights of each tap, in (c, kh, kw) order.
-// OW2 > 0 (6 or 7): the tile is two output rows of OW2 positions, the second one's input `row2` floats after the
+// OW2 > 0 (6 or 7; 8 takes direct_tile16): the tile is two output rows of OW2 positions, the second one's input `row2` floats after the
 // first's (positions past 2 * OW2 are not computed): a 7-wide output row alone left half the tile idle.
 template <int KWC, int SW, int OW2 = 0>  // KWC: KW when known at compile time (3: unrolled), else 0; SW: the stride
 FASTNN_AVX512 static void direct_tile__avx512f(const float* xr0, i64 plane, i64 Wp, i64 Cg,
@@ -67,6 +67,38 @@ FASTNN_AVX512 static void direct_tile__avx512f(const float* xr0, i64 plane, i64 
 #undef FASTNN_DSTORE
 }
 #undef FASTNN_DP
+
+// OW2 = 8: two 8-wide output rows are 16 positions, past the 14 x 32 tile, so they take a 16 x 16 one (16 zmm) per
+// half of the 32-channel block: per tap one weight vector and 16 broadcasts, still bound by the FMAs (a broadcast
+// is a scalar load, which any load port takes). out: 16 positions x 32 channels, position-major.
+template <int KWC, int SW>
+FASTNN_AVX512 static void direct_tile16__avx512f(const float* xr0, i64 plane, i64 Wp, i64 Cg, i64 KH, i64 KW_,
+                                                 i64 dh, i64 dw, const float* wk, float* out, bool first, i64 row2) {
+#define FASTNN_DP16(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+    for (int h = 0; h < 2; ++h) {
+        const float* wh = wk + 16 * h;
+        float* oh = out + 16 * h;
+#define FASTNN_D16DECL(p) __m512 a##p = first ? _mm512_setzero_ps() : _mm512_loadu_ps(oh + p * 32);
+#define FASTNN_D16FMA(p) a##p = _mm512_fmadd_ps(_mm512_set1_ps(p < 8 ? xs[p * SW] : xs[row2 + (p - 8) * SW]), w, a##p);
+#define FASTNN_D16STORE(p) _mm512_storeu_ps(oh + p * 32, a##p);
+        FASTNN_DP16(FASTNN_D16DECL)
+        const i64 KW = KWC ? KWC : KW_;
+        for (i64 c = 0; c < Cg; ++c)
+            for (i64 kh = 0; kh < KH; ++kh) {
+                const float* xr = xr0 + c * plane + kh * dh * Wp;
+                for (i64 kw = 0; kw < KW; ++kw, wh += 32) {
+                    const __m512 w = _mm512_loadu_ps(wh);
+                    const float* xs = xr + kw * dw;
+                    FASTNN_DP16(FASTNN_D16FMA)
+                }
+            }
+        FASTNN_DP16(FASTNN_D16STORE)
+#undef FASTNN_D16DECL
+#undef FASTNN_D16FMA
+#undef FASTNN_D16STORE
+    }
+#undef FASTNN_DP16
+}
 
 // out[j][i] = r[i][j] for a 16 x 16 block of floats: 64 in-register shuffles (4 stages: 32-bit and 64-bit
 // interleaves within 128-bit lanes, then two rounds of lane shuffles).
@@ -101,7 +133,8 @@ FASTNN_AVX512 static void direct_store__avx512f(const float* tile, i64 np, const
     if (y2) y2 -= ow2;   // lane ow2 + i goes to y2[i]
     for (int h = 0; h < kDirectOc / 16; ++h) {
         __m512 r[16], out[16];
-        for (int p = 0; p < 16; ++p) r[p] = p < kDirectPos ? _mm512_loadu_ps(tile + p * kDirectOc + 16 * h) : _mm512_setzero_ps();
+        for (int p = 0; p < 16; ++p)
+            r[p] = p < kDirectPos || ow2 == 8 ? _mm512_loadu_ps(tile + p * kDirectOc + 16 * h) : _mm512_setzero_ps();
         transpose16x16__avx512f(r, out);
         for (int j = 0; j < 16; ++j) {
             __m512 v = out[j];
@@ -118,9 +151,9 @@ bool direct_can_run(const ConvShape& s) {
     return packed::has_avx512f() && (s.sw == 1 || s.sw == 2) && (s.K / s.groups) % kDirectOc == 0;
 }
 // Two output rows per tile for these widths (7x7 and 6x6 outputs: textbook 7x7 layers, 13x13 or 14x14 at stride 2).
-bool direct_two_rows(const ConvShape& s) { return s.OW == 7 || s.OW == 6; }
+bool direct_two_rows(const ConvShape& s) { return s.OW >= 6 && s.OW <= 8; }
 // Where it runs: no more than 10 % of the tile positions past the row ends (OW = 14, 28, 56, 112: none), or a
-// two-row width (7: none but an odd last row).
+// two-row width (7, 8: none but an odd last row).
 bool direct_fits(const ConvShape& s) {
     const i64 ow_tiles = (s.OW + kDirectPos - 1) / kDirectPos * kDirectPos;
     return direct_can_run(s) && (ow_tiles * 10 <= s.OW * 11 || direct_two_rows(s));
@@ -131,7 +164,7 @@ bool direct_fits(const ConvShape& s) {
 // CB = 16 input channels, whose weights (16 x 9 taps x 32 x 4 B = 18 KB on 3x3) stay in L1 across the block's
 // tiles; a tile is written to y (with its bias) after its last chunk.
 void conv2d_fwd__direct(const float* x, const float* w, const float* bias, float* y, const ConvShape& s) {
-    constexpr i64 NP = kDirectPos, OCB = kDirectOc, TS = NP * OCB, CB = 16;
+    constexpr i64 NP = kDirectPos, OCB = kDirectOc, TS = 16 * OCB, CB = 16;  // TS: a 16-position tile's floats
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, KK = s.KH * s.KW, CRS = Cg * KK, P = s.OH * s.OW, HW = s.H * s.W;
     const i64 ow2 = direct_two_rows(s) ? s.OW : 0;  // two-row tiles: ntile = 1, rows paired (an odd last one alone)
     const i64 nob = Kg / OCB, ntile = ow2 ? 1 : (s.OW + NP - 1) / NP, ncb = (Cg + CB - 1) / CB;
@@ -152,7 +185,9 @@ void conv2d_fwd__direct(const float* x, const float* w, const float* bias, float
     parallel_items(s.K, double(CRS), [&](i64 k) {
         for (i64 r = 0; r < CRS; ++r) wk[((k / OCB) * CRS + r) * OCB + k % OCB] = w[k * CRS + r];
     });
-    auto tile_fn = s.sw == 2 ? (ow2 == 7 ? direct_tile__avx512f<0, 2, 7> : ow2 == 6 ? direct_tile__avx512f<0, 2, 6>
+    auto tile_fn = ow2 == 8 ? (s.sw == 2 ? direct_tile16__avx512f<0, 2> : s.KW == 3 ? direct_tile16__avx512f<3, 1>
+                                                                    : direct_tile16__avx512f<0, 1>)
+                 : s.sw == 2 ? (ow2 == 7 ? direct_tile__avx512f<0, 2, 7> : ow2 == 6 ? direct_tile__avx512f<0, 2, 6>
                                                                        : direct_tile__avx512f<0, 2>)
                  : s.KW == 3 ? (ow2 == 7 ? direct_tile__avx512f<3, 1, 7> : ow2 == 6 ? direct_tile__avx512f<3, 1, 6>
                                                                        : direct_tile__avx512f<3, 1>)

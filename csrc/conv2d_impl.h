@@ -17,7 +17,7 @@ inline bool is_1x1_s1_p0(const ConvShape& s) {
 // ---- conv2d_direct.cpp (float, AVX-512) ----
 bool direct_can_run(const ConvShape& s);
 bool direct_fits(const ConvShape& s);  // direct_can_run and few tile positions past the row ends
-bool direct_two_rows(const ConvShape& s);  // its tiles pair output rows (OW 6 or 7)
+bool direct_two_rows(const ConvShape& s);  // its tiles pair output rows (OW 6 to 8)
 bool direct_dw_can_run(const ConvShape& s);
 void conv2d_fwd__direct(const float* x, const float* w, const float* bias, float* y, const ConvShape& s);
 void conv2d_dw__direct(const float* dy, const float* x, float* dw, const ConvShape& s);

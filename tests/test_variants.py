@@ -25,6 +25,7 @@ CONVS = [
     ((2, 40, 7, 7), 64, (3, 3), (1, 1), (1, 1), (1, 1), 1),     # 7-wide rows in pairs, odd last row, 3 channel chunks
     ((1, 5, 13, 13), 32, (3, 3), (2, 2), (0, 0), (1, 1), 1),    # 6-wide rows in pairs at stride 2
     ((3, 6, 13, 14), 32, (3, 3), (2, 2), (1, 1), (1, 1), 1),    # 7 odd rows: last rows of two images paired, 3rd alone
+    ((3, 20, 9, 8), 64, (3, 3), (1, 1), (1, 1), (1, 1), 1),     # 8-wide rows: 16-position tiles, odd rows, 2 chunks
 ]
 
 
