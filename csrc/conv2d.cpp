@@ -2,10 +2,10 @@
 // points. The variants live with their algorithm (conv2d_impl.h):
 //   conv2d_fwd__winograd           float (AVX2/FMA or AVX-512), 3x3 stride 1, one group, >= 32 channels in and
 //                                  out: Winograd F(2x2, 3x3), 16 GEMMs over the channels per block of 96 tiles.
-//   conv2d_fwd__direct             AVX-512 float, stride 1 or 2, 32-channel output blocks, OW near a multiple of 14
-//                                  or 6-8 (two output rows per tile):
-//                                  a direct convolution (weight vectors x broadcast input values), no GEMM operand
-//                                  packed per call but the weights; the conv shapes of the README table but two.
+//   conv2d_fwd__direct             AVX-512 float, stride 1 or 2, 32-channel output blocks (the last padded), OW
+//                                  near a multiple of 14 or 6-8 (two output rows per tile): a direct convolution
+//                                  (weight vectors x broadcast input values), no GEMM operand packed per call but
+//                                  the weights; the conv shapes of the README table but two.
 //   conv2d_fwd__polyphase_gemm     the implicit GEMM for any stride/padding/dilation/groups,
 //   conv2d_fwd__polyphase_packed   the same, B gathered from the valid columns of a few small images per task,
 //   conv2d_fwd__gemm_1x1           1x1/s1/p0: a plain GEMM on the NCHW planes (or _packed: gathered from several).

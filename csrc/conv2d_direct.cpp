@@ -125,18 +125,18 @@ FASTNN_AVX512 static inline void transpose16x16__avx512f(const __m512 r[16], __m
 // y rows from a finished tile: each 16-channel half of the 14 x 32 tile is transposed in registers (gathers cost
 // 12 % of the 7x7/2 stem), then output channel j gets its positions plus bias[j], stored masked to the np (<= 14)
 // valid positions at y + j*ystride. A two-row tile (ow2 > 0) stores positions [0, ow2) there and [ow2, 2*ow2) at
-// y2 + j*ystride (none when y2 is null).
-FASTNN_AVX512 static void direct_store__avx512f(const float* tile, i64 np, const float* bias, float* y, i64 ystride,
-                                                float* y2 = nullptr, i64 ow2 = 0) {
+// y2 + j*ystride (none when y2 is null). Only the first nk (<= 32) channels are stored (a group's last block).
+FASTNN_AVX512 static void direct_store__avx512f(const float* tile, i64 np, i64 nk, const float* bias, float* y,
+                                                i64 ystride, float* y2 = nullptr, i64 ow2 = 0) {
     const __mmask16 m = (__mmask16)((1u << std::min(ow2 ? ow2 : np, kDirectPos)) - 1);
     const __mmask16 m2 = y2 ? (__mmask16)(m << ow2) : 0;
     if (y2) y2 -= ow2;   // lane ow2 + i goes to y2[i]
-    for (int h = 0; h < kDirectOc / 16; ++h) {
+    for (int h = 0; h < kDirectOc / 16 && 16 * h < nk; ++h) {
         __m512 r[16], out[16];
         for (int p = 0; p < 16; ++p)
             r[p] = p < kDirectPos || ow2 == 8 ? _mm512_loadu_ps(tile + p * kDirectOc + 16 * h) : _mm512_setzero_ps();
         transpose16x16__avx512f(r, out);
-        for (int j = 0; j < 16; ++j) {
+        for (int j = 0; j < 16 && 16 * h + j < nk; ++j) {
             __m512 v = out[j];
             if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[16 * h + j]));
             _mm512_mask_storeu_ps(y + (16 * h + j) * ystride, m, v);
@@ -145,18 +145,21 @@ FASTNN_AVX512 static void direct_store__avx512f(const float* tile, i64 np, const
     }
 }
 
-// Where conv2d_fwd__direct can run: AVX-512 float, stride 1 or 2 along rows, whole 32-channel output blocks per
-// group.
-bool direct_can_run(const ConvShape& s) {
-    return packed::has_avx512f() && (s.sw == 1 || s.sw == 2) && (s.K / s.groups) % kDirectOc == 0;
+// Where conv2d_fwd__direct can run: AVX-512 float, stride 1 or 2 along rows. A group's output channels are taken in
+// blocks of 32, the last one padded with zero weights.
+bool direct_can_run(const ConvShape& s) { return packed::has_avx512f() && (s.sw == 1 || s.sw == 2); }
+// The share of computed channels that are real: 1 for multiples of 32, 0.75 for 24.
+static double direct_channel_use(const ConvShape& s) {
+    const i64 Kg = s.K / s.groups;
+    return double(Kg) / double(packed::round_up(Kg, kDirectOc));
 }
 // Two output rows per tile for these widths (7x7 and 6x6 outputs: textbook 7x7 layers, 13x13 or 14x14 at stride 2).
 bool direct_two_rows(const ConvShape& s) { return s.OW >= 6 && s.OW <= 8; }
 // Where it runs: no more than 10 % of the tile positions past the row ends (OW = 14, 28, 56, 112: none), or a
-// two-row width (7, 8: none but an odd last row).
+// two-row width (7, 8: none but an odd last row), and at least 3/4 of the computed output channels real.
 bool direct_fits(const ConvShape& s) {
     const i64 ow_tiles = (s.OW + kDirectPos - 1) / kDirectPos * kDirectPos;
-    return direct_can_run(s) && (ow_tiles * 10 <= s.OW * 11 || direct_two_rows(s));
+    return direct_can_run(s) && (ow_tiles * 10 <= s.OW * 11 || direct_two_rows(s)) && direct_channel_use(s) >= 0.75;
 }
 
 // Task = (image, group, block of output rows): the block's input rows are copied into zero-padded planes (the
@@ -167,7 +170,8 @@ void conv2d_fwd__direct(const float* x, const float* w, const float* bias, float
     constexpr i64 NP = kDirectPos, OCB = kDirectOc, TS = 16 * OCB, CB = 16;  // TS: a 16-position tile's floats
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, KK = s.KH * s.KW, CRS = Cg * KK, P = s.OH * s.OW, HW = s.H * s.W;
     const i64 ow2 = direct_two_rows(s) ? s.OW : 0;  // two-row tiles: ntile = 1, rows paired (an odd last one alone)
-    const i64 nob = Kg / OCB, ntile = ow2 ? 1 : (s.OW + NP - 1) / NP, ncb = (Cg + CB - 1) / CB;
+    const i64 Kgp = packed::round_up(Kg, OCB);  // the group's channels padded to whole blocks
+    const i64 nob = Kgp / OCB, ntile = ow2 ? 1 : (s.OW + NP - 1) / NP, ncb = (Cg + CB - 1) / CB;
     const i64 Wp = std::max(s.W + 2 * s.pw, ((ow2 ? ow2 : ntile * NP) - 1) * s.sw + (s.KW - 1) * s.dw + 1);
     // Output rows per task: the block's partial tiles (when there are several channel chunks) within 256 KB, and
     // enough tasks to balance the threads (x4).
@@ -177,13 +181,16 @@ void conv2d_fwd__direct(const float* x, const float* w, const float* bias, float
     if ((s.OH + rows - 1) / rows < want) rows = std::max<i64>(1, s.OH / want);
     if (ow2) rows = std::min(s.OH, rows + (rows & 1));  // whole pairs of rows per task
     const i64 nblk = (s.OH + rows - 1) / rows;
-    // weights as [g][oc block][c][kh][kw][32 output channels], in a buffer kept between calls (a fresh 2.4 MB one per
-    // call was paid again in page faults); the caller's buffer, seen by its threads through wk
+    // weights as [g][oc block][c][kh][kw][32 output channels] (zeros past the group's channels), in a buffer kept
+    // between calls (a fresh 2.4 MB one per call was paid again in page faults); the caller's buffer, seen by its
+    // threads through wk
     packed::Buffer<float>& wk_buf = packed::scratch<float>(packed::Slot::conv_weights);
-    if ((i64)wk_buf.size() < s.K * CRS) wk_buf.resize(s.K * CRS);
+    if ((i64)wk_buf.size() < G * Kgp * CRS) wk_buf.resize(G * Kgp * CRS);
     float* const wk = wk_buf.data();
-    parallel_items(s.K, double(CRS), [&](i64 k) {
-        for (i64 r = 0; r < CRS; ++r) wk[((k / OCB) * CRS + r) * OCB + k % OCB] = w[k * CRS + r];
+    parallel_items(G * Kgp, double(CRS), [&](i64 k) {  // k: padded channel, block k / OCB = g * nob + ob
+        const i64 g = k / Kgp, kk = k % Kgp;
+        for (i64 r = 0; r < CRS; ++r)
+            wk[((k / OCB) * CRS + r) * OCB + k % OCB] = kk < Kg ? w[(g * Kg + kk) * CRS + r] : 0.f;
     });
     auto tile_fn = ow2 == 8 ? (s.sw == 2 ? direct_tile16__avx512f<0, 2> : s.KW == 3 ? direct_tile16__avx512f<3, 1>
                                                                     : direct_tile16__avx512f<0, 1>)
@@ -233,7 +240,8 @@ void conv2d_fwd__direct(const float* x, const float* w, const float* bias, float
                     tile_fn(xp.data() + c0 * plane + T.x, plane, Wp, std::min(CB, Cg - c0), s.KH, s.KW, s.dh, s.dw,
                             wb + c0 * KK * OCB, tile, cb == 0, T.row2);
                     if (cb == ncb - 1)
-                        direct_store__avx512f(tile, s.OW - T.t * NP, bias ? bias + g * Kg + kb : nullptr,
+                        direct_store__avx512f(tile, s.OW - T.t * NP, std::min(OCB, Kg - kb),
+                                              bias ? bias + g * Kg + kb : nullptr,
                                               y + T.y + kb * P, P, T.y2 >= 0 ? y + T.y2 + kb * P : nullptr, ow2);
                 }
             }

@@ -26,6 +26,8 @@ CONVS = [
     ((1, 5, 13, 13), 32, (3, 3), (2, 2), (0, 0), (1, 1), 1),    # 6-wide rows in pairs at stride 2
     ((3, 6, 13, 14), 32, (3, 3), (2, 2), (1, 1), (1, 1), 1),    # 7 odd rows: last rows of two images paired, 3rd alone
     ((3, 20, 9, 8), 64, (3, 3), (1, 1), (1, 1), (1, 1), 1),     # 8-wide rows: 16-position tiles, odd rows, 2 chunks
+    ((2, 16, 13, 13), 24, (3, 3), (2, 2), (1, 1), (1, 1), 1),   # 24 output channels: a 32-channel block, 8 padded
+    ((1, 6, 9, 16), 40, (3, 3), (1, 1), (1, 1), (1, 1), 2),     # groups of 20 channels (12 padded), 16-wide rows
 ]
 
 
@@ -40,7 +42,7 @@ def _fwd_runs(algo, dt, x_shape, K, kernel, stride, padding, dilation, groups):
         return f32 and AVX2 and tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) \
             and groups == 1
     if algo == "direct":
-        return f32 and AVX512 and stride[1] in (1, 2) and (K // groups) % 32 == 0
+        return f32 and AVX512 and stride[1] in (1, 2)
     if algo in ("gemm_1x1", "gemm_1x1_packed"):
         return _is_1x1(kernel, stride, padding)
     return True  # polyphase_gemm, polyphase_packed
