@@ -10,8 +10,9 @@
 //   conv2d_fwd__polyphase_packed   the same, B gathered from the valid columns of a few small images per task,
 //   conv2d_fwd__gemm_1x1           1x1/s1/p0: a plain GEMM on the NCHW planes (or _packed: gathered from several).
 //   dbias                          threads over channels (double accumulators), here.
-//   conv2d_dw__direct              dweight, 3x3 (column dilation 1), 32-channel output blocks, AVX-512 float: the
-//                                  direct forward's tile turned around; otherwise conv2d_dw__gemm.
+//   conv2d_dw__direct              dweight, 3x3 (column dilation 1), 32-channel output blocks or groups of 16,
+//                                  AVX-512 float: the direct forward's tile turned around; otherwise
+//                                  conv2d_dw__gemm.
 //   conv2d_dx__forward_flipped     dx, stride 1 and >= MR input channels: the forward of dy with flipped,
 //                                  transposed weights; otherwise conv2d_dx__dcol (dcol + col2im), or for 1x1/s1/p0
 //                                  conv2d_dx__gemm_1x1.

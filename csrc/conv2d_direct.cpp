@@ -257,7 +257,8 @@ void conv2d_fwd__direct(const float* x, const float* w, const float* bias, float
 // backward, 2 threads, alternating builds): 64-ch 3x3 55-57 -> 47-48 ms, 128-ch 51-52 -> 44 ms, 256-ch 49-50 ->
 // 45-46 ms; the stride-1 broadcast reuse (3 new values per position instead of 9) was 4-9 % of the dweight half.
 bool direct_dw_can_run(const ConvShape& s) {
-    return packed::has_avx512f() && s.KH == 3 && s.KW == 3 && s.dw == 1 && (s.K / s.groups) % kDirectOc == 0;
+    const i64 Kg = s.K / s.groups;
+    return packed::has_avx512f() && s.KH == 3 && s.KW == 3 && s.dw == 1 && (Kg % kDirectOc == 0 || Kg == 16);
 }
 
 // acc (9 taps x 32 channels) += the taps of one input channel over an image: dyt: position-major dy at the first of
@@ -320,14 +321,45 @@ FASTNN_AVX512 static void dw_tile3x3__avx512f(const float* dyt, i64 K, const flo
 #undef FASTNN_WSTORE
 }
 
+// The same for groups of 16 output channels: a tile is 9 taps x 16 channels of two input channels (c and the one
+// `plane2` floats after it), so the 18 accumulators stay; per position one dy vector and 18 broadcasts, which are
+// scalar loads any load port takes. acc: [tap][2 input channels][16].
+FASTNN_AVX512 static void dw_tile3x3_k16__avx512f(const float* dyt, i64 K, const float* xc, i64 plane2, i64 Wp,
+                                                  i64 dh, i64 sh, i64 sw, i64 OH, i64 OW, float* acc) {
+#define FASTNN_WT(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8)
+#define FASTNN_WDECL(t) __m512 a##t##0 = _mm512_loadu_ps(acc + t * 32), a##t##1 = _mm512_loadu_ps(acc + t * 32 + 16);
+#define FASTNN_WFMA(t)                                                                        \
+    a##t##0 = _mm512_fmadd_ps(_mm512_set1_ps(r[t / 3][t % 3]), d0, a##t##0);                  \
+    a##t##1 = _mm512_fmadd_ps(_mm512_set1_ps(r[t / 3][t % 3 + plane2]), d0, a##t##1);
+#define FASTNN_WSTORE(t) _mm512_storeu_ps(acc + t * 32, a##t##0); _mm512_storeu_ps(acc + t * 32 + 16, a##t##1);
+    FASTNN_WT(FASTNN_WDECL)
+    for (i64 oh = 0; oh < OH; ++oh) {
+        const float* r[3] = {xc + oh * sh * Wp, xc + (oh * sh + dh) * Wp, xc + (oh * sh + 2 * dh) * Wp};
+        const float* d = dyt + oh * OW * K;
+        for (i64 ow = 0; ow < OW; ++ow, d += K, r[0] += sw, r[1] += sw, r[2] += sw) {
+            const __m512 d0 = _mm512_loadu_ps(d);
+            FASTNN_WT(FASTNN_WFMA)
+        }
+    }
+    FASTNN_WT(FASTNN_WSTORE)
+#undef FASTNN_WT
+#undef FASTNN_WDECL
+#undef FASTNN_WFMA
+#undef FASTNN_WSTORE
+}
+
 // Threads take images (dynamic) and sum them into their own tile-major buffer ([g][32-channel block][c][tap][32]),
 // added up into dw's layout at the end. With fewer images than threads (batch 1) they split the tiles instead,
 // each going through every image, into one shared buffer.
 void conv2d_dw__direct(const float* dy, const float* x, float* dw, const ConvShape& s) {
     constexpr i64 OCB = kDirectOc, TB = 9 * OCB;  // one tile
-    const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, nob = Kg / OCB, P = s.OH * s.OW, HW = s.H * s.W;
+    const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, P = s.OH * s.OW, HW = s.H * s.W;
+    // 16 channels a group: a tile per pair of input channels (an odd last one paired with itself, its second half
+    // dropped); else a tile per (32-channel block, input channel)
+    const bool k16 = Kg == 16;
+    const i64 nob = k16 ? 1 : Kg / OCB, tpg = k16 ? nob * ((Cg + 1) / 2) : nob * Cg;  // tiles per group
     // (the stride-1 loop reads up to column OW + 1 = W + 2pw - 1: inside the padded row)
-    const i64 Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp, WS = s.K * Cg * 9, ntl = G * nob * Cg;
+    const i64 Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp, ntl = G * tpg, WS = ntl * TB;
     const int nth = get_num_threads();
     const bool by_tiles = s.N < nth;
     const int nbuf = by_tiles ? 1 : nth;
@@ -348,8 +380,14 @@ void conv2d_dw__direct(const float* dy, const float* x, float* dw, const ConvSha
             for (i64 k = 0; k < s.K; k += 4)
                 packed::transpose_lines(dy + (n * s.K + k) * P, P, P, dyt.data() + k, s.K);
             copy_padded_rows(x + n * s.C * HW, s, s.C, -s.ph, Hp, Wp, xp.data());
-            for (i64 tl = tl0; tl < tl1; ++tl) {  // tile tl = (g * nob + ob) * Cg + c
-                const i64 gb = tl / Cg, g = gb / nob, c = tl % Cg;
+            for (i64 tl = tl0; tl < tl1; ++tl) {
+                if (k16) {  // tile tl = g * tpg + c / 2
+                    const i64 g = tl / tpg, c = 2 * (tl % tpg);
+                    dw_tile3x3_k16__avx512f(dyt.data() + g * 16, s.K, xp.data() + (g * Cg + c) * plane,
+                                            c + 1 < Cg ? plane : 0, Wp, s.dh, s.sh, s.sw, s.OH, s.OW, acc + tl * TB);
+                    continue;
+                }
+                const i64 gb = tl / Cg, g = gb / nob, c = tl % Cg;  // tile tl = (g * nob + ob) * Cg + c
                 dw_tile3x3__avx512f(dyt.data() + gb * OCB, s.K, xp.data() + (g * Cg + c) * plane, Wp, s.dh, s.sh,
                                     s.sw, s.OH, s.OW, acc + tl * TB);
             }
@@ -363,12 +401,15 @@ void conv2d_dw__direct(const float* dy, const float* x, float* dw, const ConvSha
     // dw[k][c][tap] = the buffers' tiles, added in buffer order
     parallel_tasks(s.K, [&](i64 k) {
         const i64 j = k % OCB, gb = k / OCB;  // gb = g * nob + ob
-        for (i64 c = 0; c < Cg; ++c)
+        for (i64 c = 0; c < Cg; ++c) {
+            // where (k, c, tap 0) lies in a buffer
+            const i64 at = k16 ? ((k / 16) * tpg + c / 2) * TB + (c % 2) * 16 + k % 16 : (gb * Cg + c) * TB + j;
             for (i64 t = 0; t < 9; ++t) {
                 float v = 0.f;
-                for (int th = 0; th < nbuf; ++th) v += pp[th * WS + (gb * Cg + c) * TB + t * OCB + j];
+                for (int th = 0; th < nbuf; ++th) v += pp[th * WS + at + t * OCB];
                 dw[(k * Cg + c) * 9 + t] = v;
             }
+        }
     });
 }
 

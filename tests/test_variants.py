@@ -28,6 +28,8 @@ CONVS = [
     ((3, 20, 9, 8), 64, (3, 3), (1, 1), (1, 1), (1, 1), 1),     # 8-wide rows: 16-position tiles, odd rows, 2 chunks
     ((2, 16, 13, 13), 24, (3, 3), (2, 2), (1, 1), (1, 1), 1),   # 24 output channels: a 32-channel block, 8 padded
     ((1, 6, 9, 16), 40, (3, 3), (1, 1), (1, 1), (1, 1), 2),     # groups of 20 channels (12 padded), 16-wide rows
+    ((2, 5, 9, 10), 16, (3, 3), (2, 2), (1, 1), (1, 1), 1),     # 16 output channels: dweight tiles of 2 input
+    ((3, 6, 6, 7), 32, (3, 3), (1, 1), (1, 1), (1, 1), 2),      # channels (an odd last one alone), 2 groups of 16
 ]
 
 
@@ -50,7 +52,8 @@ def _fwd_runs(algo, dt, x_shape, K, kernel, stride, padding, dilation, groups):
 
 def _dw_runs(algo, dt, x_shape, K, kernel, stride, padding, dilation, groups):
     if algo == "direct":
-        return dt == np.float32 and AVX512 and tuple(kernel) == (3, 3) and dilation[1] == 1 and (K // groups) % 32 == 0
+        return dt == np.float32 and AVX512 and tuple(kernel) == (3, 3) and dilation[1] == 1 and (
+            (K // groups) % 32 == 0 or K // groups == 16)
     return True
 
 
