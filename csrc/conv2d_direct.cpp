@@ -261,20 +261,22 @@ bool direct_dw_can_run(const ConvShape& s) {
     return packed::has_avx512f() && s.KH == 3 && s.KW == 3 && s.dw == 1 && (Kg % kDirectOc == 0 || Kg == 16);
 }
 
+// The dweight tiles' 9 taps, and their 18 accumulators' load and store (acc: 9 x 32 floats).
+#define FASTNN_WT(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8)
+#define FASTNN_WDECL(t) __m512 a##t##0 = _mm512_loadu_ps(acc + t * 32), a##t##1 = _mm512_loadu_ps(acc + t * 32 + 16);
+#define FASTNN_WSTORE(t) _mm512_storeu_ps(acc + t * 32, a##t##0); _mm512_storeu_ps(acc + t * 32 + 16, a##t##1);
+
 // acc (9 taps x 32 channels) += the taps of one input channel over an image: dyt: position-major dy at the first of
 // the 32 channels (position stride K); xc: the channel's padded plane (row stride Wp).
 FASTNN_AVX512 static void dw_tile3x3__avx512f(const float* dyt, i64 K, const float* xc, i64 Wp,
                                                                   i64 dh, i64 sh, i64 sw, i64 OH, i64 OW,
                                                                   float* acc) {
-#define FASTNN_WT(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8)
-#define FASTNN_WDECL(t) __m512 a##t##0 = _mm512_loadu_ps(acc + t * 32), a##t##1 = _mm512_loadu_ps(acc + t * 32 + 16);
 #define FASTNN_WFMA(t)                                                   \
     {                                                                    \
         const __m512 v = _mm512_set1_ps(r[t / 3][t % 3]);                \
         a##t##0 = _mm512_fmadd_ps(v, d0, a##t##0);                       \
         a##t##1 = _mm512_fmadd_ps(v, d1, a##t##1);                       \
     }
-#define FASTNN_WSTORE(t) _mm512_storeu_ps(acc + t * 32, a##t##0); _mm512_storeu_ps(acc + t * 32 + 16, a##t##1);
     FASTNN_WT(FASTNN_WDECL)
     for (i64 oh = 0; oh < OH; ++oh) {
         const float* r[3] = {xc + oh * sh * Wp, xc + (oh * sh + dh) * Wp, xc + (oh * sh + 2 * dh) * Wp};
@@ -315,10 +317,7 @@ FASTNN_AVX512 static void dw_tile3x3__avx512f(const float* dyt, i64 K, const flo
         }
     }
     FASTNN_WT(FASTNN_WSTORE)
-#undef FASTNN_WT
-#undef FASTNN_WDECL
 #undef FASTNN_WFMA
-#undef FASTNN_WSTORE
 }
 
 // The same for groups of 16 output channels: a tile is 9 taps x 16 channels of two input channels (c and the one
@@ -326,12 +325,9 @@ FASTNN_AVX512 static void dw_tile3x3__avx512f(const float* dyt, i64 K, const flo
 // scalar loads any load port takes. acc: [tap][2 input channels][16].
 FASTNN_AVX512 static void dw_tile3x3_k16__avx512f(const float* dyt, i64 K, const float* xc, i64 plane2, i64 Wp,
                                                   i64 dh, i64 sh, i64 sw, i64 OH, i64 OW, float* acc) {
-#define FASTNN_WT(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8)
-#define FASTNN_WDECL(t) __m512 a##t##0 = _mm512_loadu_ps(acc + t * 32), a##t##1 = _mm512_loadu_ps(acc + t * 32 + 16);
 #define FASTNN_WFMA(t)                                                                        \
     a##t##0 = _mm512_fmadd_ps(_mm512_set1_ps(r[t / 3][t % 3]), d0, a##t##0);                  \
     a##t##1 = _mm512_fmadd_ps(_mm512_set1_ps(r[t / 3][t % 3 + plane2]), d0, a##t##1);
-#define FASTNN_WSTORE(t) _mm512_storeu_ps(acc + t * 32, a##t##0); _mm512_storeu_ps(acc + t * 32 + 16, a##t##1);
     FASTNN_WT(FASTNN_WDECL)
     for (i64 oh = 0; oh < OH; ++oh) {
         const float* r[3] = {xc + oh * sh * Wp, xc + (oh * sh + dh) * Wp, xc + (oh * sh + 2 * dh) * Wp};
