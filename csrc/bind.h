@@ -17,6 +17,7 @@ namespace bind {
 
 namespace py = pybind11;
 using Pair = std::array<i64, 2>;
+using Shape4 = std::array<i64, 4>;
 
 // The GIL released around a kernel that touches `elements` array elements, unless there are few: giving it up and
 // taking it back cost ~40 ns a call (a 1x1x4x4 max_pool2d's binding: 0.39 -> 0.36 us), more than such a kernel
@@ -33,7 +34,6 @@ class NoGil {
   private:
     PyThreadState* saved_;
 };
-using Shape4 = std::array<i64, 4>;
 
 void bind_config(py::module_& m);        // config, threads (bind_config.cpp)
 void bind_blas_share(py::module_& m);    // share_blas_threads (blas_share.cpp)

@@ -34,8 +34,9 @@ constexpr i64 kDirectPos = 14, kDirectOc = 32;
 #define FASTNN_DP(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 // out (14 x 32, position-major) = (first ? 0 : out) + the taps of Cg channels; xr0: the tile's first input value
 // of channel 0 (row stride Wp, channel stride plane); wk: the 32 weights of each tap, in (c, kh, kw) order.
-// OW2 > 0 (6 or 7; 8 takes direct_tile16): the tile is two output rows of OW2 positions, the second one's input `row2` floats after the
-// first's (positions past 2 * OW2 are not computed): a 7-wide output row alone left half the tile idle.
+// OW2 > 0 (6 or 7; 8 takes direct_tile16): the tile is two output rows of OW2 positions, the second one's input
+// `row2` floats after the first's (positions past 2 * OW2 are not computed): a 7-wide output row alone left half
+// the tile idle.
 template <int KWC, int SW, int OW2 = 0>  // KWC: KW when known at compile time (3: unrolled), else 0; SW: the stride
 FASTNN_AVX512 static void direct_tile__avx512f(const float* xr0, i64 plane, i64 Wp, i64 Cg,
                                                                    i64 KH, i64 KW_, i64 dh, i64 dw,

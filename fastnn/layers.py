@@ -671,7 +671,7 @@ class Affine:
         W, b = self.params
         dt = _dtype(self.x, W, dout)
         src, xc = self._xc
-        if src is not self.x or xc.dtype != dt:     # x replaced since the forward, or another dtype now
+        if xc is None or src is not self.x or xc.dtype != dt:  # no forward yet, x replaced, or another dtype
             xc = _cast(self.x, dt)
         dx, dW, db = _F.linear_backward(_cast(dout, dt), xc, _cast(W, dt), bias=b is not None, backend=self.backend)
         _write(self.grads, 0, dW)
