@@ -394,13 +394,8 @@ FASTNN_INLINE void dropout_body(const T* x, T* y, i64 n, std::uint32_t lo0, std:
         y[i] = x[i] * (u >= thr ? s : T(0));
     }
 }
-FASTNN_SIMD_DISPATCH(dropout)
 // 16 lanes: the hash's four 32-bit multiplies per element made the AVX2 copy compute-bound (2.3 cycles/element)
-template <typename... A> FASTNN_AVX512 void dropout__avx512(A&&... a) { dropout_body(a...); }
-template <typename... A> void dropout_hash(A&&... a) {
-    if (packed::has_avx512f()) dropout__avx512(a...);
-    else dropout(a...);
-}
+FASTNN_SIMD_DISPATCH_WIDE(dropout)
 
 // np.random.rand, as NumPy's legacy generator computes it (mt19937.c: mt19937_gen, mt19937_next, and
 // mt19937_next_double: (a >> 5) * 2^26 + (b >> 6), over 2^53, from two consecutive outputs a, b), but in loops the
@@ -420,12 +415,7 @@ FASTNN_INLINE void mt_twist_body(std::uint32_t* key) {
     for (int i = kMtN - kMtM; i < kMtN - 1; ++i) key[i] = mt_mix(key[i], key[i + 1], key[i + kMtM - kMtN]);
     key[kMtN - 1] = mt_mix(key[kMtN - 1], key[0], key[kMtM - 1]);
 }
-FASTNN_SIMD_DISPATCH(mt_twist)
-template <typename... A> FASTNN_AVX512 void mt_twist__avx512(A&&... a) { mt_twist_body(a...); }
-template <typename... A> void mt_twist_w(A&&... a) {
-    if (packed::has_avx512f()) mt_twist__avx512(a...);
-    else mt_twist(a...);
-}
+FASTNN_SIMD_DISPATCH_WIDE(mt_twist)
 
 FASTNN_INLINE void mt_temper_body(const std::uint32_t* key, std::uint32_t* out, int n) {
 #pragma omp simd
@@ -437,12 +427,7 @@ FASTNN_INLINE void mt_temper_body(const std::uint32_t* key, std::uint32_t* out, 
         out[i] = y ^ (y >> 18);
     }
 }
-FASTNN_SIMD_DISPATCH(mt_temper)
-template <typename... A> FASTNN_AVX512 void mt_temper__avx512(A&&... a) { mt_temper_body(a...); }
-template <typename... A> void mt_temper_w(A&&... a) {
-    if (packed::has_avx512f()) mt_temper__avx512(a...);
-    else mt_temper(a...);
-}
+FASTNN_SIMD_DISPATCH_WIDE(mt_temper)
 
 // Draws from pairs of outputs. For `keep`, draw > p is the 53-bit integer (a >> 5) * 2^26 + (b >> 6) > floor(p * 2^53)
 // = ta * 2^26 + tb (p * 2^53 is exact), compared in 32-bit halves: bytes out of 32-bit lanes vectorise, doubles not.
@@ -460,12 +445,7 @@ FASTNN_INLINE void mt_pairs_body(const std::uint32_t* w, i64 n, double* u, std::
         }
     }
 }
-FASTNN_SIMD_DISPATCH(mt_pairs)
-template <typename... A> FASTNN_AVX512 void mt_pairs__avx512(A&&... a) { mt_pairs_body(a...); }
-template <typename... A> void mt_pairs_w(A&&... a) {
-    if (packed::has_avx512f()) mt_pairs__avx512(a...);
-    else mt_pairs(a...);
-}
+FASTNN_SIMD_DISPATCH_WIDE(mt_pairs)
 
 template <typename T>
 FASTNN_INLINE void dropout_mask_body(const T* x, T* y, i64 n, const std::uint8_t* mb, const T* mf, T s) {
@@ -502,15 +482,15 @@ bool mt19937_rand(MT19937State* st, i64 n, double* u, std::uint8_t* keep, double
         const i64 m = std::min(kBlock, n - done);
         for (i64 got = 0; got < 2 * m;) {
             if (st->pos == kMtN) {
-                mt_twist_w(st->key);
+                mt_twist_wide(st->key);
                 st->pos = 0;
             }
             const int k = int(std::min<i64>(kMtN - st->pos, 2 * m - got));
-            mt_temper_w(st->key + st->pos, w + got, k);
+            mt_temper_wide(st->key + st->pos, w + got, k);
             st->pos += k;
             got += k;
         }
-        mt_pairs_w(w, m, u ? u + done : nullptr, keep ? keep + done : nullptr, ta, tb);
+        mt_pairs_wide(w, m, u ? u + done : nullptr, keep ? keep + done : nullptr, ta, tb);
         if (all || none) std::memset(keep + done, all ? 1 : 0, size_t(m));
         done += m;
     }
@@ -628,7 +608,7 @@ void dropout_apply(const T* x, T* y, i64 n, std::uint64_t seed, std::uint64_t th
             const std::uint64_t hi = std::uint64_t(b) >> 32;
             const i64 end = std::min<i64>(e, i64((hi + 1) << 32));
             const std::uint64_t key = dropout_key(seed, hi);
-            dropout_hash(x + b, y + b, end - b, std::uint32_t(b), std::uint32_t(key), std::uint32_t(key >> 32),
+            dropout_wide(x + b, y + b, end - b, std::uint32_t(b), std::uint32_t(key), std::uint32_t(key >> 32),
                     std::uint32_t(thr), s);
             b = end;
         }

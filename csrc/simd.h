@@ -33,6 +33,16 @@ bool has_avx512f();  // CPU + OS support, and FASTNN_SIMD not set to "scalar" or
 
 // A loop body `name##_body` (FASTNN_INLINE) compiled twice: `name(a...)` runs the AVX2/FMA copy when the CPU has
 // it, else the baseline copy. Plain elementwise code that the compiler vectorises for each target.
+// FASTNN_SIMD_DISPATCH(name) plus `name##_wide(a...)`: an AVX-512 copy where the CPU has it (16 lanes for loops of
+// 32-bit integer work, which the AVX2 copy left compute-bound), else `name(a...)`.
+#define FASTNN_SIMD_DISPATCH_WIDE(name)                                                                 \
+    FASTNN_SIMD_DISPATCH(name)                                                                          \
+    template <typename... A> FASTNN_AVX512 void name##__avx512(A&&... a) { name##_body(a...); }        \
+    template <typename... A> void name##_wide(A&&... a) {                                               \
+        if (packed::has_avx512f()) name##__avx512(a...);                                                \
+        else name(a...);                                                                                \
+    }
+
 #define FASTNN_SIMD_DISPATCH(name)                                                                    \
     template <typename... A> FASTNN_AVX2 void name##__avx2(A&&... a) { name##_body(a...); }          \
     template <typename... A> void name##__scalar(A&&... a) { name##_body(a...); }                     \
