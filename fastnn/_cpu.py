@@ -379,7 +379,7 @@ def rand_gt(shape, p):
     state behind the generator's public ``ctypes.state_address``; the state's layout is NumPy's internal one, so
     the first call compares 1250 draws (two twists) and the state after them with np.random.rand's own (then
     puts the state back), and falls back to np.random.rand for good if they differ."""
-    bg = np.random.mtrand._rand._bit_generator
+    bg = getattr(getattr(np.random.mtrand, "_rand", None), "_bit_generator", None)   # NumPy's global RandomState's
     ok = _MT_OK.get(id(bg))
     if ok is None:
         ok = _MT_OK[id(bg)] = _mt_check(bg)
@@ -392,7 +392,7 @@ def rand_gt(shape, p):
 
 
 def _mt_check(bg):
-    if type(bg) is not np.random.MT19937:
+    if type(bg) is not np.random.MT19937 or not hasattr(bg, "lock"):
         return False
     with bg.lock:
         before = bg.state
