@@ -103,7 +103,8 @@ BAD = [
     ("lstm_backward", "dhs", r(2, 2, 2), ValueError, "dhs must have shape (2, 3, 2)"),
 ]
 
-# The textbook ops, one section per family: VALID.update({...}) and BAD += [...].
+
+# The checks' one-pass paths for the common calls give what the per-argument checks give.
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("xs, ws, stride, padding, dilation", [
     ((2, 3, 7, 5), (4, 3, 3, 3), 1, 1, 1), ((1, 1, 4, 4), (1, 1, 1, 1), 2, 0, 1), ((2, 2, 9, 9), (3, 2, 3, 2), 3, 2, 2),
@@ -140,6 +141,7 @@ def test_pool_checks_int_window_path_agrees_with_the_pair_path(xs, k, stride, pa
     assert _checks.max_pool2d(x, k, stride, padding)[0][1:] == _checks.max_pool2d(x, *pairs)[0][1:]
 
 
+# The textbook ops, one section per family: VALID.update({...}) and BAD += [...].
 # ==== activations: relu, sigmoid, tanh, softmax and the losses ====
 _ids = lambda: np.array([0, 3, -100])  # noqa: E731
 VALID.update({
