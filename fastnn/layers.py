@@ -48,7 +48,7 @@ import math
 import numpy as np
 
 import fastnn as _F
-from fastnn import _cpu
+from fastnn import _dispatch
 from fastnn._shapes import pair as _pair
 
 __all__ = ["Convolution", "Pooling", "BatchNormalization", "LSTM", "TimeLSTM",
@@ -762,6 +762,16 @@ class TimeEmbedding(Embedding):
 
 # ------------------------------------------------------------------------------------------------------ dropout
 
+def _books_keep(shape, p):
+    """The books' ``np.random.rand(*shape) > p``, drawn by the cpu backend from NumPy's own generator (the same
+    draws, 5x faster); loaded on first use like every cpu call, so importing the layers loads no extension."""
+    try:
+        cpu = _dispatch.module("cpu")
+    except RuntimeError:            # no compiled extension: NumPy draws it
+        return np.random.rand(*shape) > p
+    return cpu.rand_gt(shape, p)
+
+
 class _DropoutBase:
     """Shared mask logic. ``seed=None`` (default): the mask is drawn as the books draw it,
     ``np.random.rand(*x.shape) > dropout_ratio`` (``cupy.random`` for CuPy arrays), so a network swapped from the
@@ -789,7 +799,7 @@ class _DropoutBase:
         self._shape, self._dtype, self._xpm = x.shape, dt, xp
         x = _cast(x, dt)
         if self.seed is None:
-            keep = _cpu.rand_gt(x.shape, p) if xp is np else xp.random.rand(*x.shape) > p
+            keep = _books_keep(x.shape, p) if xp is np else xp.random.rand(*x.shape) > p
             self._mask = self._book_mask(keep)
             self._step_seed = None
             return _F.dropout(x, p, mask=_cast(self._mask, dt) if self._scale else self._mask, scale=False,
