@@ -315,45 +315,91 @@ static void gemm_packed(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T*
 // ---- gemm__rows: a few rows of A (M <= kRowsMaxM) ----
 // An LSTM step at batch 1-4 multiplies a few rows by a weight matrix it uses once per call: packing B (K x N)
 // into panels reads and writes all of B for a product that reads it once (lstm_cell at B1 H100: slower than NumPy).
-// Here each row of C takes B as it lies: c[:] += a[k] * B[k, :] four rows of B at a time (op(B) = B), or
-// c[n] = dot(a, B[n, :]) (op(B) = B^T, rows of B contiguous over k); plain loops the compiler vectorises per target.
+// Here all M rows go through B together, B read once as it lies: c_m[:] += a_m[k] * B[k, :] four rows of B at a
+// time (op(B) = B), or c_m[n..n+3] = dot(a_m, B[n..n+3, :]) in independent vector sums (op(B) = B^T, rows of B
+// contiguous over k). Row by row, B was read M times and a single dot product's sum was one chain of dependent
+// adds: lstm_cell_backward at B2 H256 took 142 us against NumPy's 123.
 constexpr i64 kRowsMaxM = 4;
 
-template <typename T>
-FASTNN_INLINE void gemm_rows_body(bool ta, bool tb, i64 M, i64 n0, i64 n1, i64 K, T alpha, const T* A, i64 lda,
-                                  const T* B, i64 ldb, T beta, T* C, i64 ldc) {
-    for (i64 m = 0; m < M; ++m) {
-        auto a = [&](i64 k) { return alpha * (ta ? A[k * lda + m] : A[m * lda + k]); };
-        T* const c = C + m * ldc;
-        if (tb) {
-            for (i64 n = n0; n < n1; ++n) {
-                const T* b = B + n * ldb;
-                T acc = 0;
-                if (ta) {
-                    for (i64 k = 0; k < K; ++k) acc += A[k * lda + m] * b[k];
-                } else {
-                    const T* am = A + m * lda;
-#pragma omp simd reduction(+ : acc)
-                    for (i64 k = 0; k < K; ++k) acc += am[k] * b[k];
-                }
-                c[n] = alpha * acc + (beta == T(0) ? T(0) : beta * c[n]);  // beta 0: C is not read (BLAS)
-            }
-            continue;
+template <typename T> struct RowVec {  // 32 bytes of T, loaded unaligned (GCC vector extension): one AVX2 register
+    typedef T type __attribute__((vector_size(32), aligned(sizeof(T))));
+    static constexpr i64 lanes = 32 / sizeof(T);
+};
+
+// c[0..M)[n..n+NB) for op(B) = B^T: M*NB sums in registers (at most 8: 11 of AVX2's 16 registers in use).
+template <int M, int NB, typename T>
+FASTNN_INLINE void rows_dot(i64 n, i64 K, const T* A, i64 lda, const T* B, i64 ldb, T beta, T* C, i64 ldc) {
+    using V = typename RowVec<T>::type;
+    constexpr i64 L = RowVec<T>::lanes;
+    V acc[M][NB];
+#pragma GCC unroll 4
+    for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+        for (int j = 0; j < NB; ++j) acc[m][j] = V{};
+    i64 k = 0;
+    for (; k + L <= K; k += L) {
+        V b[NB];
+#pragma GCC unroll 4
+        for (int j = 0; j < NB; ++j) b[j] = *reinterpret_cast<const V*>(B + (n + j) * ldb + k);
+#pragma GCC unroll 4
+        for (int m = 0; m < M; ++m) {
+            const V a = *reinterpret_cast<const V*>(A + m * lda + k);
+#pragma GCC unroll 4
+            for (int j = 0; j < NB; ++j) acc[m][j] += a * b[j];
         }
-        if (beta == T(0)) std::fill(c + n0, c + n1, T(0));
-        else if (beta != T(1)) for (i64 n = n0; n < n1; ++n) c[n] *= beta;
+    }
+#pragma GCC unroll 4
+    for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+        for (int j = 0; j < NB; ++j) {
+            T s = 0;
+            for (i64 l = 0; l < L; ++l) s += acc[m][j][l];
+            for (i64 kk = k; kk < K; ++kk) s += A[m * lda + kk] * B[(n + j) * ldb + kk];
+            T* c = C + m * ldc + n + j;
+            *c = s + (beta == T(0) ? T(0) : beta * *c);  // beta 0: C is not read (BLAS)
+        }
+}
+
+template <class Rows, typename T>
+FASTNN_INLINE void gemm_rows_body(Rows, bool tb, i64 n0, i64 n1, i64 K, const T* A, i64 lda, const T* B, i64 ldb,
+                                  T beta, T* C, i64 ldc) {
+    constexpr int M = Rows::value;
+    if (tb) {
+        i64 n = n0;
+        constexpr int NB = M <= 2 ? 4 : 2;
+        for (; n + NB <= n1; n += NB) rows_dot<M, NB>(n, K, A, lda, B, ldb, beta, C, ldc);
+        for (; n < n1; ++n) rows_dot<M, 1>(n, K, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    T* c[M];
+    for (int m = 0; m < M; ++m) {
+        c[m] = C + m * ldc;
+        if (beta == T(0)) std::fill(c[m] + n0, c[m] + n1, T(0));
+        else if (beta != T(1)) for (i64 n = n0; n < n1; ++n) c[m][n] *= beta;
+    }
+    // column blocks whose M rows of C stay in L1 while the k loop passes over them
+    constexpr i64 NB = 2048 / sizeof(T);
+    for (i64 j0 = n0; j0 < n1; j0 += NB) {
+        const i64 j1 = std::min(n1, j0 + NB);
         i64 k = 0;
         for (; k + 4 <= K; k += 4) {
-            const T a0 = a(k), a1 = a(k + 1), a2 = a(k + 2), a3 = a(k + 3);
             const T *b0 = B + k * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+            T a[M][4];
+            for (int m = 0; m < M; ++m)
+                for (int q = 0; q < 4; ++q) a[m][q] = A[m * lda + k + q];
 #pragma omp simd
-            for (i64 n = n0; n < n1; ++n) c[n] += (a0 * b0[n] + a1 * b1[n]) + (a2 * b2[n] + a3 * b3[n]);
+            for (i64 n = j0; n < j1; ++n) {
+                const T x0 = b0[n], x1 = b1[n], x2 = b2[n], x3 = b3[n];
+#pragma GCC unroll 4
+                for (int m = 0; m < M; ++m) c[m][n] += (a[m][0] * x0 + a[m][1] * x1) + (a[m][2] * x2 + a[m][3] * x3);
+            }
         }
         for (; k < K; ++k) {
-            const T a0 = a(k);
             const T* b0 = B + k * ldb;
 #pragma omp simd
-            for (i64 n = n0; n < n1; ++n) c[n] += a0 * b0[n];
+            for (i64 n = j0; n < j1; ++n)
+#pragma GCC unroll 4
+                for (int m = 0; m < M; ++m) c[m][n] += A[m * lda + k] * b0[n];
         }
     }
 }
@@ -367,10 +413,26 @@ static void gemm__rows(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* 
             for (i64 n = 0; n < N; ++n) C[m * ldc + n] = beta == T(0) ? T(0) : beta * C[m * ldc + n];
         return;
     }
-    const int nt = parallel_work(gemm_work(M, N, K) * 4);  // ~4x fewer FLOPs per element than the microkernel
-    const i64 chunk = nt == 1 ? N : packed::round_up((N + 4 * nt - 1) / (4 * nt), 16);
+    // alpha * op(A) as M contiguous rows (a copy of at most 4 x K when A is transposed or scaled)
+    std::vector<T> a_rows;
+    if (ta || alpha != T(1)) {
+        a_rows.resize(M * K);
+        for (i64 m = 0; m < M; ++m)
+            for (i64 k = 0; k < K; ++k) a_rows[m * K + k] = alpha * (ta ? A[k * lda + m] : A[m * lda + k]);
+        A = a_rows.data(), lda = K;
+    }
+    // ~4x fewer FLOPs per element than the microkernel; B is read once, from memory when it is large
+    const int nt = parallel_work(std::max(gemm_work(M, N, K) * 4, double(N) * K / 8));
+    // a contiguous share per thread: B's rows are read in long runs (4 shorter chunks a thread: 1x512x2048 took
+    // 55 us against NumPy's sgemv 48)
+    const i64 chunk = nt == 1 ? N : packed::round_up((N + nt - 1) / nt, 16);
     parallel_for(N, chunk, [&](i64 n0, i64 n1) {
-        gemm_rows(ta, tb, M, n0, n1, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        switch (M) {
+            case 1: return gemm_rows(std::integral_constant<int, 1>{}, tb, n0, n1, K, A, lda, B, ldb, beta, C, ldc);
+            case 2: return gemm_rows(std::integral_constant<int, 2>{}, tb, n0, n1, K, A, lda, B, ldb, beta, C, ldc);
+            case 3: return gemm_rows(std::integral_constant<int, 3>{}, tb, n0, n1, K, A, lda, B, ldb, beta, C, ldc);
+            default: return gemm_rows(std::integral_constant<int, 4>{}, tb, n0, n1, K, A, lda, B, ldb, beta, C, ldc);
+        }
     }, nt);
 }
 
@@ -401,6 +463,56 @@ void pack_b(bool tb, i64 K, i64 N, const T* B, i64 ldb, PackedB<T>& out) {
     });
 }
 
+// A few rows (M <= kRowsMaxM) times the prepacked B: an LSTM step at batch 1-4. The microkernel would compute its
+// whole MR-row tile for them (8x the FMAs at batch 1: lstm B1 T20 H256 ran 0.7x PyTorch); here each panel's
+// columns for the M rows stay in registers over the whole depth and B streams through once.
+template <class Cf> struct PanelVec {  // a register: 64 bytes on the AVX-512 configurations, else 32
+    using T = typename Cf::T;
+    static constexpr i64 bytes = std::is_same<Cf, packed::Avx512F32>::value || std::is_same<Cf, packed::Avx512F64>::value
+                                     ? 64 : 32;
+    typedef T type __attribute__((vector_size(bytes)));
+    static constexpr i64 lanes = bytes / sizeof(T), per_panel = Cf::NR / lanes;
+};
+
+template <class Cf, class Rows, typename T = typename Cf::T>
+FASTNN_INLINE void panel_rows_body(Cf, Rows, i64 j0, i64 j1, const PackedB<T>& B, const T* A, i64 lda, T beta, T* C,
+                                   i64 ldc) {
+    constexpr int M = Rows::value;
+    using PV = PanelVec<Cf>;
+    using V = typename PV::type;
+    constexpr i64 NR = Cf::NR, P = PV::per_panel, L = PV::lanes;
+    static_assert(NR % L == 0, "a panel is whole registers");
+    const T* panels = B.panels();
+    for (i64 j = j0; j < j1; j += NR) {
+        V acc[M][P];
+#pragma GCC unroll 4
+        for (int m = 0; m < M; ++m)
+#pragma GCC unroll 8
+            for (int v = 0; v < P; ++v) acc[m][v] = V{};
+        for (i64 p0 = 0; p0 < B.K; p0 += B.kb) {
+            const i64 kc = std::min(B.kb, B.K - p0);
+            const T* b = panels + p0 * B.Np + j * kc;  // the panel's depth rows, NR apart (aligned)
+            for (i64 k = 0; k < kc; ++k, b += NR) {
+                V bv[P];
+#pragma GCC unroll 8
+                for (int v = 0; v < P; ++v) bv[v] = *reinterpret_cast<const V*>(b + v * L);
+#pragma GCC unroll 4
+                for (int m = 0; m < M; ++m) {
+                    const T a = A[m * lda + p0 + k];
+#pragma GCC unroll 8
+                    for (int v = 0; v < P; ++v) acc[m][v] += a * bv[v];
+                }
+            }
+        }
+        const i64 n = std::min(NR, j1 - j);
+        for (int m = 0; m < M; ++m) {
+            T* c = C + m * ldc + j;
+            for (i64 q = 0; q < n; ++q) c[q] = acc[m][q / L][q % L] + (beta == T(0) ? T(0) : beta * c[q]);
+        }
+    }
+}
+FASTNN_SIMD_DISPATCH_WIDE(panel_rows)
+
 // Threads take column blocks (whole NR panels) of the prepacked B; each packs its own copy of op(A) (small in the
 // LSTM: the batch rows of one step). Static blocks: the same thread reads the same B panels every call, so its
 // share of B stays in its L2 across the steps.
@@ -408,13 +520,29 @@ template <class Cf, typename T = typename Cf::T>
 static void gemm_packed_b_cfg(bool ta, i64 M, T alpha, const T* A, i64 lda, const PackedB<T>& B, T beta, T* C,
                               i64 ldc, int nt) {
     const i64 N = B.N, K = B.K;
-    if (parallel_work(gemm_work(M, N, K)) == 1) nt = 1;
+    const bool few = M <= kRowsMaxM;
+    if (parallel_work(few ? std::max(gemm_work(M, N, K) * 4, double(N) * K / 8) : gemm_work(M, N, K)) == 1) nt = 1;
     const i64 npan = (N + Cf::NR - 1) / Cf::NR;
     const i64 nblk = std::min<i64>(nt, npan);
     const T* panels = B.panels();
+    std::vector<T> a_rows;  // alpha * op(A) as contiguous rows, for the few-row path
+    if (few && (ta || alpha != T(1))) {
+        a_rows.resize(M * K);
+        for (i64 m = 0; m < M; ++m)
+            for (i64 k = 0; k < K; ++k) a_rows[m * K + k] = alpha * (ta ? A[k * lda + m] : A[m * lda + k]);
+        A = a_rows.data(), lda = K;
+    }
     parallel_tasks(nblk, [&](i64 b) {
         const i64 lo = npan * b / nblk * Cf::NR, hi = std::min(N, npan * (b + 1) / nblk * Cf::NR);
         if (hi <= lo) return;
+        if (few) {
+            switch (M) {
+                case 1: return panel_rows_wide(Cf{}, std::integral_constant<int, 1>{}, lo, hi, B, A, lda, beta, C, ldc);
+                case 2: return panel_rows_wide(Cf{}, std::integral_constant<int, 2>{}, lo, hi, B, A, lda, beta, C, ldc);
+                case 3: return panel_rows_wide(Cf{}, std::integral_constant<int, 3>{}, lo, hi, B, A, lda, beta, C, ldc);
+                default: return panel_rows_wide(Cf{}, std::integral_constant<int, 4>{}, lo, hi, B, A, lda, beta, C, ldc);
+            }
+        }
         packed::PackMatA<Cf> pa{A, lda, ta};
         packed::PrepackedB<Cf> pb{panels, B.Np, K, B.kb, lo};
         packed::gemm_blocked<Cf>(M, hi - lo, K, alpha, pa, pb, beta, C + lo, ldc);

@@ -304,6 +304,10 @@ KERNEL_CASES = {
         # big enough for the threaded per-step GEMM (op(A) packed once, shared): batch past one MC row block and not a
         # multiple of the MR rows, backward depth 4H = 320 in two depth blocks
         (197, 3, 5, 80, "ifgo", True),
+        # batch 1-4 over T > 1: the few-row path over the packed w_hh (gemm_packed_b), threaded, 44 panels of 48 over
+        # two depth blocks; the backward's dh = dgates @ w_hh^T has depth 4H = 2080
+        (3, 3, 6, 520, "fgio", True),
+        (1, 2, 2, 260, "ifgo", False),
     ],
 }
 
