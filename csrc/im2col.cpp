@@ -35,14 +35,15 @@ void lines_to_rows(const T* lines, i64 len, i64 ntaps, T* d, i64 ld) {
         for (i64 q = 0; q < len; ++q) d[q * ld + i] = lines[i * len + q];
 }
 
-// lines[i*len + q] = src[q*ld + i]: the inverse, TB positions at a time.
+// lines[i*ldl + q] = src[q*ld + i] (ldl: len unless given): the inverse, TB positions at a time.
 template <typename T>
-void rows_to_lines(const T* src, i64 ld, i64 len, i64 ntaps, T* lines) {
+void rows_to_lines(const T* src, i64 ld, i64 len, i64 ntaps, T* lines, i64 ldl = 0) {
     constexpr i64 TB = packed::transpose_block<T>();
+    if (!ldl) ldl = len;
     i64 q = 0;
-    for (; q + TB <= len; q += TB) packed::transpose_lines(src + q * ld, ld, ntaps, lines + q, len);
+    for (; q + TB <= len; q += TB) packed::transpose_lines(src + q * ld, ld, ntaps, lines + q, ldl);
     for (; q < len; ++q)
-        for (i64 i = 0; i < ntaps; ++i) lines[i * len + q] = src[q * ld + i];
+        for (i64 i = 0; i < ntaps; ++i) lines[i * ldl + q] = src[q * ld + i];
 }
 }  // namespace
 
@@ -75,6 +76,22 @@ void im2col(const T* x, T* col, const ConvShape& s) {
 template <typename T>
 void col2im(const T* col, T* x, const ConvShape& s) {
     const i64 P = s.OH * s.OW, KK = s.KH * s.KW, CRS = s.C * KK, HW = s.H * s.W;
+    if (KK == 1 && P == HW && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0) {
+        // 1x1, stride 1, no padding: every element is one col entry, col an (N, P, C) array to transpose, no sums
+        // (zero-filling x and adding ran at half NumPy's speed: N64 C1 28x28 0.046 vs 0.022 ms)
+        constexpr i64 pos = 256;
+        const i64 nblk = (P + pos - 1) / pos;
+        parallel_for(s.N * nblk, 1, [&](i64 b, i64 e) {
+            for (i64 t = b; t < e; ++t) {
+                const i64 n = t / nblk, j0 = (t % nblk) * pos, len = std::min(pos, P - j0);
+                const T* src = col + (n * P + j0) * s.C;
+                T* dst = x + n * s.C * P + j0;
+                if (s.C == 1) std::copy(src, src + len, dst);
+                else rows_to_lines(src, s.C, len, s.C, dst, P);
+            }
+        }, parallel_work(double(s.N) * P * s.C));
+        return;
+    }
     const i64 cg = std::max<i64>(1, std::min<i64>(s.C, kMaxTaps / KK));  // channels per task
     const i64 ngrp = (s.C + cg - 1) / cg, pos = tile_positions<T>(P, CRS);
     parallel_for(s.N * ngrp, 1, [&](i64 b, i64 e) {
