@@ -60,6 +60,11 @@ void once_gemm(bool ta, i64 M, i64 N, i64 K, const T* A, i64 lda, const T* B, i6
 // no barrier per step (two fork/joins per step before), and each pointwise pass reads the gates its own GEMM has
 // just written. Below 16 rows per thread the threads share each step's GEMM by column panels instead.
 inline bool rows_per_thread(i64 N, i64 TT, int nt) { return TT > 1 && nt > 1 && N >= 16 * i64(nt); }
+// The forward shares each step by columns once w_hh outgrows a core's L2 (2 MB here): each thread then streams
+// only its half of w_hh per step, and two fork/joins per step are nothing against its ~0.4 ms (B64 T32 H512,
+// alternating runs: 24.6-26.5 vs 26.0-26.4 ms by rows; B32: 13.5-13.7 vs 14.0-14.4). The backward by rows stayed
+// faster (53.9 vs 56.3 ms).
+constexpr i64 kRowsMaxWhhBytes = i64(2) << 20;
 
 // The operands of a cell's second product: C = A @ op(w_hh[:, split:]) + beta*C (rows lda / ldc apart), or of its
 // weight gradient (A, B).
@@ -108,7 +113,7 @@ void recurrence_fwd(const Cell& cell, const T* xs, const T* h0, const T* w_ih, c
         rows([&](i64 n) { pointwise(t, n); });
     };
     const int nt = get_num_threads();
-    if (rows_per_thread(N, TT, nt)) {
+    if (rows_per_thread(N, TT, nt) && i64(sizeof(T)) * H * G <= kRowsMaxWhhBytes) {
         parallel_tasks(nt, [&](i64 part) {
             const i64 n0 = N * part / nt, n1 = N * (part + 1) / nt;
             auto serial = [&](auto&& f) { for (i64 n = n0; n < n1; ++n) f(n); };
