@@ -188,10 +188,16 @@ void conv2d_fwd__direct(const float* x, const float* w, const float* bias, float
     packed::Buffer<float>& wk_buf = packed::scratch<float>(packed::Slot::conv_weights);
     if ((i64)wk_buf.size() < G * Kgp * CRS) wk_buf.resize(G * Kgp * CRS);
     float* const wk = wk_buf.data();
-    parallel_items(G * Kgp, double(CRS), [&](i64 k) {  // k: padded channel, block k / OCB = g * nob + ob
-        const i64 g = k / Kgp, kk = k % Kgp;
-        for (i64 r = 0; r < CRS; ++r)
-            wk[((k / OCB) * CRS + r) * OCB + k % OCB] = kk < Kg ? w[(g * Kg + kk) * CRS + r] : 0.f;
+    // By block and tap, 32 channels at a time: the output written in order, the 32 weight rows read side by side
+    // (a channel at a time wrote one float per 128-byte run: 64 of the 86 us of a batch-1 64ch 7x7 conv).
+    parallel_items(G * nob, double(CRS) * OCB, [&](i64 b) {  // b = g * nob + ob
+        const i64 g = b / nob, k0 = (b % nob) * OCB, nk = std::min(OCB, Kg - k0);
+        const float* src = w + (g * Kg + k0) * CRS;
+        float* dst = wk + b * CRS * OCB;
+        for (i64 r = 0; r < CRS; ++r, dst += OCB) {
+            for (i64 k = 0; k < nk; ++k) dst[k] = src[k * CRS + r];
+            for (i64 k = nk; k < OCB; ++k) dst[k] = 0.f;
+        }
     });
     auto tile_fn = ow2 == 8 ? (s.sw == 2 ? direct_tile16__avx512f<0, 2> : s.KW == 3 ? direct_tile16__avx512f<3, 1>
                                                                     : direct_tile16__avx512f<0, 1>)
@@ -395,18 +401,22 @@ void conv2d_dw__direct(const float* dy, const float* x, float* dw, const ConvSha
             for (i64 n; (n = next_image.fetch_add(1)) < s.N;) image(n);
         }
     }, nth);
-    // dw[k][c][tap] = the buffers' tiles, added in buffer order
-    parallel_tasks(s.K, [&](i64 k) {
-        const i64 j = k % OCB, gb = k / OCB;  // gb = g * nob + ob
-        for (i64 c = 0; c < Cg; ++c) {
-            // where (k, c, tap 0) lies in a buffer
-            const i64 at = k16 ? ((k / 16) * tpg + c / 2) * TB + (c % 2) * 16 + k % 16 : (gb * Cg + c) * TB + j;
-            for (i64 t = 0; t < 9; ++t) {
-                float v = 0.f;
-                for (int th = 0; th < nbuf; ++th) v += pp[th * WS + at + t * OCB];
-                dw[(k * Cg + c) * 9 + t] = v;
+    // dw[k][c][tap] = the buffers' tiles, added in buffer order; a tile at a time, read in order (by output
+    // channel, each read one float per 128-byte run: a fifth of a batch-1 128ch 7x7 backward)
+    parallel_items(ntl, double(TB) * nbuf, [&](i64 tl) {
+        const float* tile = pp + tl * TB;
+        // tile tl: channels k0.. (16 or 32 of them) of input channel c (k16: c and c + 1, 16 floats apart)
+        const i64 k0 = k16 ? (tl / tpg) * 16 : (tl / Cg) * OCB, c0 = k16 ? 2 * (tl % tpg) : tl % Cg;
+        const i64 nk = k16 ? 16 : OCB, nc = k16 ? std::min<i64>(2, Cg - c0) : 1;
+        float sum[TB];  // the buffers' tiles added (vectorised), then stored transposed
+        std::copy(tile, tile + TB, sum);
+        for (int th = 1; th < nbuf; ++th)
+            for (i64 i = 0; i < TB; ++i) sum[i] += tile[th * WS + i];
+        for (i64 h = 0; h < nc; ++h)
+            for (i64 j = 0; j < nk; ++j) {
+                float* d = dw + ((k0 + j) * Cg + c0 + h) * 9;
+                for (i64 t = 0; t < 9; ++t) d[t] = sum[t * OCB + h * 16 + j];
             }
-        }
     });
 }
 

@@ -585,9 +585,9 @@ template <typename T>
 void conv2d_dx__forward_flipped(const T* dy, const T* w, T* dx, const ConvShape& s) {
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, KK = s.KH * s.KW;
     std::vector<T> wf((size_t)(s.C * Kg * KK));
-    for (i64 g = 0; g < G; ++g)
-        for (i64 k = 0; k < Kg; ++k)
-            for (i64 c = 0; c < Cg; ++c)
+    for (i64 g = 0; g < G; ++g)  // written in order (by k, the writes were Kg*KK apart)
+        for (i64 c = 0; c < Cg; ++c)
+            for (i64 k = 0; k < Kg; ++k)
                 for (i64 r = 0; r < KK; ++r)
                     wf[((g * Cg + c) * Kg + k) * KK + (KK - 1 - r)] = w[((g * Kg + k) * Cg + c) * KK + r];
     const ConvShape t{s.N, s.K, s.OH, s.OW, s.C, s.KH, s.KW, 1, 1, s.dh * (s.KH - 1) - s.ph,
