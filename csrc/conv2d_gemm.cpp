@@ -190,14 +190,25 @@ void unpack_images(const T* yt, i64 ni, i64 Kg, i64 P, const T* bias, T* y, i64 
 }
 
 // W[g] (Kg x CRS) per group, or W[g]^T (CRS x Kg: the dx GEMMs') when `transposed`, prepacked once as GEMM A
-// operands (shared read-only by all threads).
+// operands (shared read-only by all threads), in PrepackedA's layout in the calling thread's Slot::conv_weights
+// (kept between calls: a fresh 1.2 MB per call was paid in page faults and zeroing). The blocks (group, depth
+// block, row block) are packed in parallel: serially, the other thread waited through an eighth of a batch-1
+// 128ch 7x7 float64 conv.
 template <class Cf, typename T = typename Cf::T>
-std::vector<packed::PrepackedA<Cf>> prepack_weights(const T* w, const ConvShape& s, bool transposed = false) {
+std::vector<packed::PrepackedAView<Cf>> prepack_weights(const T* w, const ConvShape& s, bool transposed = false) {
     const i64 G = s.groups, Kg = s.K / G, CRS = s.C / G * s.KH * s.KW;
-    std::vector<packed::PrepackedA<Cf>> wp(G);
-    for (i64 g = 0; g < G; ++g)
-        wp[g].pack(transposed ? CRS : Kg, transposed ? Kg : CRS,
-                   packed::PackMatA<Cf>{w + g * Kg * CRS, CRS, transposed});
+    const i64 M = transposed ? CRS : Kg, K = transposed ? Kg : CRS, Mp = packed::round_up(M, Cf::MR);
+    packed::Buffer<T>& store = packed::scratch<T>(packed::Slot::conv_weights);
+    if ((i64)store.size() < G * Mp * K) store.resize(G * Mp * K);
+    std::vector<packed::PrepackedAView<Cf>> wp;
+    for (i64 g = 0; g < G; ++g) wp.push_back({store.data() + g * Mp * K, Mp});
+    const i64 kb = packed::depth_block<Cf>(K), nkb = (K + kb - 1) / kb, nrb = (M + Cf::MC - 1) / Cf::MC;
+    parallel_tasks(G * nkb * nrb, [&](i64 b) {
+        const i64 g = b / (nkb * nrb), r = b % (nkb * nrb), p0 = (r / nrb) * kb, kc = std::min(kb, K - p0);
+        const i64 i0 = (r % nrb) * Cf::MC;
+        packed::PackMatA<Cf>{w + g * Kg * CRS, CRS, transposed}(i0, std::min(Cf::MC, M - i0), p0, kc,
+                                                                 store.data() + g * Mp * K + p0 * Mp + i0 * kc);
+    }, parallel_work(double(s.K) * CRS));
     return wp;
 }
 
@@ -257,12 +268,20 @@ template <class Cf, typename T = typename Cf::T>
 void polyphase_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s, const PolyphasePlan& p) {
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.KH * s.KW, P = s.OH * s.OW, HW = s.H * s.W;
     const i64 Wq = polyphase_wq(s);
-    const std::vector<packed::PrepackedA<Cf>> wp = prepack_weights<Cf>(w, s);
+    const std::vector<packed::PrepackedAView<Cf>> wp = prepack_weights<Cf>(w, s);
     const i64 nchunk = (s.N + p.ipt - 1) / p.ipt;
     const i64 rows = p.rows, nblk = p.nblk, ipt = p.ipt;
-    parallel_tasks(nchunk * G * nblk, [&](i64 t) {
+    // Fewer (images, row block) tasks than threads (batch 1 on a small plane: one): the output channels are split
+    // too, in blocks of at least two register tiles, each task copying its input rows again.
+    const i64 tasks = nchunk * G * nblk, nt = get_num_threads();
+    const i64 mblk = tasks >= nt ? 1 : std::max<i64>(1, std::min((nt + tasks - 1) / tasks, Kg / (2 * Cf::MR)));
+    const i64 mstep = packed::round_up((Kg + mblk - 1) / mblk, Cf::MR);
+    parallel_tasks(tasks * mblk, [&](i64 tm) {
+        const i64 t = tm / mblk, m0 = (tm % mblk) * mstep, mk = std::min(mstep, Kg - m0);
+        if (mk <= 0) return;
         const i64 ng = t / nblk, n = (ng / G) * ipt, g = ng % G, oh0 = (t % nblk) * rows, nr = std::min(rows, s.OH - oh0);
         const i64 ni = std::min(ipt, s.N - n);
+        const packed::RowsFrom<packed::PrepackedAView<Cf>> wa{wp[g], m0};
         const i64 Hq = nr + (s.KH - 1) * s.dh / s.sh, ncols = nr * Wq;
         const Polyphase q{Hq, Wq, Hq * Wq};
         const i64 img = Cg * s.sh * s.sw * q.plane;  // one image's planes in xq
@@ -285,20 +304,21 @@ void polyphase_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape&
                 col[j] = (int)(i * img + oh * Wq + ow);
             }
             packed::Buffer<T>& yt = packed::scratch<T>(packed::Slot::conv_output);
-            if ((i64)yt.size() < Kg * nv) yt.resize(Kg * nv);
-            packed::gemm_blocked<Cf>(Kg, nv, CRS, T(1), wp[g], PackGatherCols<Cf>{xq.data(), toff.data(), col.data()},
+            if ((i64)yt.size() < mk * nv) yt.resize(mk * nv);
+            packed::gemm_blocked<Cf>(mk, nv, CRS, T(1), wa, PackGatherCols<Cf>{xq.data(), toff.data(), col.data()},
                                      T(0), yt.data(), nv);
-            unpack_images(yt.data(), ni, Kg, P, bias ? bias + g * Kg : nullptr, y + (n * s.K + g * Kg) * P, s.K * P);
+            unpack_images(yt.data(), ni, mk, P, bias ? bias + g * Kg + m0 : nullptr, y + (n * s.K + g * Kg + m0) * P,
+                          s.K * P);
             return;
         }
         packed::Buffer<T>& yt = packed::scratch<T>(packed::Slot::conv_output);
-        if ((i64)yt.size() < Kg * ncols) yt.resize(Kg * ncols);
-        packed::gemm_blocked_rows<Cf>(Kg, ncols, CRS, wp[g], xq.data(), toff.data(), T(0), yt.data(), ncols);
+        if ((i64)yt.size() < mk * ncols) yt.resize(mk * ncols);
+        packed::gemm_blocked_rows<Cf>(mk, ncols, CRS, wa, xq.data(), toff.data(), T(0), yt.data(), ncols);
         T* yg = y + (n * s.K + g * Kg) * P + oh0 * s.OW;
-        for (i64 k = 0; k < Kg; ++k) {
+        for (i64 k = m0; k < m0 + mk; ++k) {
             const T b = bias ? bias[g * Kg + k] : T(0);
             for (i64 r = 0; r < nr; ++r) {
-                const T* src = yt.data() + k * ncols + r * Wq;
+                const T* src = yt.data() + (k - m0) * ncols + r * Wq;
                 T* d = yg + k * P + r * s.OW;
                 if (bias) for (i64 ow = 0; ow < s.OW; ++ow) d[ow] = src[ow] + b;
                 else std::memcpy(d, src, sizeof(T) * s.OW);
@@ -312,7 +332,7 @@ void polyphase_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape&
 template <class Cf, typename T = typename Cf::T>
 void gemm_1x1_packed_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s, i64 ipt) {
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg, P = s.OH * s.OW, HW = s.H * s.W;
-    const std::vector<packed::PrepackedA<Cf>> wp = prepack_weights<Cf>(w, s);
+    const std::vector<packed::PrepackedAView<Cf>> wp = prepack_weights<Cf>(w, s);
     const i64 nchunk = (s.N + ipt - 1) / ipt;
     std::vector<i64> toff(Cg);
     for (i64 c = 0; c < Cg; ++c) toff[c] = c * HW;
@@ -336,7 +356,7 @@ void gemm_1x1_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& 
     constexpr i64 NR = Cf::NR;
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg, P = s.OH * s.OW, HW = s.H * s.W;
     const i64 nt = get_num_threads();
-    const std::vector<packed::PrepackedA<Cf>> wp = prepack_weights<Cf>(w, s);
+    const std::vector<packed::PrepackedAView<Cf>> wp = prepack_weights<Cf>(w, s);
     // Column blocks of P: enough tasks to balance threads (x4), none wider than 1024 (B block of L2 size).
     i64 nchunk = std::max<i64>((4 * nt + s.N * G - 1) / (s.N * G), (P + 1023) / 1024);
     const i64 chunk = packed::round_up((P + nchunk - 1) / nchunk, NR);
@@ -461,7 +481,7 @@ template <class Cf, typename T = typename Cf::T>
 void dx_dcol(const T* dy, const T* w, T* dx, const ConvShape& s) {
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, KK = s.KH * s.KW, CRS = Cg * KK, P = s.OH * s.OW,
               HW = s.H * s.W;
-    const std::vector<packed::PrepackedA<Cf>> wt = prepack_weights<Cf>(w, s, true);
+    const std::vector<packed::PrepackedAView<Cf>> wt = prepack_weights<Cf>(w, s, true);
     const i64 rows = std::max<i64>(1, std::min<i64>(s.OH, (i64(1) << 20) / (i64)sizeof(T) / (CRS * s.OW)));
     parallel_tasks(s.N * G, [&](i64 ng) {
         const i64 n = ng / G, g = ng % G;
@@ -485,7 +505,7 @@ void dx_dcol(const T* dy, const T* w, T* dx, const ConvShape& s) {
 template <class Cf, typename T = typename Cf::T>
 void dx_gemm_1x1(const T* dy, const T* w, T* dx, const ConvShape& s) {
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, P = s.OH * s.OW, HW = s.H * s.W;
-    const std::vector<packed::PrepackedA<Cf>> wt = prepack_weights<Cf>(w, s, true);
+    const std::vector<packed::PrepackedAView<Cf>> wt = prepack_weights<Cf>(w, s, true);
     parallel_tasks(s.N * G, [&](i64 ng) {
         const i64 n = ng / G, g = ng % G;
         const T* dyg = dy + (n * s.K + g * Kg) * P;

@@ -92,8 +92,8 @@ template <typename T> using Buffer = std::vector<T, Aligned64<T>>;
 //   conv_output  a conv task's output tile: GEMM tiles (polyphase, 1x1 gather), direct accumulators, the direct
 //                dweight's transposed dy, Winograd's M block. Within a task these two are the only conv slots held,
 //                and a task calls nothing but the GEMM drivers (gemm_a, gemm_b).
-//   conv_weights the calling thread's transformed weights, read by all the tasks of one forward: Winograd's U or
-//                the direct forward's channel-blocked copy (a forward runs one algorithm).
+//   conv_weights the calling thread's transformed weights, read by all the tasks of one forward (or dx): Winograd's
+//                U, the direct forward's channel-blocked copy or the GEMMs' packed W (a forward runs one algorithm).
 //   conv_dw_partial  the dweight's per-thread sums (direct or GEMM: a backward runs one dweight algorithm).
 // The backward runs dweight to completion before dx, and dx (its dcol blocks, or the forward of dy) uses other slots.
 enum class Slot : int {
@@ -244,6 +244,15 @@ struct PrepackedA {
         }
     }
     const T* operator()(i64 i0, i64, i64 p0, i64 kc, T*) const { return buf.data() + p0 * Mp + i0 * kc; }
+};
+
+// Rows m0.. of a packed A (m0 a multiple of MR): a task's block of output channels.
+template <class A>
+struct RowsFrom {
+    const A& a;
+    i64 m0;
+    template <typename T>
+    const T* operator()(i64 i0, i64 mc, i64 p0, i64 kc, T* buf) const { return a(i0 + m0, mc, p0, kc, buf); }
 };
 
 // B packed once up front and reused by many GEMMs (LSTM: w_hh across the T steps): block (p0, j0) of the whole
