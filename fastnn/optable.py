@@ -279,6 +279,9 @@ KERNEL_CASES = {
         ((1, 2, 35, 40), (2, 2), (2, 2), (0, 0)),        # odd H: last input row unused
         ((2, 3, 40, 57), (3, 3), (2, 2), (1, 1)),        # 3x3 s2 p1 fast path, odd W
         ((1, 2, 33, 38), (3, 3), (2, 2), (1, 1)),        # even W: last window hangs over the right edge
+        ((2, 3, 7, 7), (3, 3), (2, 2), (1, 1)),          # 3x3 s2 p1 rows of at most 16 inputs: one vector a row
+        ((1, 2, 5, 16), (3, 3), (2, 2), (1, 1)),         # the same, 8 outputs, the last window over the edge
+        ((1, 2, 4, 1), (3, 3), (2, 2), (1, 1)),          # one column: both sides of every window padding
         ((1, 1, 5, 7), (3, 2), (4, 3), (1, 1)),          # batch 1, one channel, stride > kernel, non-square
         ((3, 2, 9, 11), (2, 3), (1, 1), (1, 1)),         # stride 1, overlapping windows
         ((2, 1, 1, 1), (1, 1), (1, 1), (0, 0)),          # 1x1 plane

@@ -166,7 +166,7 @@ NAN_X = np.array([[[[1.0, np.nan, 3.0, np.nan, 0.0],
 
 @dtypes
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
-@pytest.mark.parametrize("kernel_size,stride,padding", [(2, None, 0), (3, 1, 1), (2, 1, 1)])
+@pytest.mark.parametrize("kernel_size,stride,padding", [(2, None, 0), (3, 1, 1), (2, 1, 1), (3, 2, 1)])
 def test_max_pool2d_nan_inf(backend, kernel_size, stride, padding, dtype):
     """NaN is the maximum (the first NaN wins), padding is never chosen even over -inf, +inf beats numbers."""
     x = NAN_X.astype(dtype)
