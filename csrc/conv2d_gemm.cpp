@@ -32,6 +32,7 @@
 #include "gemm_packed.h"
 #include "im2col.h"
 #include "simd.h"
+#include "dense.h"
 
 namespace fastnn {
 
@@ -329,25 +330,61 @@ void polyphase_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape&
 
 // conv2d_fwd__gemm_1x1_packed: B gathered straight from `ipt` images' planes into one GEMM (columns j = (image,
 // position)).
+
+// How the gathered 1x1 forward splits its work: `ipt` images per task and `mblk` blocks of output channels. With
+// many output channels (Kg >= 512, and at least the input's) the images per task are chosen for whole panels of
+// columns (7x7: 4 images computed 240 columns for 196 valid, 16 images 816 for 784), up to ~1024 columns, and the
+// channels split into blocks of at least 256 rows to keep 4 tasks a thread ((8,512,7,7) -> 2048: 4.3-4.5 ms on the
+// plain GEMM, 2.7-2.9 here; N32: 11.8-11.9 -> 11.0-11.2). Deep ones gained nothing ((32,2048,7,7) -> 512: 12.9-13.1
+// against 11.7-12.0 with 4 images a task).
+struct GatherPlan { i64 ipt, mblk; };
+template <class Cf>
+GatherPlan gather_1x1_plan(const ConvShape& s) {
+    const i64 G = s.groups, Kg = s.K / G, P = s.OH * s.OW, HW = s.H * s.W, nt = get_num_threads();
+    i64 ipt = images_per_task(s), mblk = 1;
+    if (Kg >= 512 && Kg >= s.C / G) {
+        const auto eff = [&](i64 k) { return double(k * P) / double(packed::round_up(k * P, Cf::NR)); };
+        const i64 cap = std::max<i64>(ipt, std::min<i64>(s.N, 1024 / P));
+        for (i64 k = ipt + 1; k <= cap; ++k)
+            if (eff(k) > eff(ipt) + 0.01 && k * s.C * HW < (i64(1) << 31)) ipt = k;
+        const i64 tasks = (s.N + ipt - 1) / ipt * G;
+        mblk = std::max<i64>(1, std::min((4 * nt + tasks - 1) / tasks, Kg / 256));
+    }
+    if (ipt * s.C * HW >= (i64(1) << 31)) ipt = 1;  // int32 gather indices
+    return {ipt, mblk};
+}
+
 template <class Cf, typename T = typename Cf::T>
-void gemm_1x1_packed_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s, i64 ipt) {
+void gemm_1x1_packed_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg, P = s.OH * s.OW, HW = s.H * s.W;
     const std::vector<packed::PrepackedAView<Cf>> wp = prepack_weights<Cf>(w, s);
-    const i64 nchunk = (s.N + ipt - 1) / ipt;
+    const GatherPlan plan = gather_1x1_plan<Cf>(s);
+    const i64 ipt = plan.ipt, mblk = plan.mblk;
+    const i64 nchunk = (s.N + ipt - 1) / ipt, mstep = packed::round_up((Kg + mblk - 1) / mblk, Cf::MR);
     std::vector<i64> toff(Cg);
     for (i64 c = 0; c < Cg; ++c) toff[c] = c * HW;
-    parallel_tasks(nchunk * G, [&](i64 t) {
+    parallel_tasks(nchunk * G * mblk, [&](i64 tm) {
+        const i64 t = tm / mblk, m0 = (tm % mblk) * mstep, mk = std::min(mstep, Kg - m0);
+        if (mk <= 0) return;
         const i64 n = (t / G) * ipt, g = t % G, ni = std::min(ipt, s.N - n), nv = ni * P;
         static thread_local std::vector<int> col;
         col.assign(packed::round_up(nv, Cf::NR), 0);
         for (i64 j = 0; j < nv; ++j) col[j] = (int)((j / P) * s.C * HW + j % P);
         packed::Buffer<T>& yt = packed::scratch<T>(packed::Slot::conv_output);
-        if ((i64)yt.size() < Kg * nv) yt.resize(Kg * nv);
-        packed::gemm_blocked<Cf>(Kg, nv, CRS, T(1), wp[g],
+        if ((i64)yt.size() < mk * nv) yt.resize(mk * nv);
+        packed::gemm_blocked<Cf>(mk, nv, CRS, T(1), packed::RowsFrom<packed::PrepackedAView<Cf>>{wp[g], m0},
                                  PackGatherCols<Cf>{x + (n * s.C + g * Cg) * HW, toff.data(), col.data()}, T(0),
                                  yt.data(), nv);
-        unpack_images(yt.data(), ni, Kg, P, bias ? bias + g * Kg : nullptr, y + (n * s.K + g * Kg) * P, s.K * P);
+        unpack_images(yt.data(), ni, mk, P, bias ? bias + g * Kg + m0 : nullptr, y + (n * s.K + g * Kg + m0) * P,
+                      s.K * P);
     });
+}
+
+// A 1x1 conv's planes narrower than two panels, with many output channels, on a few images (the gathered variant
+// wins from 8 images on: 2.8 vs 3.5-4.0 ms on 8 x 512ch 7x7 -> 2048; on 2, 1.0-1.1 vs 0.87-0.96).
+template <class Cf>
+bool few_positions_1x1(const ConvShape& s) {
+    return s.OH * s.OW < 2 * Cf::NR && s.K / s.groups >= 4 * Cf::NR && s.N <= 4;
 }
 
 // conv2d_fwd__gemm_1x1: column blocks of each image's planes, a plain GEMM with B read from the planes.
@@ -356,6 +393,37 @@ void gemm_1x1_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& 
     constexpr i64 NR = Cf::NR;
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg, P = s.OH * s.OW, HW = s.H * s.W;
     const i64 nt = get_num_threads();
+    if (few_positions_1x1<Cf>(s)) {
+        // Few positions, many output channels (batch 1, 7x7 -> 2048: 49 columns computed as 96, in two tasks of
+        // a whole W each: 0.77 ms, PyTorch 0.54). Per image: gemm_small where it runs (float, AVX-512: W and x read
+        // as they lie, no packing; 0.42 ms), else y^T = x^T . W^T with the positions as the GEMM's rows (0.48 ms),
+        // transposed into y (+ bias). Both thread by channels.
+        packed::Buffer<T>& yt = packed::scratch<T>(packed::Slot::conv_output);
+        if ((i64)yt.size() < P * Kg) yt.resize(P * Kg);
+        for (i64 n = 0; n < s.N; ++n)
+            for (i64 g = 0; g < G; ++g) {
+                if constexpr (std::is_same<T, float>::value) {  // (gemm_small's bias is per column)
+                    T* yg = y + (n * s.K + g * Kg) * P;
+                    if (gemm_small_f32(Kg, P, Cg, w + g * Kg * Cg, Cg, 1, x + (n * s.C + g * Cg) * HW, HW, nullptr,
+                                       yg, P, false)) {
+                        if (bias)
+                            for (i64 k = 0; k < Kg; ++k)
+                                for (i64 j = 0; j < P; ++j) yg[k * P + j] += bias[g * Kg + k];
+                        continue;
+                    }
+                }
+                gemm<T>(true, true, P, Kg, Cg, T(1), x + (n * s.C + g * Cg) * HW, HW, w + g * Kg * Cg, Cg, T(0),
+                        yt.data(), Kg);
+                T* yg = y + (n * s.K + g * Kg) * P;
+                parallel_for(Kg, 64, [&](i64 k0, i64 k1) {
+                    for (i64 k = k0; k < k1; ++k) {
+                        const T b = bias ? bias[g * Kg + k] : T(0);
+                        for (i64 j = 0; j < P; ++j) yg[k * P + j] = yt[j * Kg + k] + b;
+                    }
+                }, parallel_work(double(P) * Kg));
+            }
+        return;
+    }
     const std::vector<packed::PrepackedAView<Cf>> wp = prepack_weights<Cf>(w, s);
     // Column blocks of P: enough tasks to balance threads (x4), none wider than 1024 (B block of L2 size).
     i64 nchunk = std::max<i64>((4 * nt + s.N * G - 1) / (s.N * G), (P + 1023) / 1024);
@@ -562,10 +630,10 @@ bool gemm_1x1_packed_pays(const ConvShape& s) {
     bool pays = false;
     packed::with_cfg<T>([&](auto cfg) {
         using Cf = decltype(cfg);
-        const i64 ipt = images_per_task(s), P = s.OH * s.OW;
+        const i64 ipt = gather_1x1_plan<Cf>(s).ipt, P = s.OH * s.OW;
         pays = std::is_same<T, float>::value && Cf::NR % 16 == 0 && packed::has_avx512f() && ipt > 1 &&
-               (double)packed::round_up(P, Cf::NR) > 1.05 * packed::round_up(ipt * P, Cf::NR) / ipt &&
-               ipt * s.C * s.H * s.W < (i64(1) << 31);
+               !few_positions_1x1<Cf>(s) &&
+               (double)packed::round_up(P, Cf::NR) > 1.05 * packed::round_up(ipt * P, Cf::NR) / ipt;
     });
     return pays;
 }
@@ -575,9 +643,7 @@ void conv2d_fwd__gemm_1x1(const T* x, const T* w, const T* bias, T* y, const Con
 }
 template <typename T>
 void conv2d_fwd__gemm_1x1_packed(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
-    i64 ipt = images_per_task(s);
-    if (ipt * s.C * s.H * s.W >= (i64(1) << 31)) ipt = 1;
-    packed::with_cfg<T>([&](auto cfg) { gemm_1x1_packed_fwd<decltype(cfg)>(x, w, bias, y, s, ipt); });
+    packed::with_cfg<T>([&](auto cfg) { gemm_1x1_packed_fwd<decltype(cfg)>(x, w, bias, y, s); });
 }
 
 template <typename T>

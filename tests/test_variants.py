@@ -30,6 +30,8 @@ CONVS = [
     ((1, 6, 9, 16), 40, (3, 3), (1, 1), (1, 1), (1, 1), 2),     # groups of 20 channels (12 padded), 16-wide rows
     ((2, 5, 9, 10), 16, (3, 3), (2, 2), (1, 1), (1, 1), 1),     # 16 output channels: dweight tiles of 2 input
     ((3, 6, 6, 7), 32, (3, 3), (1, 1), (1, 1), (1, 1), 2),      # channels (an odd last one alone), 2 groups of 16
+    ((2, 5, 3, 4), 200, (1, 1), (1, 1), (0, 0), (1, 1), 1),     # 1x1 on few positions, many output channels
+    ((1, 6, 3, 3), 400, (1, 1), (1, 1), (0, 0), (1, 1), 2),     # the same in 2 groups
 ]
 
 
