@@ -56,15 +56,17 @@ void once_gemm(bool ta, i64 M, i64 N, i64 K, const T* A, i64 lda, const T* B, i6
 }
 
 // The batch rows are independent through the recurrence: row n of step t needs only row n of step t-1 (h, c,
-// and in the backward dh, dc). With enough rows per thread, each thread takes its own rows through all T steps:
-// no barrier per step (two fork/joins per step before), and each pointwise pass reads the gates its own GEMM has
-// just written. Below 16 rows per thread the threads share each step's GEMM by column panels instead.
-inline bool rows_per_thread(i64 N, i64 TT, int nt) { return TT > 1 && nt > 1 && N >= 16 * i64(nt); }
-// The forward shares each step by columns once w_hh outgrows a core's L2 (2 MB here): each thread then streams
-// only its half of w_hh per step, and two fork/joins per step are nothing against its ~0.4 ms (B64 T32 H512,
-// alternating runs: 24.6-26.5 vs 26.0-26.4 ms by rows; B32: 13.5-13.7 vs 14.0-14.4). The backward by rows stayed
-// faster (53.9 vs 56.3 ms).
+// and in the backward dh, dc). Each thread can take its own rows through all T steps: no barrier per step (two
+// fork/joins per step otherwise), and each pointwise pass reads the gates its own GEMM has just written. While
+// w_hh fits a core's L2 (2 MB here) that wins from 2 rows a thread on (book 2's B20 T35 H100: forward 0.78-0.83 ->
+// 0.55-0.58 ms, backward 1.63 -> 1.37; B4: 0.13 -> 0.10); past it each thread would stream all of w_hh every step,
+// so the threads share each step's GEMM by column panels instead (the forward always: B64 T32 H512, alternating
+// runs, 24.6-26.5 vs 26.0-26.4 ms by rows; the backward below 16 rows a thread: B8 T10 H512 1.58x vs 1.19x
+// PyTorch by rows).
 constexpr i64 kRowsMaxWhhBytes = i64(2) << 20;
+inline bool rows_per_thread(i64 N, i64 TT, int nt, i64 whh_bytes) {
+    return TT > 1 && nt > 1 && N >= (whh_bytes <= kRowsMaxWhhBytes ? 2 : 16) * i64(nt);
+}
 
 // The operands of a cell's second product: C = A @ op(w_hh[:, split:]) + beta*C (rows lda / ldc apart), or of its
 // weight gradient (A, B).
@@ -113,7 +115,7 @@ void recurrence_fwd(const Cell& cell, const T* xs, const T* h0, const T* w_ih, c
         rows([&](i64 n) { pointwise(t, n); });
     };
     const int nt = get_num_threads();
-    if (rows_per_thread(N, TT, nt) && i64(sizeof(T)) * H * G <= kRowsMaxWhhBytes) {
+    if (rows_per_thread(N, TT, nt, i64(sizeof(T)) * H * G) && i64(sizeof(T)) * H * G <= kRowsMaxWhhBytes) {
         parallel_tasks(nt, [&](i64 part) {
             const i64 n0 = N * part / nt, n1 = N * (part + 1) / nt;
             auto serial = [&](auto&& f) { for (i64 n = n0; n < n1; ++n) f(n); };
@@ -171,7 +173,7 @@ void recurrence_bwd(const Cell& cell, const T* dhs, const T* dh_n, const T* xs, 
         recur(t, n0, n1, threads);
     };
     const int nt = get_num_threads();
-    if (rows_per_thread(N, TT, nt)) {
+    if (rows_per_thread(N, TT, nt, i64(sizeof(T)) * H * G)) {
         parallel_tasks(nt, [&](i64 part) {
             const i64 n0 = N * part / nt, n1 = N * (part + 1) / nt;
             auto serial = [&](auto&& f) { for (i64 n = n0; n < n1; ++n) f(n); };
