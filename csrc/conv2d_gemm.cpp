@@ -328,10 +328,7 @@ void polyphase_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape&
     });
 }
 
-// conv2d_fwd__gemm_1x1_packed: B gathered straight from `ipt` images' planes into one GEMM (columns j = (image,
-// position)).
-
-// How the gathered 1x1 forward splits its work: `ipt` images per task and `mblk` blocks of output channels. With
+// How conv2d_fwd__gemm_1x1_packed splits its work: `ipt` images per task and `mblk` blocks of output channels. With
 // many output channels (Kg >= 512, and at least the input's) the images per task are chosen for whole panels of
 // columns (7x7: 4 images computed 240 columns for 196 valid, 16 images 816 for 784), up to ~1024 columns, and the
 // channels split into blocks of at least 256 rows to keep 4 tasks a thread ((8,512,7,7) -> 2048: 4.3-4.5 ms on the
@@ -354,6 +351,8 @@ GatherPlan gather_1x1_plan(const ConvShape& s) {
     return {ipt, mblk};
 }
 
+// conv2d_fwd__gemm_1x1_packed: B gathered straight from `ipt` images' planes into one GEMM (columns j = (image,
+// position)), for a block of output channels.
 template <class Cf, typename T = typename Cf::T>
 void gemm_1x1_packed_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
     const i64 G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg, P = s.OH * s.OW, HW = s.H * s.W;

@@ -321,6 +321,20 @@ static void gemm_packed(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T*
 // adds: lstm_cell_backward at B2 H256 took 142 us against NumPy's 123.
 constexpr i64 kRowsMaxM = 4;
 
+// alpha * op(A) as M contiguous rows for the few-row kernels: A itself, or a copy of at most 4 x K in `buf` when
+// A is transposed or scaled.
+template <typename T>
+void few_rows_of(bool ta, T alpha, i64 M, i64 K, const T*& A, i64& lda, std::vector<T>& buf) {
+    if (!ta && alpha == T(1)) return;
+    buf.resize(M * K);
+    for (i64 m = 0; m < M; ++m)
+        for (i64 k = 0; k < K; ++k) buf[m * K + k] = alpha * (ta ? A[k * lda + m] : A[m * lda + k]);
+    A = buf.data(), lda = K;
+}
+// parallel_work's units for a few-row product: ~4x fewer FLOPs per element than the microkernel, and B streamed
+// once (from memory when it is large: a 1 MB w_hh is worth two threads at batch 1).
+inline double few_rows_work(i64 M, i64 N, i64 K) { return std::max(gemm_work(M, N, K) * 4, double(N) * K / 8); }
+
 template <typename T> struct RowVec {  // 32 bytes of T, loaded unaligned (GCC vector extension): one AVX2 register
     typedef T type __attribute__((vector_size(32), aligned(sizeof(T))));
     static constexpr i64 lanes = 32 / sizeof(T);
@@ -413,16 +427,9 @@ static void gemm__rows(bool ta, bool tb, i64 M, i64 N, i64 K, T alpha, const T* 
             for (i64 n = 0; n < N; ++n) C[m * ldc + n] = beta == T(0) ? T(0) : beta * C[m * ldc + n];
         return;
     }
-    // alpha * op(A) as M contiguous rows (a copy of at most 4 x K when A is transposed or scaled)
     std::vector<T> a_rows;
-    if (ta || alpha != T(1)) {
-        a_rows.resize(M * K);
-        for (i64 m = 0; m < M; ++m)
-            for (i64 k = 0; k < K; ++k) a_rows[m * K + k] = alpha * (ta ? A[k * lda + m] : A[m * lda + k]);
-        A = a_rows.data(), lda = K;
-    }
-    // ~4x fewer FLOPs per element than the microkernel; B is read once, from memory when it is large
-    const int nt = parallel_work(std::max(gemm_work(M, N, K) * 4, double(N) * K / 8));
+    few_rows_of(ta, alpha, M, K, A, lda, a_rows);
+    const int nt = parallel_work(few_rows_work(M, N, K));
     // a contiguous share per thread: B's rows are read in long runs (4 shorter chunks a thread: 1x512x2048 took
     // 55 us against NumPy's sgemv 48)
     const i64 chunk = nt == 1 ? N : packed::round_up((N + nt - 1) / nt, 16);
@@ -521,17 +528,12 @@ static void gemm_packed_b_cfg(bool ta, i64 M, T alpha, const T* A, i64 lda, cons
                               i64 ldc, int nt) {
     const i64 N = B.N, K = B.K;
     const bool few = M <= kRowsMaxM;
-    if (parallel_work(few ? std::max(gemm_work(M, N, K) * 4, double(N) * K / 8) : gemm_work(M, N, K)) == 1) nt = 1;
+    if (parallel_work(few ? few_rows_work(M, N, K) : gemm_work(M, N, K)) == 1) nt = 1;
     const i64 npan = (N + Cf::NR - 1) / Cf::NR;
     const i64 nblk = std::min<i64>(nt, npan);
     const T* panels = B.panels();
-    std::vector<T> a_rows;  // alpha * op(A) as contiguous rows, for the few-row path
-    if (few && (ta || alpha != T(1))) {
-        a_rows.resize(M * K);
-        for (i64 m = 0; m < M; ++m)
-            for (i64 k = 0; k < K; ++k) a_rows[m * K + k] = alpha * (ta ? A[k * lda + m] : A[m * lda + k]);
-        A = a_rows.data(), lda = K;
-    }
+    std::vector<T> a_rows;
+    if (few) few_rows_of(ta, alpha, M, K, A, lda, a_rows);
     parallel_tasks(nblk, [&](i64 b) {
         const i64 lo = npan * b / nblk * Cf::NR, hi = std::min(N, npan * (b + 1) / nblk * Cf::NR);
         if (hi <= lo) return;
