@@ -336,7 +336,7 @@ void few_rows_of(bool ta, T alpha, i64 M, i64 K, const T*& A, i64& lda, std::vec
 inline double few_rows_work(i64 M, i64 N, i64 K) { return std::max(gemm_work(M, N, K) * 4, double(N) * K / 8); }
 
 template <typename T> struct RowVec {  // 32 bytes of T, loaded unaligned (GCC vector extension): one AVX2 register
-    typedef T type __attribute__((vector_size(32), aligned(sizeof(T))));
+    typedef T type __attribute__((vector_size(32), aligned(sizeof(T)), may_alias));
     static constexpr i64 lanes = 32 / sizeof(T);
 };
 
@@ -477,7 +477,7 @@ template <class Cf> struct PanelVec {  // a register: 64 bytes on the AVX-512 co
     using T = typename Cf::T;
     static constexpr i64 bytes = std::is_same<Cf, packed::Avx512F32>::value || std::is_same<Cf, packed::Avx512F64>::value
                                      ? 64 : 32;
-    typedef T type __attribute__((vector_size(bytes)));
+    typedef T type __attribute__((vector_size(bytes), may_alias));  // read from T arrays
     static constexpr i64 lanes = bytes / sizeof(T), per_panel = Cf::NR / lanes;
 };
 
