@@ -161,13 +161,17 @@ struct MaxAcc {
     __m256 best;
     __m256i off;
 };
-FASTNN_AVX2 inline void max_step(MaxAcc& m, __m256 v, int off) {
-    // !(best >= v) is v > best, or either is NaN; "best is a number" then leaves exactly `better`.
-    __m256 take = _mm256_and_ps(_mm256_cmp_ps(m.best, v, _CMP_NGE_UQ), _mm256_cmp_ps(m.best, m.best, _CMP_ORD_Q));
+// (v, off) where `take`.
+FASTNN_AVX2 inline void max_take(MaxAcc& m, __m256 v, int off, __m256 take) {
     m.best = _mm256_blendv_ps(m.best, v, take);
     m.off = _mm256_castps_si256(
         _mm256_blendv_ps(_mm256_castsi256_ps(m.off), _mm256_castsi256_ps(_mm256_set1_epi32(off)), take));
 }
+// better(v, best) per lane: !(best >= v) is v > best, or either is NaN; "best is a number" then leaves exactly it.
+FASTNN_AVX2 inline __m256 better8(__m256 v, __m256 best) {
+    return _mm256_and_ps(_mm256_cmp_ps(best, v, _CMP_NGE_UQ), _mm256_cmp_ps(best, best, _CMP_ORD_Q));
+}
+FASTNN_AVX2 inline void max_step(MaxAcc& m, __m256 v, int off) { max_take(m, v, off, better8(v, m.best)); }
 // idx of lane k = base + 2k + off_k (window origins 2 columns apart).
 FASTNN_AVX2 inline void max_store(const MaxAcc& m, float* y, i64* idx, i64 base) {
     _mm256_storeu_ps(y, m.best);
@@ -247,11 +251,7 @@ FASTNN_AVX2 inline void copy_plane_padded(const float* x, i64 H, i64 W, float* b
 }
 // max_step where `valid` (lanes whose column exists).
 FASTNN_AVX2 inline void max_step_where(MaxAcc& m, __m256 v, int off, __m256 valid) {
-    __m256 take = _mm256_and_ps(_mm256_cmp_ps(m.best, v, _CMP_NGE_UQ), _mm256_cmp_ps(m.best, m.best, _CMP_ORD_Q));
-    take = _mm256_and_ps(take, valid);
-    m.best = _mm256_blendv_ps(m.best, v, take);
-    m.off = _mm256_castps_si256(
-        _mm256_blendv_ps(_mm256_castsi256_ps(m.off), _mm256_castsi256_ps(_mm256_set1_epi32(off)), take));
+    max_take(m, v, off, _mm256_and_ps(better8(v, m.best), valid));
 }
 // Lanes ow whose left (2ow-1 >= 0) and right (2ow+1 < W) columns exist.
 FASTNN_AVX2 inline void small_sides(i64 W, __m256& left, __m256& right) {
@@ -268,12 +268,9 @@ FASTNN_AVX2 void max_plane__3x3s2p1_small(const float* x, float* y, i64* idx, co
     for (i64 oh = 0; oh < s.OH; ++oh) {
         const Span r = span(oh, 2, 1, 3, s.H);
         cols3(buf + r.lo * kSmallLd + 1, l, c, rt);
-        // the window starts at l where it exists: l stays unless c is better (max_step's test, roles swapped)
+        // the window starts at l where it exists: l stays unless c is better than it
         MaxAcc m{c, _mm256_set1_epi32(1)};
-        const __m256 c_better = _mm256_and_ps(_mm256_cmp_ps(l, c, _CMP_NGE_UQ), _mm256_cmp_ps(l, l, _CMP_ORD_Q));
-        const __m256 take_l = _mm256_andnot_ps(c_better, left);
-        m.best = _mm256_blendv_ps(m.best, l, take_l);
-        m.off = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(m.off), _mm256_setzero_ps(), take_l));
+        max_take(m, l, 0, _mm256_andnot_ps(better8(c, l), left));
         max_step_where(m, rt, 2, right);
         for (i64 ih = r.lo + 1; ih < r.hi; ++ih) {
             const int o = int(ih - r.lo) * W;

@@ -115,7 +115,8 @@ void recurrence_fwd(const Cell& cell, const T* xs, const T* h0, const T* w_ih, c
         rows([&](i64 n) { pointwise(t, n); });
     };
     const int nt = get_num_threads();
-    if (rows_per_thread(N, TT, nt, i64(sizeof(T)) * H * G) && i64(sizeof(T)) * H * G <= kRowsMaxWhhBytes) {
+    const i64 whh_bytes = i64(sizeof(T)) * H * G;
+    if (whh_bytes <= kRowsMaxWhhBytes && rows_per_thread(N, TT, nt, whh_bytes)) {
         parallel_tasks(nt, [&](i64 part) {
             const i64 n0 = N * part / nt, n1 = N * (part + 1) / nt;
             auto serial = [&](auto&& f) { for (i64 n = n0; n < n1; ++n) f(n); };
