@@ -91,7 +91,7 @@ struct PoolShape { i64 N, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW; };
 // The variants of the pooling passes that have a choice (max forward, average forward and backward), chosen by
 // pool2d_algo; the max backward is one scatter.
 enum class PoolPass : int { max_fwd, avg_fwd, avg_bwd };
-enum class Pool2dAlgo : int { automatic, k2s2, k3s2p1, generic };
+enum class Pool2dAlgo : int { automatic, k2s2, k3s2p1, separable, taps, generic };
 template <typename T> Pool2dAlgo pool2d_algo(PoolPass pass, const PoolShape& s);  // never `automatic`
 // idx: flat ih*W+iw within the (H,W) plane; padding never selected; first max wins; NaN propagates.
 template <typename T>
@@ -123,7 +123,7 @@ template <> struct AlgoNames<Conv2dDxAlgo> {
 };
 template <> struct AlgoNames<Pool2dAlgo> {
     static constexpr const char* op = "pool2d";
-    static constexpr const char* names[] = {"", "k2s2", "k3s2p1", "generic"};
+    static constexpr const char* names[] = {"", "k2s2", "k3s2p1", "separable", "taps", "generic"};
 };
 
 // ---- batch_norm.cpp: x viewed as (N, C, L), L = H*W (1 for 2-D input) ----

@@ -1,14 +1,17 @@
 // pool2d.cpp: max and average pooling, NCHW, forward and backward.
 // In order: the generic scalar kernels (any geometry; also the fallback and the border code of the fast paths)
-// -> fast paths for 2x2 s2 p0 and 3x3 s2 p1 (the ResNet shapes): AVX2 float forward kernels, and average-pool
-// backward kernels that write dx once instead of zero + scatter (plain loops, compiled twice: AVX2 and baseline)
-// -> the launchers, which run the variant pool2d_algo picks (a fast path wherever it can run) or the one forced.
+// -> fast paths for 2x2 s2 p0 and 3x3 s2 p1 (the ResNet shapes): average-pool backward kernels that write dx once
+// instead of zero + scatter (plain loops, compiled twice: AVX2 and baseline) -> the separable and taps kernels for
+// any geometry and either type (plain loops, compiled twice) -> AVX2 float forward fast paths -> the launchers,
+// which run the variant pool2d_algo picks or the one forced.
 // AVX2 variants run when has_avx2_fma() (FASTNN_SIMD=scalar switches them off).
-// Forward work is split over (n, c, oh) output rows; backward over (n, c) planes (a scatter never races).
+// Forward work is split over (n, c, oh) output rows (taps: groups of planes; separable: bands of rows); backward
+// over (n, c) planes or groups of them (a scatter never races).
 #include <algorithm>
 #include <atomic>
 #include <stdexcept>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -135,6 +138,274 @@ FASTNN_INLINE void avg_bwd_plane__3x3s2p1_body(const T* dy, T* dx, const PoolSha
 template <typename T> void avg_bwd_plane__3x3s2p1(const T* dy, T* dx, const PoolShape& s, bool cip, T* scratch) {
     avg_bwd_plane__3x3s2p1_body(dy, dx, s, cip, scratch);
 }
+
+// --------------------------------------------------------------------------------------------- separable kernels
+// Any geometry, either type: a window's max (sum) is the max (sum) over its rows of each row's max (sum) over the
+// window's columns. Pass 1 reduces each input row a band of output rows needs to OW values (for max also the column
+// each came from); pass 2 reduces each output row's window rows, element by element over OW. Both are plain loops
+// the compiler vectorises, compiled per target (FASTNN_SIMD_DISPATCH): 3-8x the generic code on geometries that
+// have no fast path (3x3/2 pad 0, 3x3/1 pad 1, 2x2/1, 4x4/4) and for float64. Strict > in both passes keeps the
+// generic code's first maximum in row-major order (the earliest row holding the maximum, its first column); sums
+// add row by row instead of in row-major order (within float tolerance).
+template <typename T> using ColIndex = std::conditional_t<sizeof(T) == 4, std::int32_t, i64>;  // lanes as wide as T
+
+// The outputs whose windows lie inside the input along one axis, [lo, hi): no clipping there.
+inline Span interior(i64 stride, i64 pad, i64 k, i64 n, i64 on) {
+    const i64 lo = std::min(on, (pad + stride - 1) / stride);
+    const i64 hi = n + pad >= k ? std::min(on, (n + pad - k) / stride + 1) : 0;
+    return {lo, std::max(lo, hi)};
+}
+// count_include_pad's and the clipped window's size along one axis, as avg_divisor's factors.
+inline i64 window_size(i64 o, i64 stride, i64 pad, i64 k, i64 n, bool cip) {
+    const i64 a = o * stride - pad;
+    if (cip) return std::min(a + k, n + pad) - a;
+    const Span c = span(o, stride, pad, k, n);
+    return c.hi - c.lo;
+}
+
+// Pass 1 of one input row xr: h[ow] = the max (or sum) of the row over window ow's columns, hc[ow] its column.
+template <typename T, bool Max>
+FASTNN_INLINE void reduce_cols(const T* __restrict xr, T* __restrict h, ColIndex<T>* __restrict hc,
+                               const PoolShape& s, Span in) {
+    const i64 sw = s.sw, pw = s.pw;
+    auto clipped = [&](i64 ow) {
+        const Span c = span(ow, sw, pw, s.KW, s.W);
+        T acc = Max ? xr[c.lo] : T(0);
+        i64 at = c.lo;
+        for (i64 iw = Max ? c.lo + 1 : c.lo; iw < c.hi; ++iw) {
+            if (!Max) acc += xr[iw];
+            else if (better(xr[iw], acc)) acc = xr[iw], at = iw;
+        }
+        h[ow] = acc;
+        if (Max) hc[ow] = ColIndex<T>(at);
+    };
+    for (i64 ow = 0; ow < in.lo; ++ow) clipped(ow);
+#pragma omp simd
+    for (i64 ow = in.lo; ow < in.hi; ++ow) {
+        h[ow] = Max ? xr[ow * sw - pw] : T(0) + xr[ow * sw - pw];
+        if (Max) hc[ow] = ColIndex<T>(ow * sw - pw);
+    }
+    for (i64 j = 1; j < s.KW; ++j) {
+#pragma omp simd
+        for (i64 ow = in.lo; ow < in.hi; ++ow) {
+            const T v = xr[ow * sw - pw + j], b = h[ow];
+            if (!Max) {
+                h[ow] = b + v;
+            } else {
+                const bool take = (v > b) | ((v != v) & (b == b));  // better(), written for the vectoriser
+                h[ow] = take ? v : b;
+                hc[ow] = take ? ColIndex<T>(ow * sw - pw + j) : hc[ow];
+            }
+        }
+    }
+    for (i64 ow = std::max(in.lo, in.hi); ow < s.OW; ++ow) clipped(ow);
+}
+
+// Output rows [oh0, oh1) of one plane. Scratch: h and hc of (rows the band needs) * OW, cw of OW.
+template <typename T, bool Max>
+FASTNN_INLINE void pool_band__separable_body(std::integral_constant<bool, Max>, const T* x, T* y, i64* idx,
+                                             const PoolShape& s, bool cip, i64 oh0, i64 oh1, T* h,
+                                             ColIndex<T>* hc, T* cw) {
+    const i64 OW = s.OW, base = span(oh0, s.sh, s.ph, s.KH, s.H).lo;
+    const Span in = interior(s.sw, s.pw, s.KW, s.W, OW);
+    if (!Max)
+        for (i64 ow = 0; ow < OW; ++ow) cw[ow] = T(window_size(ow, s.sw, s.pw, s.KW, s.W, cip));
+    i64 done = base;  // input rows [base, done) reduced; windows move down, so each row is reduced once
+    for (i64 oh = oh0; oh < oh1; ++oh) {
+        const Span r = span(oh, s.sh, s.ph, s.KH, s.H);
+        for (i64 ih = std::max(done, r.lo); ih < r.hi; ++ih)
+            reduce_cols<T, Max>(x + ih * s.W, h + (ih - base) * OW, hc + (ih - base) * OW, s, in);
+        done = std::max(done, r.hi);
+        T* yo = y + oh * OW;
+        const T* h0 = h + (r.lo - base) * OW;
+        if (!Max) {
+            const T rows = T(window_size(oh, s.sh, s.ph, s.KH, s.H, cip));
+#pragma omp simd
+            for (i64 ow = 0; ow < OW; ++ow) yo[ow] = T(0) + h0[ow];
+            for (i64 ih = r.lo + 1; ih < r.hi; ++ih) {
+                const T* hr = h + (ih - base) * OW;
+#pragma omp simd
+                for (i64 ow = 0; ow < OW; ++ow) yo[ow] += hr[ow];
+            }
+#pragma omp simd
+            for (i64 ow = 0; ow < OW; ++ow) yo[ow] /= rows * cw[ow];  // == the divisor, a small integer, exactly
+            continue;
+        }
+        i64* io = idx + oh * OW;
+        const ColIndex<T>* c0 = hc + (r.lo - base) * OW;
+#pragma omp simd
+        for (i64 ow = 0; ow < OW; ++ow) yo[ow] = h0[ow], io[ow] = r.lo * s.W + c0[ow];
+        for (i64 ih = r.lo + 1; ih < r.hi; ++ih) {
+            const T* hr = h + (ih - base) * OW;
+            const ColIndex<T>* cr = hc + (ih - base) * OW;
+#pragma omp simd
+            for (i64 ow = 0; ow < OW; ++ow) {
+                const T v = hr[ow], b = yo[ow];
+                const bool take = (v > b) | ((v != v) & (b == b));
+                yo[ow] = take ? v : b;
+                io[ow] = take ? ih * s.W + cr[ow] : io[ow];
+            }
+        }
+    }
+}
+FASTNN_SIMD_DISPATCH(pool_band__separable)
+
+// The average backward, transposed: g = dy / divisor is spread down the window rows into t (H x OW, pass 2
+// reversed), then each row of t across the window columns into dx (pass 1 reversed). dx is written row by row,
+// zeroed just before. Scratch: t of H*OW, g and cw of OW.
+template <typename T>
+FASTNN_INLINE void avg_bwd_plane__separable_body(const T* __restrict dy, T* __restrict dx, const PoolShape& s,
+                                                 bool cip, T* __restrict t, T* __restrict g, T* __restrict cw) {
+    const i64 OW = s.OW, sw = s.sw, pw = s.pw;
+    const Span in = interior(sw, pw, s.KW, s.W, OW);
+    for (i64 ow = 0; ow < OW; ++ow) cw[ow] = T(window_size(ow, sw, pw, s.KW, s.W, cip));
+    std::memset(t, 0, sizeof(T) * s.H * OW);
+    for (i64 oh = 0; oh < s.OH; ++oh) {
+        const Span r = span(oh, s.sh, s.ph, s.KH, s.H);
+        const T rows = T(window_size(oh, s.sh, s.ph, s.KH, s.H, cip));
+#pragma omp simd
+        for (i64 ow = 0; ow < OW; ++ow) g[ow] = dy[oh * OW + ow] / (rows * cw[ow]);
+        for (i64 ih = r.lo; ih < r.hi; ++ih) {
+            T* tr = t + ih * OW;
+#pragma omp simd
+            for (i64 ow = 0; ow < OW; ++ow) tr[ow] += g[ow];
+        }
+    }
+    for (i64 ih = 0; ih < s.H; ++ih) {
+        const T* tr = t + ih * OW;
+        T* xr = dx + ih * s.W;
+        std::memset(xr, 0, sizeof(T) * s.W);
+        auto clipped = [&](i64 ow) {
+            const Span c = span(ow, sw, pw, s.KW, s.W);
+            for (i64 iw = c.lo; iw < c.hi; ++iw) xr[iw] += tr[ow];
+        };
+        for (i64 ow = 0; ow < in.lo; ++ow) clipped(ow);
+        for (i64 j = 0; j < s.KW; ++j) {
+#pragma omp simd
+            for (i64 ow = in.lo; ow < in.hi; ++ow) xr[ow * sw - pw + j] += tr[ow];
+        }
+        for (i64 ow = std::max(in.lo, in.hi); ow < OW; ++ow) clipped(ow);
+    }
+}
+FASTNN_SIMD_DISPATCH(avg_bwd_plane__separable)
+
+// -------------------------------------------------------------------------------------------------- taps kernels
+// Short output rows, where the separable loops run a few lanes each, and strided maxima: planes taken kLanes at a
+// time, interleaved (element e of plane g at e*L + g) in a frame of padding (-inf for max: never better; 0 for
+// sums), so that each window tap of each output is one vector load over the group's planes, whatever the geometry
+// (gathers, the other way to vectorise a tap, are slow on CPUs with the Downfall mitigation). A max starts at its
+// window's first input element and scans the taps in row-major order with strict >, and a sum adds them in that
+// order (a padding 0 changes no partial sum): both give the generic code's results exactly.
+template <typename T> constexpr i64 kLanes = 32 / sizeof(T);  // one AVX2 vector (two SSE2 vectors in the fallback)
+// A group's lanes as GCC vector types (in a class: an alias template drops the attribute), and the lane masks.
+template <typename T> struct GroupVec {
+    typedef T V __attribute__((vector_size(32)));
+    typedef ColIndex<T> M __attribute__((vector_size(32)));
+};
+template <typename T> struct TapsPlan {
+    i64 Wp, plane;                            // the frame's row and size
+    std::vector<i64> org, tap;                // window origin per output, tap offset, in interleaved frame elements
+    std::vector<ColIndex<T>> first;           // max: the tap of the window's first input element
+    std::vector<i64> base, tap_src;           // max: the window origins and tap offsets in the plane, for indices
+    std::vector<T> div;                       // average: the divisor per output
+    TapsPlan(const PoolShape& s, bool max, bool cip) : Wp(s.W + 2 * s.pw), plane(Wp * (s.H + 2 * s.ph)) {
+        constexpr i64 L = kLanes<T>;
+        for (i64 t = 0; t < s.KH * s.KW; ++t) {
+            tap.push_back((t / s.KW * Wp + t % s.KW) * L);
+            if (max) tap_src.push_back(t / s.KW * s.W + t % s.KW);
+        }
+        for (i64 oh = 0; oh < s.OH; ++oh)
+            for (i64 ow = 0; ow < s.OW; ++ow) {
+                const i64 ih = oh * s.sh - s.ph, iw = ow * s.sw - s.pw;
+                org.push_back(((ih + s.ph) * Wp + iw + s.pw) * L);
+                if (max) {
+                    first.push_back(ColIndex<T>(std::max<i64>(-ih, 0) * s.KW + std::max<i64>(-iw, 0)));
+                    base.push_back(ih * s.W + iw);
+                } else {
+                    div.push_back(T(avg_divisor(s, oh, ow, cip)));
+                }
+            }
+    }
+};
+
+// q <= L planes (HW apart from src, plane g at lane g) into the interleaved frame f: the rows and columns some
+// window reads (4x4/4 on 7x7 reads 16 of 49), and with padding the rest set to `pad`. Lanes from q on are left
+// as they are: their outputs are never stored.
+template <typename T>
+FASTNN_INLINE void interleave(const T* src, i64 q, const PoolShape& s, const TapsPlan<T>& p, T pad, T* f) {
+    constexpr i64 L = kLanes<T>;
+    if (s.ph || s.pw) std::fill(f, f + p.plane * L, pad);
+    const i64 H = std::min(s.H, (s.OH - 1) * s.sh + s.KH - s.ph), W = std::min(s.W, (s.OW - 1) * s.sw + s.KW - s.pw);
+    for (i64 g = 0; g < q; ++g)
+        for (i64 ih = 0; ih < H; ++ih) {
+            const T* r = src + (g * s.H + ih) * s.W;
+            T* d = f + ((ih + s.ph) * p.Wp + s.pw) * L + g;
+            for (i64 iw = 0; iw < W; ++iw) d[iw * L] = r[iw];
+        }
+}
+
+// q <= L planes of outputs y (OH*OW apart) from x (HW apart). f: scratch of the frame; yt, tb: of OH*OW*L.
+template <typename T, bool Max>
+FASTNN_INLINE void pool_group__taps_body(std::integral_constant<bool, Max>, const T* x, i64 q, T* y, i64* idx,
+                                         const PoolShape& s, const TapsPlan<T>& p, T* f, T* yt, ColIndex<T>* tb) {
+    constexpr i64 L = kLanes<T>;
+    const i64 n = i64(p.org.size()), taps = i64(p.tap.size());
+    interleave(x, q, s, p, Max ? -std::numeric_limits<T>::infinity() : T(0), f);
+    using V = typename GroupVec<T>::V;
+    using M = typename GroupVec<T>::M;
+    for (i64 o = 0; o < n; ++o) {
+        const T* w = f + p.org[o];
+        const i64 t0 = Max ? p.first[o] : 0;
+        V acc{}, v;  // loads by memcpy: unaligned, and no helper function that could be compiled without AVX
+        if (Max) std::memcpy(&acc, w + p.tap[t0], sizeof acc);
+        M at = M{} + ColIndex<T>(t0);
+        for (i64 t = Max ? t0 + 1 : 0; t < taps; ++t) {
+            std::memcpy(&v, w + p.tap[t], sizeof v);
+            if (!Max) {
+                acc += v;
+            } else {
+                const M take = (v > acc) | ((v != v) & (acc == acc));  // better(), lane by lane
+                acc = take ? v : acc;
+                at = take ? M{} + ColIndex<T>(t) : at;
+            }
+        }
+        if (!Max) acc /= p.div[o];
+        std::memcpy(yt + o * L, &acc, sizeof acc);
+        if (Max) std::memcpy(tb + o * L, &at, sizeof at);
+    }
+    for (i64 g = 0; g < q; ++g)
+        for (i64 o = 0; o < n; ++o) {
+            y[g * n + o] = yt[o * L + g];
+            if (Max) idx[g * n + o] = p.base[o] + p.tap_src[tb[o * L + g]];
+        }
+}
+FASTNN_SIMD_DISPATCH(pool_group__taps)
+
+// The average backward of q <= L planes: g = dy / divisor, interleaved, added tap by tap into the zeroed frame f,
+// whose inside is then copied out to dx. gt: scratch of OH*OW*L.
+template <typename T>
+FASTNN_INLINE void avg_bwd_group__taps_body(const T* dy, i64 q, T* dx, const PoolShape& s, const TapsPlan<T>& p,
+                                            T* f, T* gt) {
+    constexpr i64 L = kLanes<T>;
+    const i64 n = i64(p.org.size()), taps = i64(p.tap.size());
+    std::fill(f, f + p.plane * L, T(0));
+    std::fill(gt, gt + n * L, T(0));
+    for (i64 g = 0; g < q; ++g)
+        for (i64 o = 0; o < n; ++o) gt[o * L + g] = dy[g * n + o] / p.div[o];
+    for (i64 o = 0; o < n; ++o)
+        for (i64 t = 0; t < taps; ++t) {
+            T* d = f + p.org[o] + p.tap[t];
+#pragma omp simd
+            for (i64 g = 0; g < L; ++g) d[g] += gt[o * L + g];
+        }
+    for (i64 g = 0; g < q; ++g)
+        for (i64 ih = 0; ih < s.H; ++ih) {
+            const T* r = f + ((ih + s.ph) * p.Wp + s.pw) * L + g;
+            T* d = dx + (g * s.H + ih) * s.W;
+            for (i64 iw = 0; iw < s.W; ++iw) d[iw] = r[iw * L];
+        }
+}
+FASTNN_SIMD_DISPATCH(avg_bwd_group__taps)
 
 // ---------------------------------------------------------------------------------------- AVX2 float fast paths
 // Stride-2 windows read even and odd input columns: 16 floats from p split into 8 even + 8 odd (reads p[0..15]).
@@ -404,7 +675,7 @@ inline bool is_k3s2p1(const PoolShape& s) {
 // average backward ones plain loops for either type (compiled twice, the AVX2 copy where the CPU has it).
 template <typename T>
 bool can_run(PoolPass pass, Pool2dAlgo a, const PoolShape& s) {
-    if (a == Pool2dAlgo::generic) return true;
+    if (a == Pool2dAlgo::generic || a == Pool2dAlgo::separable || a == Pool2dAlgo::taps) return true;
     if (pass != PoolPass::avg_bwd && !(std::is_same<T, float>::value && has_avx2_fma())) return false;
     return a == Pool2dAlgo::k2s2 ? is_k2s2(s) : is_k3s2p1(s);
 }
@@ -418,12 +689,67 @@ Pool2dAlgo resolve(PoolPass pass, Pool2dAlgo a, const PoolShape& s) {
 
 }  // namespace
 
-// The rule: a fast path wherever it can run, else the generic kernels.
+// The rule, from timings on 2 threads (AVX-512 Xeon): the taps kernels wherever there are planes for two groups,
+// for the max (2-7x the separable kernels: a strided max compares every column of pass 1) and for averages with
+// output rows shorter than 24 (past that the separable ones, which reduce each input row once for several windows,
+// win by 1.2-1.8x); the separable kernels on fewer planes (their bands of rows give the threads work). The fast
+// paths where they can run, except on planes at most 5 wide, where the taps ones are 1.1-1.9x faster (not for the
+// 2x2/2 average: 0.6-0.8x). The generic kernels run only when forced.
 template <typename T>
 Pool2dAlgo pool2d_algo(PoolPass pass, const PoolShape& s) {
-    for (Pool2dAlgo a : {Pool2dAlgo::k2s2, Pool2dAlgo::k3s2p1})
-        if (can_run<T>(pass, a, s)) return a;
-    return Pool2dAlgo::generic;
+    const bool groups = s.N * s.C >= 2 * kLanes<T>;
+    const bool narrow = groups && s.W <= 5 && !(is_k2s2(s) && pass != PoolPass::max_fwd);
+    if (!narrow)
+        for (Pool2dAlgo a : {Pool2dAlgo::k2s2, Pool2dAlgo::k3s2p1})
+            if (can_run<T>(pass, a, s)) return a;
+    return groups && (pass == PoolPass::max_fwd || s.OW < 24) ? Pool2dAlgo::taps : Pool2dAlgo::separable;
+}
+
+// The taps kernels: a group of kLanes planes per item, with the frame and the interleaved outputs in the thread's
+// scratch.
+template <typename T, class F>
+void taps_groups(const PoolShape& s, const TapsPlan<T>& plan, double work_each, F&& group) {
+    constexpr i64 L = kLanes<T>;
+    const i64 planes = s.N * s.C, OHW = s.OH * s.OW;
+    parallel_items((planes + L - 1) / L, work_each * L, [&](i64 item) {
+        static thread_local std::vector<T> scratch;
+        static thread_local std::vector<ColIndex<T>> tb;
+        if ((i64)scratch.size() < (plan.plane + OHW) * L) scratch.resize((plan.plane + OHW) * L);
+        if ((i64)tb.size() < OHW * L) tb.resize(OHW * L);
+        const i64 p0 = item * L;
+        group(p0, std::min(L, planes - p0), scratch.data(), scratch.data() + plan.plane * L, tb.data());
+    });
+}
+template <typename T, bool Max>
+void taps_forward(const T* x, T* y, i64* idx, const PoolShape& s, bool cip) {
+    const TapsPlan<T> plan(s, Max, cip);
+    const i64 HW = s.H * s.W, OHW = s.OH * s.OW;
+    taps_groups(s, plan, double(HW + OHW * s.KH * s.KW), [&](i64 p0, i64 q, T* f, T* yt, ColIndex<T>* tb) {
+        pool_group__taps(std::integral_constant<bool, Max>(), x + p0 * HW, q, y + p0 * OHW,
+                         Max ? idx + p0 * OHW : nullptr, s, plan, f, yt, tb);
+    });
+}
+
+// The separable forward: bands of output rows, a plane's rows split when there are too few planes for the threads
+// (a band recomputes the input rows it shares with the one above: at most KH - 1).
+template <typename T, bool Max>
+void separable_forward(const T* x, T* y, i64* idx, const PoolShape& s, bool cip) {
+    const i64 planes = s.N * s.C;
+    const int nt = parallel_work(double(planes) * (s.H * s.W + s.OH * s.OW * s.KH));
+    const i64 bands = planes >= 4 * nt ? 1 : std::min(s.OH, (4 * nt + planes - 1) / planes);
+    const i64 band_rows = (s.OH + bands - 1) / bands;
+    const i64 in_rows = std::min(s.H, (band_rows - 1) * s.sh + s.KH);
+    parallel_items(planes * bands, double(band_rows) * s.OW * (s.KH + s.KW), [&](i64 item) {
+        static thread_local std::vector<T> h;
+        static thread_local std::vector<ColIndex<T>> hc;
+        if ((i64)h.size() < (in_rows + 1) * s.OW) h.resize((in_rows + 1) * s.OW);
+        if (Max && (i64)hc.size() < in_rows * s.OW) hc.resize(in_rows * s.OW);
+        const i64 p = item / bands, oh0 = item % bands * band_rows, o = p * s.OH * s.OW;
+        if (oh0 >= s.OH) return;
+        pool_band__separable(std::integral_constant<bool, Max>(), x + p * s.H * s.W, y + o, Max ? idx + o : nullptr,
+                             s, cip, oh0, std::min(s.OH, oh0 + band_rows), h.data(), hc.data(),
+                             h.data() + in_rows * s.OW);
+    });
 }
 
 // The small-plane 3x3 s2 p1 kernels, a plane per item, over a padded copy in the thread's scratch.
@@ -440,6 +766,8 @@ inline bool small_plane(Pool2dAlgo a, const PoolShape& s) { return a == Pool2dAl
 template <typename T>
 void max_pool2d_fwd(const T* x, T* y, i64* idx, const PoolShape& s, Pool2dAlgo algo) {
     const Pool2dAlgo a = resolve<T>(PoolPass::max_fwd, algo, s);
+    if (a == Pool2dAlgo::separable) return separable_forward<T, true>(x, y, idx, s, false);
+    if (a == Pool2dAlgo::taps) return taps_forward<T, true>(x, y, idx, s, false);
     if constexpr (std::is_same<T, float>::value)
         if (small_plane(a, s))
             return small_planes(s, [&](i64 p, float* buf) {
@@ -485,6 +813,8 @@ void max_pool2d_bwd(const T* dy, const i64* idx, T* dx, const PoolShape& s) {
 template <typename T>
 void avg_pool2d_fwd(const T* x, T* y, const PoolShape& s, bool cip, Pool2dAlgo algo) {
     const Pool2dAlgo a = resolve<T>(PoolPass::avg_fwd, algo, s);
+    if (a == Pool2dAlgo::separable) return separable_forward<T, false>(x, y, nullptr, s, cip);
+    if (a == Pool2dAlgo::taps) return taps_forward<T, false>(x, y, nullptr, s, cip);
     if constexpr (std::is_same<T, float>::value)
         if (small_plane(a, s))
             return small_planes(s, [&](i64 p, float* buf) {
@@ -507,11 +837,17 @@ template <typename T>
 void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool cip, Pool2dAlgo algo) {
     const Pool2dAlgo a = resolve<T>(PoolPass::avg_bwd, algo, s);
     const i64 planes = s.N * s.C, HW = s.H * s.W, OHW = s.OH * s.OW;
-    const bool k2s2 = a == Pool2dAlgo::k2s2, k3s2p1 = a == Pool2dAlgo::k3s2p1;
+    const bool k2s2 = a == Pool2dAlgo::k2s2, k3s2p1 = a == Pool2dAlgo::k3s2p1, sep = a == Pool2dAlgo::separable;
     const bool avx2 = has_avx2_fma();
+    if (a == Pool2dAlgo::taps) {
+        const TapsPlan<T> plan(s, false, cip);
+        return taps_groups(s, plan, double(HW + OHW * s.KH * s.KW), [&](i64 p0, i64 q, T* f, T* gt, ColIndex<T>*) {
+            avg_bwd_group__taps(dy + p0 * OHW, q, dx + p0 * HW, s, plan, f, gt);
+        });
+    }
     const int nt = parallel_work(double(planes) * (HW + OHW));
     parallel_for(planes, (planes + 4 * nt - 1) / (4 * nt), [&](i64 p0, i64 p1) {
-        std::vector<T> scratch(k3s2p1 ? 2 * s.W + s.OW + 1 : 0);
+        std::vector<T> scratch(k3s2p1 ? 2 * s.W + s.OW + 1 : sep ? (s.H + 2) * s.OW : 0);
         for (i64 p = p0; p < p1; ++p) {
             const T* d = dy + p * OHW;
             T* x = dx + p * HW;
@@ -521,6 +857,9 @@ void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool cip, Pool2dAlgo
             } else if (k3s2p1) {
                 if (avx2) avg_bwd_plane__3x3s2p1_avx2(d, x, s, cip, scratch.data());
                 else avg_bwd_plane__3x3s2p1(d, x, s, cip, scratch.data());
+            } else if (sep) {
+                T* t = scratch.data();
+                avg_bwd_plane__separable(d, x, s, cip, t, t + s.H * s.OW, t + (s.H + 1) * s.OW);
             } else {
                 std::memset(x, 0, sizeof(T) * HW);
                 avg_bwd_plane__generic(d, x, s, cip);

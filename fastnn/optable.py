@@ -286,6 +286,11 @@ KERNEL_CASES = {
         ((3, 2, 9, 11), (2, 3), (1, 1), (1, 1)),         # stride 1, overlapping windows
         ((2, 1, 1, 1), (1, 1), (1, 1), (0, 0)),          # 1x1 plane
         ((1, 2, 6, 20), (5, 4), (2, 3), (2, 2)),         # padding = kernel // 2
+        ((2, 3, 13, 13), (3, 3), (2, 2), (0, 0)),        # the separable path: 3x3/2 without padding (AlexNet)
+        ((1, 2, 9, 10), (4, 4), (4, 4), (0, 0)),         # windows that tile, a row and columns past the last one
+        ((1, 1, 150, 70), (3, 3), (1, 1), (1, 1)),       # one plane split into bands of rows over the threads
+        ((5, 20, 5, 5), (4, 4), (4, 4), (0, 0)),         # taps: one output a plane, 100 planes in groups, the last partial
+        ((3, 30, 3, 3), (3, 3), (2, 2), (1, 1)),         # taps on 3x3 planes with padding, before the 3x3/2 fast path
     ],
     # batch norm in training: shape, affine
     "batch_norm": [

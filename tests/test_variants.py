@@ -140,12 +140,16 @@ POOLS = [
     ((1, 2, 5, 16), (3, 3), (2, 2), (1, 1)),
     ((1, 2, 7, 5), (3, 2), (1, 2), (1, 1)),         # generic only
     ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0)),
+    ((2, 3, 13, 13), (3, 3), (2, 2), (0, 0)),       # separable: no fast path
+    ((1, 2, 12, 21), (3, 3), (1, 1), (1, 1)),       # separable, stride 1 with padding
+    ((1, 1, 150, 70), (3, 3), (1, 1), (1, 1)),      # separable, the plane split into bands of rows
+    ((5, 4, 5, 6), (4, 4), (4, 4), (0, 0)),         # taps: 20 planes, groups of 8 (4 in float64), the last partial
 ]
 PASSES = ["max", "avg", "avg_backward"]
 
 
 def _pool_runs(algo, pass_, dt, x_shape, kernel, stride, padding):
-    if algo == "generic":
+    if algo in ("generic", "separable", "taps"):
         return True
     if pass_ != "avg_backward" and not (dt == np.float32 and AVX2):
         return False
@@ -252,8 +256,16 @@ def test_the_named_variant_is_the_one_that_runs(case):
 
 def test_pool2d_query():
     fast = AVX2  # the forward fast paths are AVX2 float kernels; the average backward's are plain loops
-    assert _cpu.pool2d_algo("max", (2, 3, 8, 8), (2, 2), (2, 2), (0, 0), np.float32) == ("k2s2" if fast else "generic")
-    assert _cpu.pool2d_algo("avg", (2, 3, 8, 8), (3, 3), (2, 2), (1, 1), "float32") == ("k3s2p1" if fast else "generic")
-    assert _cpu.pool2d_algo("max", (2, 3, 8, 8), (2, 2), (2, 2), (0, 0), np.float64) == "generic"
-    assert _cpu.pool2d_algo("avg_backward", (2, 3, 8, 8), (3, 3), (2, 2), (1, 1), np.float64) == "k3s2p1"
-    assert _cpu.pool2d_algo("avg", (2, 3, 8, 8), (3, 3), (1, 1), (1, 1), np.float32) == "generic"
+    q = _cpu.pool2d_algo
+    # no fast path: taps for a max and short rows given planes for two groups of 8 (float) or 4 (double)
+    assert q("max", (2, 8, 8, 8), (2, 2), (2, 2), (0, 0), np.float32) == ("k2s2" if fast else "taps")
+    assert q("avg", (2, 8, 8, 8), (3, 3), (2, 2), (1, 1), "float32") == ("k3s2p1" if fast else "taps")
+    assert q("max", (2, 4, 8, 8), (2, 2), (2, 2), (0, 0), np.float64) == "taps"
+    assert q("avg_backward", (2, 3, 8, 8), (3, 3), (2, 2), (1, 1), np.float64) == "k3s2p1"
+    assert q("avg", (2, 8, 8, 8), (3, 3), (1, 1), (1, 1), np.float32) == "taps"
+    assert q("avg", (2, 8, 40, 40), (3, 3), (1, 1), (1, 1), np.float32) == "separable"    # long rows
+    assert q("max", (2, 8, 40, 40), (3, 3), (2, 2), (0, 0), np.float32) == "taps"
+    assert q("max", (1, 3, 40, 40), (3, 3), (2, 2), (0, 0), np.float32) == "separable"    # too few planes
+    # planes at most 5 wide: taps before the fast paths, except the 2x2/2 average
+    assert q("max", (8, 8, 5, 5), (3, 3), (2, 2), (1, 1), np.float32) == "taps"
+    assert q("avg", (8, 8, 4, 4), (2, 2), (2, 2), (0, 0), np.float32) == ("k2s2" if fast else "taps")
