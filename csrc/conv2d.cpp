@@ -32,7 +32,8 @@ bool fwd_can_run(Conv2dFwdAlgo a, const ConvShape& s) {
     switch (a) {
         case Conv2dFwdAlgo::winograd: return f32<T> && winograd_can_run(s);
         case Conv2dFwdAlgo::direct: return f32<T> && direct_can_run(s);
-        case Conv2dFwdAlgo::polyphase_packed: return polyphase_packed_can_run<T>(s);
+        case Conv2dFwdAlgo::polyphase_packed:
+        case Conv2dFwdAlgo::polyphase_batch: return polyphase_packed_can_run<T>(s);
         case Conv2dFwdAlgo::gemm_1x1: return is_1x1_s1_p0(s);
         case Conv2dFwdAlgo::gemm_1x1_packed: return gemm_1x1_packed_can_run<T>(s);
         default: return true;  // polyphase_gemm: any shape
@@ -97,8 +98,10 @@ Conv2dFwdAlgo conv2d_fwd_algo(const ConvShape& s) {
         if (winograd_fits(s) && !(direct && std::min(s.C, s.K) < direct_below)) return Conv2dFwdAlgo::winograd;
         if (direct) return Conv2dFwdAlgo::direct;
     }
-    if (!is_1x1_s1_p0(s))
+    if (!is_1x1_s1_p0(s)) {
+        if (polyphase_batch_pays<T>(s)) return Conv2dFwdAlgo::polyphase_batch;
         return polyphase_packed_pays<T>(s) ? Conv2dFwdAlgo::polyphase_packed : Conv2dFwdAlgo::polyphase_gemm;
+    }
     return gemm_1x1_packed_pays<T>(s) ? Conv2dFwdAlgo::gemm_1x1_packed : Conv2dFwdAlgo::gemm_1x1;
 }
 
@@ -129,6 +132,7 @@ void conv2d_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s,
                 }
                 return;  // not reached: fwd_can_run refuses them for double
             case Conv2dFwdAlgo::polyphase_packed: return conv2d_fwd__polyphase_packed(x, w, bias, y, s);
+            case Conv2dFwdAlgo::polyphase_batch: return conv2d_fwd__polyphase_batch(x, w, bias, y, s);
             case Conv2dFwdAlgo::gemm_1x1: return conv2d_fwd__gemm_1x1(x, w, bias, y, s);
             case Conv2dFwdAlgo::gemm_1x1_packed: return conv2d_fwd__gemm_1x1_packed(x, w, bias, y, s);
             default: return conv2d_fwd__polyphase_gemm(x, w, bias, y, s);

@@ -12,6 +12,8 @@
 //                                  run of output positions is contiguous: the microkernel reads B rows in place.
 //   conv2d_fwd__polyphase_packed   the same copy for a few whole small images per task, but B packed (gathered) from
 //                                  the valid output columns only: no junk columns (14x14: 196 of 224 were valid).
+//   conv2d_fwd__polyphase_batch    deep convs on small planes: one GEMM over the whole batch's valid columns, the
+//                                  threads splitting output channels (the weights read once, not once per image).
 //   conv2d_fwd__gemm_1x1           1x1/s1/p0: a plain GEMM on the NCHW planes.
 //   conv2d_fwd__gemm_1x1_packed    1x1/s1/p0 on small planes: B gathered from a few images' planes into one GEMM.
 //   conv2d_dw__gemm                threads take images (dynamic), each summing into a private dW (no races), then
@@ -173,13 +175,14 @@ struct PackGatherCols {
     }
 };
 
-// y for ni images from a GEMM tile yt (Kg x ni*P, image i's columns at i*P): image i, channel k at
+// y for ni images from a GEMM tile yt (Kg x ni*P, or rows ld apart; image i's columns at i*P): image i, channel k at
 // y + i*ystride + k*P, plus bias[k] when bias is given.
 template <typename T>
-void unpack_images(const T* yt, i64 ni, i64 Kg, i64 P, const T* bias, T* y, i64 ystride) {
+void unpack_images(const T* yt, i64 ni, i64 Kg, i64 P, const T* bias, T* y, i64 ystride, i64 ld = 0) {
+    if (ld == 0) ld = ni * P;  // yt's row stride
     for (i64 i = 0; i < ni; ++i)
         for (i64 k = 0; k < Kg; ++k) {
-            const T* src = yt + k * ni * P + i * P;
+            const T* src = yt + k * ld + i * P;
             T* d = y + i * ystride + k * P;
             if (bias) {
                 const T b = bias[k];
@@ -326,6 +329,52 @@ void polyphase_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape&
             }
         }
     });
+}
+
+// conv2d_fwd__polyphase_batch: deep convolutions on small planes (16 x 512ch 5x5 -> 256, 3x3: 25 columns an image)
+// made one GEMM over the whole batch's valid columns. Per image the GEMMs are narrow and each reads all the weights
+// again (4.7 MB there: from memory, 16 times); here the threads split the columns and each reads the weights once
+// per NC columns. Images are taken in chunks whose polyphase copies stay within kBatchCopyBytes.
+constexpr i64 kBatchCopyBytes = i64(16) << 20;
+template <class Cf, typename T = typename Cf::T>
+void polyphase_batch_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
+    const i64 Cg = s.C / s.groups, Kg = s.K / s.groups, CRS = Cg * s.KH * s.KW, P = s.OH * s.OW, HW = s.H * s.W;
+    const i64 Wq = polyphase_wq(s), Hq = s.OH + (s.KH - 1) * s.dh / s.sh, nt = get_num_threads();
+    const Polyphase q{Hq, Wq, Hq * Wq};
+    const i64 img = Cg * s.sh * s.sw * q.plane;
+    const i64 chunk = std::clamp<i64>(kBatchCopyBytes / (img * i64(sizeof(T))), 1, s.N);
+    const std::vector<packed::PrepackedAView<Cf>> wp = prepack_weights<Cf>(w, s);
+    std::vector<i64> toff(CRS);
+    q.tap_offsets(s, 0, CRS, 0, toff.data());
+    packed::Buffer<T> xq(chunk * img + 2 * Wq + s.pw + 2 * Cf::NR), yt(Kg * chunk * P);
+    std::vector<int> col(packed::round_up(chunk * P, Cf::NR) + Cf::NR, 0);
+    for (i64 n0 = 0; n0 < s.N; n0 += chunk) {
+        const i64 ni = std::min(chunk, s.N - n0), nv = ni * P;
+        for (i64 j = 0; j < nv; ++j) col[j] = int(j / P * img + (j % P) / s.OW * Wq + j % s.OW);
+        std::fill(col.begin() + nv, col.end(), 0);
+        for (i64 g = 0; g < s.groups; ++g) {
+            parallel_items(ni, double(img), [&](i64 i) {
+                copy_polyphase(x + ((n0 + i) * s.C + g * Cg) * HW, s, 0, Cg, 0, q, xq.data() + i * img);
+            });
+            // A block of output channels a thread (each reads its part of the weights once and packs all the
+            // columns: a last partial panel wastes less than in column blocks: 16 x 5x5 -> 400 columns, 432
+            // computed instead of 480), or of columns when the channels are too few to split.
+            const i64 mb = Kg >= 32 * nt ? packed::round_up((Kg + nt - 1) / nt, Cf::MR) : Kg;
+            const i64 cb = mb < Kg ? nv : packed::round_up(std::max<i64>(Cf::NR, (nv + nt - 1) / nt), Cf::NR);
+            const i64 nmb = (Kg + mb - 1) / mb;
+            parallel_tasks(nmb * ((nv + cb - 1) / cb), [&](i64 t) {
+                const i64 m0 = t % nmb * mb, j0 = t / nmb * cb, nc = std::min(cb, nv - j0);
+                packed::gemm_blocked<Cf>(std::min(mb, Kg - m0), nc, CRS, T(1),
+                                         packed::RowsFrom<packed::PrepackedAView<Cf>>{wp[g], m0},
+                                         PackGatherCols<Cf>{xq.data(), toff.data(), col.data() + j0}, T(0),
+                                         yt.data() + m0 * nv + j0, nv);
+            });
+            parallel_items(ni, double(Kg * P), [&](i64 i) {
+                unpack_images(yt.data() + i * P, 1, Kg, P, bias ? bias + g * Kg : nullptr,
+                              y + ((n0 + i) * s.K + g * Kg) * P, s.K * P, nv);
+            });
+        }
+    }
 }
 
 // How conv2d_fwd__gemm_1x1_packed splits its work: `ipt` images per task and `mblk` blocks of output channels. With
@@ -603,6 +652,15 @@ void conv2d_fwd__polyphase_gemm(const T* x, const T* w, const T* bias, T* y, con
         polyphase_fwd<Cf>(x, w, bias, y, s, p);
     });
 }
+// Weights of a MiB or more (they no longer sit in L2 beside the work) over planes of at most 1024 positions.
+template <typename T>
+bool polyphase_batch_pays(const ConvShape& s) {
+    return s.K / s.groups * (s.C / s.groups) * s.KH * s.KW * i64(sizeof(T)) >= (i64(1) << 20) && s.OH * s.OW <= 1024;
+}
+template <typename T>
+void conv2d_fwd__polyphase_batch(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
+    packed::with_cfg<T>([&](auto cfg) { polyphase_batch_fwd<decltype(cfg)>(x, w, bias, y, s); });
+}
 // Forced where the rule would not pick it: one task per whole image (ipt images as the rule would take them).
 template <typename T>
 void conv2d_fwd__polyphase_packed(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
@@ -697,6 +755,8 @@ void conv2d_dx__gemm_1x1(const T* dy, const T* w, T* dx, const ConvShape& s) {
     template bool dx_forward_flipped_pays<T>(const ConvShape&);                                              \
     template void conv2d_fwd__polyphase_gemm<T>(const T*, const T*, const T*, T*, const ConvShape&);         \
     template void conv2d_fwd__polyphase_packed<T>(const T*, const T*, const T*, T*, const ConvShape&);       \
+    template void conv2d_fwd__polyphase_batch<T>(const T*, const T*, const T*, T*, const ConvShape&);        \
+    template bool polyphase_batch_pays<T>(const ConvShape&);                                                 \
     template void conv2d_fwd__gemm_1x1<T>(const T*, const T*, const T*, T*, const ConvShape&);               \
     template void conv2d_fwd__gemm_1x1_packed<T>(const T*, const T*, const T*, T*, const ConvShape&);        \
     template void conv2d_dw__gemm<T>(const T*, const T*, T*, const ConvShape&);                              \

@@ -30,6 +30,7 @@ void conv2d_fwd__winograd(const float* x, const float* w, const float* bias, flo
 // ---- conv2d_gemm.cpp (float and double, any CPU) ----
 template <typename T> bool polyphase_packed_can_run(const ConvShape& s);
 template <typename T> bool polyphase_packed_pays(const ConvShape& s);
+template <typename T> bool polyphase_batch_pays(const ConvShape& s);
 template <typename T> bool gemm_1x1_packed_can_run(const ConvShape& s);
 template <typename T> bool gemm_1x1_packed_pays(const ConvShape& s);
 template <typename T> bool dx_forward_flipped_can_run(const ConvShape& s);
@@ -37,6 +38,8 @@ template <typename T> bool dx_forward_flipped_pays(const ConvShape& s);
 template <typename T> void conv2d_fwd__polyphase_gemm(const T* x, const T* w, const T* bias, T* y, const ConvShape& s);
 template <typename T>
 void conv2d_fwd__polyphase_packed(const T* x, const T* w, const T* bias, T* y, const ConvShape& s);
+template <typename T>
+void conv2d_fwd__polyphase_batch(const T* x, const T* w, const T* bias, T* y, const ConvShape& s);
 template <typename T> void conv2d_fwd__gemm_1x1(const T* x, const T* w, const T* bias, T* y, const ConvShape& s);
 template <typename T> void conv2d_fwd__gemm_1x1_packed(const T* x, const T* w, const T* bias, T* y, const ConvShape& s);
 template <typename T> void conv2d_dw__gemm(const T* dy, const T* x, T* dw, const ConvShape& s);

@@ -70,7 +70,7 @@ template <typename T> void col2im(const T* col, T* x, const ConvShape& s);   // 
 // conv2d's variants (conv2d_impl.h), chosen by one function per part: conv2d_fwd_algo, conv2d_dw_algo,
 // conv2d_dx_algo (conv2d.cpp). They never return `automatic`.
 enum class Conv2dFwdAlgo : int {
-    automatic, winograd, direct, polyphase_gemm, polyphase_packed, gemm_1x1, gemm_1x1_packed
+    automatic, winograd, direct, polyphase_gemm, polyphase_packed, polyphase_batch, gemm_1x1, gemm_1x1_packed
 };
 enum class Conv2dDwAlgo : int { automatic, direct, gemm };
 enum class Conv2dDxAlgo : int { automatic, forward_flipped, dcol, gemm_1x1 };
@@ -110,7 +110,7 @@ void avg_pool2d_bwd(const T* dy, T* dx, const PoolShape& s, bool count_include_p
 
 template <> struct AlgoNames<Conv2dFwdAlgo> {
     static constexpr const char* op = "conv2d forward";
-    static constexpr const char* names[] = {"", "winograd", "direct", "polyphase_gemm", "polyphase_packed",
+    static constexpr const char* names[] = {"", "winograd", "direct", "polyphase_gemm", "polyphase_packed", "polyphase_batch",
                                             "gemm_1x1", "gemm_1x1_packed"};
 };
 template <> struct AlgoNames<Conv2dDwAlgo> {

@@ -14,6 +14,7 @@ from fastnn._shapes import out_size
 from fastnn.optable import KERNEL_CASES
 
 _C = pytest.importorskip("fastnn._C")
+from fastnn import _cpu  # noqa: E402  (after the skip: _cpu needs _C)
 
 TOL = {np.float32: (1e-4, 1e-4), np.float64: (1e-11, 1e-11)}
 DTYPES = [np.float32, np.float64]
@@ -248,6 +249,30 @@ def test_direct_paths_thread_counts(case):
             assert_close(dw, rdw, np.float32, scale=np.sqrt(N * OH * OW))
     finally:
         _C.set_num_threads(old)
+
+
+def test_polyphase_batch_splits_and_chunks():
+    """polyphase_batch (one GEMM over the batch's columns) splits output channels or columns by the thread count, and
+    takes the images in chunks whose copies stay within 16 MB (float64 13 x 1024ch 16x16: chunks of 6, 6, 1). Each
+    split gives polyphase_gemm's result (float64: rounding apart)."""
+    rng = np.random.default_rng(4)
+    old = _C.get_num_threads()
+    try:
+        for (N, C, H, K), threads in [((3, 64, 5, 64), (1, 2, 3, 5)), ((13, 1024, 16, 8), (2,))]:
+            x = rng.standard_normal((N, C, H, H))
+            w = rng.standard_normal((K, C, 3, 3))
+            b = rng.standard_normal(K)
+            _C.set_num_threads(2)
+            ref = _cpu.conv2d(x, w, b, (1, 1), (1, 1), (1, 1), 1, _algo="polyphase_gemm")
+            for t in threads:
+                _C.set_num_threads(t)
+                got = _cpu.conv2d(x, w, b, (1, 1), (1, 1), (1, 1), 1, _algo="polyphase_batch")
+                np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-10 * np.sqrt(C * 9))
+    finally:
+        _C.set_num_threads(old)
+    # the rule: weights of a MiB or more on small planes
+    assert _cpu.conv2d_algo((16, 512, 5, 5), (256, 512, 3, 3), (1, 1), (1, 1), (1, 1), 1, np.float32) == \
+        "polyphase_batch"
 
 
 SCALAR_SCRIPT = r"""

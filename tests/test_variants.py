@@ -49,7 +49,7 @@ def _fwd_runs(algo, dt, x_shape, K, kernel, stride, padding, dilation, groups):
         return f32 and AVX512 and stride[1] in (1, 2)
     if algo in ("gemm_1x1", "gemm_1x1_packed"):
         return _is_1x1(kernel, stride, padding)
-    return True  # polyphase_gemm, polyphase_packed
+    return True  # polyphase_gemm, polyphase_packed, polyphase_batch
 
 
 def _dw_runs(algo, dt, x_shape, K, kernel, stride, padding, dilation, groups):
