@@ -343,7 +343,15 @@ void polyphase_batch_fwd(const T* x, const T* w, const T* bias, T* y, const Conv
     const Polyphase q{Hq, Wq, Hq * Wq};
     const i64 img = Cg * s.sh * s.sw * q.plane;
     const i64 chunk = std::clamp<i64>(kBatchCopyBytes / (img * i64(sizeof(T))), 1, s.N);
-    const std::vector<packed::PrepackedAView<Cf>> wp = prepack_weights<Cf>(w, s);
+    // A block of output channels a thread (each reads its part of the weights once and packs all the columns: a
+    // last partial panel wastes less than in column blocks: 16 x 5x5 -> 400 columns, 432 computed instead of 480),
+    // or of columns when the channels are too few to split.
+    const i64 mb = Kg >= 32 * nt ? packed::round_up((Kg + nt - 1) / nt, Cf::MR) : Kg, nmb = (Kg + mb - 1) / mb;
+    // Each weight used by one GEMM block (one chunk, one block of columns): the threads pack their blocks from w as
+    // they go instead of prepacking all of it first (a write and a read of the weights less: batch 1, 512ch 7x7).
+    const bool pack_as_read = chunk == s.N && s.N * P <= Cf::NC && (nmb > 1 || nt == 1);
+    const std::vector<packed::PrepackedAView<Cf>> wp = pack_as_read ? std::vector<packed::PrepackedAView<Cf>>()
+                                                                     : prepack_weights<Cf>(w, s);
     std::vector<i64> toff(CRS);
     q.tap_offsets(s, 0, CRS, 0, toff.data());
     packed::Buffer<T> xq(chunk * img + 2 * Wq + s.pw + 2 * Cf::NR), yt(Kg * chunk * P);
@@ -356,18 +364,17 @@ void polyphase_batch_fwd(const T* x, const T* w, const T* bias, T* y, const Conv
             parallel_items(ni, double(img), [&](i64 i) {
                 copy_polyphase(x + ((n0 + i) * s.C + g * Cg) * HW, s, 0, Cg, 0, q, xq.data() + i * img);
             });
-            // A block of output channels a thread (each reads its part of the weights once and packs all the
-            // columns: a last partial panel wastes less than in column blocks: 16 x 5x5 -> 400 columns, 432
-            // computed instead of 480), or of columns when the channels are too few to split.
-            const i64 mb = Kg >= 32 * nt ? packed::round_up((Kg + nt - 1) / nt, Cf::MR) : Kg;
-            const i64 cb = mb < Kg ? nv : packed::round_up(std::max<i64>(Cf::NR, (nv + nt - 1) / nt), Cf::NR);
-            const i64 nmb = (Kg + mb - 1) / mb;
+            const i64 cb = nmb > 1 ? nv : packed::round_up(std::max<i64>(Cf::NR, (nv + nt - 1) / nt), Cf::NR);
             parallel_tasks(nmb * ((nv + cb - 1) / cb), [&](i64 t) {
-                const i64 m0 = t % nmb * mb, j0 = t / nmb * cb, nc = std::min(cb, nv - j0);
-                packed::gemm_blocked<Cf>(std::min(mb, Kg - m0), nc, CRS, T(1),
-                                         packed::RowsFrom<packed::PrepackedAView<Cf>>{wp[g], m0},
-                                         PackGatherCols<Cf>{xq.data(), toff.data(), col.data() + j0}, T(0),
-                                         yt.data() + m0 * nv + j0, nv);
+                const i64 m0 = t % nmb * mb, j0 = t / nmb * cb, nc = std::min(cb, nv - j0), mk = std::min(mb, Kg - m0);
+                const PackGatherCols<Cf> pb{xq.data(), toff.data(), col.data() + j0};
+                T* const yb = yt.data() + m0 * nv + j0;
+                if (pack_as_read)
+                    packed::gemm_blocked<Cf>(mk, nc, CRS, T(1), packed::PackMatA<Cf>{w + (g * Kg + m0) * CRS, CRS, false},
+                                             pb, T(0), yb, nv);
+                else
+                    packed::gemm_blocked<Cf>(mk, nc, CRS, T(1), packed::RowsFrom<packed::PrepackedAView<Cf>>{wp[g], m0},
+                                             pb, T(0), yb, nv);
             });
             parallel_items(ni, double(Kg * P), [&](i64 i) {
                 unpack_images(yt.data() + i * P, 1, Kg, P, bias ? bias + g * Kg : nullptr,
