@@ -157,10 +157,14 @@ static double direct_channel_use(const ConvShape& s) {
 // Two output rows per tile for these widths (7x7 and 6x6 outputs: textbook 7x7 layers, 13x13 or 14x14 at stride 2).
 bool direct_two_rows(const ConvShape& s) { return s.OW >= 6 && s.OW <= 8; }
 // Where it runs: no more than 10 % of the tile positions past the row ends (OW = 14, 28, 56, 112: none), or a
-// two-row width (7, 8: none but an odd last row), and at least 3/4 of the computed output channels real.
+// two-row width (7, 8: none but an odd last row), and at least 3/4 of the computed output channels real; half of
+// them on planes of at most 196 positions with 64 or more input channels, where the implicit GEMM's few rows of
+// A make it pack-bound (128 x 128ch 16x16 -> 20, 3x3/2: 2.0 vs 4.2 ms; 128 x 256ch 7x7 -> 16: 2.8 vs 5.0 by
+// Winograd; on 28x28 planes it lost: 32 x 64ch -> 16, 2.5 vs 1.9).
 bool direct_fits(const ConvShape& s) {
     const i64 ow_tiles = (s.OW + kDirectPos - 1) / kDirectPos * kDirectPos;
-    return direct_can_run(s) && (ow_tiles * 10 <= s.OW * 11 || direct_two_rows(s)) && direct_channel_use(s) >= 0.75;
+    const double use = s.C / s.groups >= 64 && s.OH * s.OW <= 196 ? 0.5 : 0.75;
+    return direct_can_run(s) && (ow_tiles * 10 <= s.OW * 11 || direct_two_rows(s)) && direct_channel_use(s) >= use;
 }
 
 // Task = (image, group, block of output rows): the block's input rows are copied into zero-padded planes (the
