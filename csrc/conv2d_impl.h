@@ -10,9 +10,8 @@
 
 namespace fastnn {
 
-inline bool is_1x1_s1_p0(const ConvShape& s) {
-    return s.KH == 1 && s.KW == 1 && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0;
-}
+inline bool is_1x1_p0(const ConvShape& s) { return s.KH == 1 && s.KW == 1 && s.ph == 0 && s.pw == 0; }
+inline bool is_1x1_s1_p0(const ConvShape& s) { return is_1x1_p0(s) && s.sh == 1 && s.sw == 1; }
 
 // ---- conv2d_direct.cpp (float, AVX-512) ----
 bool direct_can_run(const ConvShape& s);

@@ -32,6 +32,7 @@ CONVS = [
     ((3, 6, 6, 7), 32, (3, 3), (1, 1), (1, 1), (1, 1), 2),      # channels (an odd last one alone), 2 groups of 16
     ((2, 5, 3, 4), 200, (1, 1), (1, 1), (0, 0), (1, 1), 1),     # 1x1 on few positions, many output channels
     ((1, 6, 3, 3), 400, (1, 1), (1, 1), (0, 0), (1, 1), 2),     # the same in 2 groups
+    ((2, 6, 9, 8), 16, (1, 1), (2, 3), (0, 0), (1, 1), 2),      # 1x1 at stride > 1 (a strided copy), grouped
 ]
 
 
@@ -47,7 +48,9 @@ def _fwd_runs(algo, dt, x_shape, K, kernel, stride, padding, dilation, groups):
             and groups == 1
     if algo == "direct":
         return f32 and AVX512 and stride[1] in (1, 2)
-    if algo in ("gemm_1x1", "gemm_1x1_packed"):
+    if algo == "gemm_1x1":  # at stride > 1 on a strided copy of the input
+        return tuple(kernel) == (1, 1) and tuple(padding) == (0, 0)
+    if algo == "gemm_1x1_packed":
         return _is_1x1(kernel, stride, padding)
     return True  # polyphase_gemm, polyphase_packed, polyphase_batch
 
@@ -218,7 +221,7 @@ def _expected(case):
     else:
         fwd = "polyphase_gemm"
     dw = "direct" if f32 and AVX512 and w_shape[2:] == (3, 3) and w_shape[0] % 32 == 0 else "gemm"
-    dx = "gemm_1x1" if w_shape[2:] == (1, 1) else "forward_flipped" if stride == (1, 1) else "dcol"
+    dx = "gemm_1x1" if w_shape[2:] == (1, 1) and stride == (1, 1) else "forward_flipped" if stride == (1, 1) else "dcol"
     return fwd, dw, dx
 
 
@@ -228,6 +231,7 @@ QUERIES = [
     ((1, 3, 224, 224), (64, 3, 7, 7), (2, 2), (3, 3), (1, 1), 1, np.float32),   # the ResNet stem
     ((2, 16, 20, 20), (24, 16, 1, 1), (1, 1), (0, 0), (1, 1), 1, np.float32),
     ((2, 32, 9, 9), (32, 32, 3, 3), (2, 2), (1, 1), (1, 1), 1, np.float64),
+    ((8, 64, 14, 14), (128, 64, 1, 1), (2, 2), (0, 0), (1, 1), 1, np.float64),  # 1x1 /2: the strided copy
 ]
 
 
