@@ -92,6 +92,22 @@ void col2im(const T* col, T* x, const ConvShape& s) {
         }, parallel_work(double(s.N) * P * s.C));
         return;
     }
+    if (KK == 1 && s.ph == 0 && s.pw == 0) {
+        // 1x1 at stride > 1: each col entry lands on one element of x (no sums; the rest is 0), so no lines: a
+        // strided store per entry (N64 C1 56x56 /2: 0.065 ms by the general code, NumPy 0.063)
+        parallel_items(s.N, double(s.C) * HW, [&](i64 n) {
+            T* xn = x + n * s.C * HW;
+            std::fill(xn, xn + s.C * HW, T(0));
+            const T* src = col + n * P * s.C;
+            for (i64 oh = 0; oh < s.OH; ++oh)
+                for (i64 ow = 0; ow < s.OW; ++ow, src += s.C) {
+                    T* d = xn + oh * s.sh * s.W + ow * s.sw;
+                    if (s.C == 1) *d = *src;
+                    else for (i64 c = 0; c < s.C; ++c) d[c * HW] = src[c];
+                }
+        });
+        return;
+    }
     const i64 cg = std::max<i64>(1, std::min<i64>(s.C, kMaxTaps / KK));  // channels per task
     const i64 ngrp = (s.C + cg - 1) / cg, pos = tile_positions<T>(P, CRS);
     parallel_for(s.N * ngrp, 1, [&](i64 b, i64 e) {

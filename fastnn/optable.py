@@ -83,6 +83,7 @@ CASES = {
         im2col_case((1, 3, 3, 3), 3, 1, 1, tiny=True),
         im2col_case((2, 5, 3, 7), 1, tiny=True),                                # 1x1/s1/p0: col2im transposes
         im2col_case((2, 1, 20, 17), 1),                                         # the same, one channel, 2 blocks
+        im2col_case((2, 3, 6, 9), 1, (2, 3)),                                   # 1x1 at stride > 1: strided stores
         im2col_case((2, 3, 17, 15), 3, 1, 1),
         im2col_case((3, 5, 20, 13), (5, 3), 2, (2, 1), (1, 2)),
         im2col_case((8, 64, 56, 56), 3, 1, 1, realistic=True),
