@@ -143,7 +143,7 @@ template <typename T> void avg_bwd_plane__3x3s2p1(const T* dy, T* dx, const Pool
 // Any geometry, either type: a window's max (sum) is the max (sum) over its rows of each row's max (sum) over the
 // window's columns. Pass 1 reduces each input row a band of output rows needs to OW values (for max also the column
 // each came from); pass 2 reduces each output row's window rows, element by element over OW. Both are plain loops
-// the compiler vectorises, compiled per target (FASTNN_SIMD_DISPATCH): 3-8x the generic code on geometries that
+// the compiler vectorises, compiled per target (FASTNN_SIMD_DISPATCH): 2.5-5x the generic code on geometries that
 // have no fast path (3x3/2 pad 0, 3x3/1 pad 1, 2x2/1, 4x4/4) and for float64. Strict > in both passes keeps the
 // generic code's first maximum in row-major order (the earliest row holding the maximum, its first column); sums
 // add row by row instead of in row-major order (within float tolerance).
