@@ -98,7 +98,7 @@ Conv2dFwdAlgo conv2d_fwd_algo(const ConvShape& s) {
         if (winograd_fits(s) && !(direct && std::min(s.C, s.K) < direct_below)) return Conv2dFwdAlgo::winograd;
         // Weights of 4 MiB or more on small planes: polyphase_batch reads them once, the direct tasks each
         // (batch 1, 512ch 7x7 -> 512: 1.45-1.55 vs 2.28 ms; batch 8: 5.7-5.9 vs 7.4)
-        const bool heavy = polyphase_batch_pays<T>(s) && s.K * (s.C / s.groups) * s.KH * s.KW >= (i64(1) << 20);
+        const bool heavy = polyphase_batch_pays<T>(s, i64(4) << 20);
         if (direct && !heavy) return Conv2dFwdAlgo::direct;
     }
     if (!is_1x1_s1_p0(s)) {

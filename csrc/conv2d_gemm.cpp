@@ -335,8 +335,9 @@ void polyphase_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape&
 
 // conv2d_fwd__polyphase_batch: deep convolutions on small planes (16 x 512ch 5x5 -> 256, 3x3: 25 columns an image)
 // made one GEMM over the whole batch's valid columns. Per image the GEMMs are narrow and each reads all the weights
-// again (4.7 MB there: from memory, 16 times); here the threads split the columns and each reads the weights once
-// per NC columns. Images are taken in chunks whose polyphase copies stay within kBatchCopyBytes.
+// again (4.7 MB there: from memory, 16 times); here the threads split the output channels (the columns when the
+// channels are few), so each weight is read once per chunk of images. Images are taken in chunks whose polyphase
+// copies stay within kBatchCopyBytes.
 constexpr i64 kBatchCopyBytes = i64(16) << 20;
 template <class Cf, typename T = typename Cf::T>
 void polyphase_batch_fwd(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
@@ -661,10 +662,11 @@ void conv2d_fwd__polyphase_gemm(const T* x, const T* w, const T* bias, T* y, con
         polyphase_fwd<Cf>(x, w, bias, y, s, p);
     });
 }
-// Weights of a MiB or more (they no longer sit in L2 beside the work) over planes of at most 1024 positions.
+// A group's weights of min_bytes or more (from 1 MiB they no longer sit in L2 beside the work) over planes of at
+// most 1024 positions.
 template <typename T>
-bool polyphase_batch_pays(const ConvShape& s) {
-    return s.K / s.groups * (s.C / s.groups) * s.KH * s.KW * i64(sizeof(T)) >= (i64(1) << 20) && s.OH * s.OW <= 1024;
+bool polyphase_batch_pays(const ConvShape& s, i64 min_bytes) {
+    return s.K / s.groups * (s.C / s.groups) * s.KH * s.KW * i64(sizeof(T)) >= min_bytes && s.OH * s.OW <= 1024;
 }
 template <typename T>
 void conv2d_fwd__polyphase_batch(const T* x, const T* w, const T* bias, T* y, const ConvShape& s) {
@@ -765,7 +767,7 @@ void conv2d_dx__gemm_1x1(const T* dy, const T* w, T* dx, const ConvShape& s) {
     template void conv2d_fwd__polyphase_gemm<T>(const T*, const T*, const T*, T*, const ConvShape&);         \
     template void conv2d_fwd__polyphase_packed<T>(const T*, const T*, const T*, T*, const ConvShape&);       \
     template void conv2d_fwd__polyphase_batch<T>(const T*, const T*, const T*, T*, const ConvShape&);        \
-    template bool polyphase_batch_pays<T>(const ConvShape&);                                                 \
+    template bool polyphase_batch_pays<T>(const ConvShape&, i64);                                                 \
     template void conv2d_fwd__gemm_1x1<T>(const T*, const T*, const T*, T*, const ConvShape&);               \
     template void conv2d_fwd__gemm_1x1_packed<T>(const T*, const T*, const T*, T*, const ConvShape&);        \
     template void conv2d_dw__gemm<T>(const T*, const T*, T*, const ConvShape&);                              \

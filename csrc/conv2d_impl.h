@@ -29,7 +29,7 @@ void conv2d_fwd__winograd(const float* x, const float* w, const float* bias, flo
 // ---- conv2d_gemm.cpp (float and double, any CPU) ----
 template <typename T> bool polyphase_packed_can_run(const ConvShape& s);
 template <typename T> bool polyphase_packed_pays(const ConvShape& s);
-template <typename T> bool polyphase_batch_pays(const ConvShape& s);
+template <typename T> bool polyphase_batch_pays(const ConvShape& s, i64 min_bytes = i64(1) << 20);
 template <typename T> bool gemm_1x1_packed_can_run(const ConvShape& s);
 template <typename T> bool gemm_1x1_packed_pays(const ConvShape& s);
 template <typename T> bool dx_forward_flipped_can_run(const ConvShape& s);

@@ -48,14 +48,16 @@ void max_row__generic(const T* x, T* y, i64* idx, const PoolShape& s, i64 oh, i6
     }
 }
 
-// count_include_pad: the window clipped to the padded input; otherwise the positions inside the input.
+// The window's size along one axis: with count_include_pad clipped to the padded input, otherwise the positions
+// inside the input.
+inline i64 window_size(i64 o, i64 stride, i64 pad, i64 k, i64 n, bool cip) {
+    const i64 a = o * stride - pad;
+    if (cip) return std::min(a + k, n + pad) - a;
+    const Span c = span(o, stride, pad, k, n);
+    return c.hi - c.lo;
+}
 inline i64 avg_divisor(const PoolShape& s, i64 oh, i64 ow, bool cip) {
-    if (cip) {
-        i64 a = oh * s.sh - s.ph, b = ow * s.sw - s.pw;
-        return (std::min(a + s.KH, s.H + s.ph) - a) * (std::min(b + s.KW, s.W + s.pw) - b);
-    }
-    Span r = span(oh, s.sh, s.ph, s.KH, s.H), c = span(ow, s.sw, s.pw, s.KW, s.W);
-    return (r.hi - r.lo) * (c.hi - c.lo);
+    return window_size(oh, s.sh, s.ph, s.KH, s.H, cip) * window_size(ow, s.sw, s.pw, s.KW, s.W, cip);
 }
 
 template <typename T>
@@ -154,13 +156,6 @@ inline Span interior(i64 stride, i64 pad, i64 k, i64 n, i64 on) {
     const i64 lo = std::min(on, (pad + stride - 1) / stride);
     const i64 hi = n + pad >= k ? std::min(on, (n + pad - k) / stride + 1) : 0;
     return {lo, std::max(lo, hi)};
-}
-// count_include_pad's and the clipped window's size along one axis, as avg_divisor's factors.
-inline i64 window_size(i64 o, i64 stride, i64 pad, i64 k, i64 n, bool cip) {
-    const i64 a = o * stride - pad;
-    if (cip) return std::min(a + k, n + pad) - a;
-    const Span c = span(o, stride, pad, k, n);
-    return c.hi - c.lo;
 }
 
 // Pass 1 of one input row xr: h[ow] = the max (or sum) of the row over window ow's columns, hc[ow] its column.
